@@ -1,0 +1,71 @@
+"""The small contract between the engine and its callers (tasks, benchmarks, tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+ReasoningEffort = Literal["low", "medium", "high"]
+
+
+@dataclass(frozen=True)
+class ModelTags:
+    """The five tags every metric sample and stored result carries."""
+
+    engine: str  # e.g. "transformers-cb"
+    model_id: str  # the id of the model that really runs (a demo model reports its own id)
+    model_size: str  # "20b", "120b", "135m", "tiny"
+    gpu_mode: str  # "pipeline", "tensor", "cpu"
+    profile: str  # "latency_first", "quality_first"
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "engine": self.engine,
+            "model_id": self.model_id,
+            "model_size": self.model_size,
+            "gpu_mode": self.gpu_mode,
+            "profile": self.profile,
+        }
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation job as the engine sees it. Either `messages` or `prompt` is set."""
+
+    messages: tuple[dict[str, str], ...] | None = None
+    prompt: str | None = None
+    max_tokens: int = 256
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    reasoning_effort: ReasoningEffort | None = None
+    ignore_eos: bool = False  # benchmarks: generate exactly max_tokens
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """New text of one request, split by harmony channel ("final" or "analysis")."""
+
+    request_id: str
+    content: str  # new final-channel text (the answer)
+    reasoning: str  # new analysis-channel text
+    completion_tokens: int  # tokens generated so far
+    time: float  # time.time() when the token arrived
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    request_id: str
+    content: str
+    reasoning: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float | None  # from submit to the first generated token
+    e2e_s: float  # from submit to the final token
+    token_times: list[float] = field(default_factory=list)  # time.time() of each generated token
+    harmony_ok: bool = True  # the output parsed as well-formed harmony (always True for non-harmony models)
+    error: str | None = None

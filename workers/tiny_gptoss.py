@@ -1,0 +1,110 @@
+"""A tiny random-weight gpt-oss model and a harmony tokenizer, for tests and benchmarks.
+
+The model is a real `GptOssForCausalLM` (MoE, attention sinks, sliding window), only small,
+so the true gpt-oss code path runs on a CPU in seconds. The tokenizer is byte-level (any text
+encodes) and carries the harmony special tokens and a harmony chat template.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+HARMONY_SPECIAL_TOKENS = [
+    "<|startoftext|>",
+    "<|endoftext|>",
+    "<|return|>",
+    "<|constrain|>",
+    "<|channel|>",
+    "<|start|>",
+    "<|end|>",
+    "<|message|>",
+    "<|call|>",
+]
+
+# A compact harmony chat template: the same structure as gpt-oss's own (system header with
+# `Reasoning: <effort>`, developer instructions, messages with channels, generation prompt).
+HARMONY_CHAT_TEMPLATE = (
+    "{%- set effort = reasoning_effort if reasoning_effort is defined and reasoning_effort else 'medium' -%}"
+    "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
+    "Knowledge cutoff: 2024-06\n\nReasoning: {{ effort }}\n\n"
+    "# Valid channels: analysis, commentary, final. Channel must be included for every message."
+    "<|end|>"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] in ('system', 'developer') -%}"
+    "<|start|>developer<|message|># Instructions\n\n{{ m['content'] }}<|end|>"
+    "{%- elif m['role'] == 'user' -%}"
+    "<|start|>user<|message|>{{ m['content'] }}<|end|>"
+    "{%- elif m['role'] == 'assistant' -%}"
+    "<|start|>assistant<|channel|>final<|message|>{{ m['content'] }}<|end|>"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|start|>assistant{%- endif -%}"
+)
+
+
+def build_harmony_tokenizer() -> Any:
+    """Return a byte-level fast tokenizer with the harmony special tokens and chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<|startoftext|>",
+        eos_token="<|return|>",
+        pad_token="<|endoftext|>",
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": HARMONY_SPECIAL_TOKENS})
+    tokenizer.chat_template = HARMONY_CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_gptoss(seed: int = 0) -> tuple[Any, Any]:
+    """Build (model, tokenizer): a random-weight GptOssForCausalLM small enough for CI."""
+    import torch
+    from transformers import GenerationConfig, GptOssConfig, GptOssForCausalLM
+
+    tokenizer = build_harmony_tokenizer()
+    eos_ids = [tokenizer.convert_tokens_to_ids(t) for t in ("<|return|>", "<|call|>")]
+    config = GptOssConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        sliding_window=16,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=4096,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos_ids,
+        bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = GptOssForCausalLM(config).to(torch.float32).eval()
+    # Random init is near-uniform; scale the head so greedy decoding has clear winners.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    model.generation_config = GenerationConfig(
+        eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id
+    )
+    return model, tokenizer
+
+
+def save_tiny_gptoss(directory: str | Path, seed: int = 0) -> Path:
+    """Write the tiny model and tokenizer to `directory` (a local model dir any loader can read)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = build_tiny_gptoss(seed)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
