@@ -90,7 +90,7 @@ def build_tiny_gptoss(seed: int = 0) -> tuple[Any, Any]:
         tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
-    model = GptOssForCausalLM(config).to(torch.float32).eval()
+    model = GptOssForCausalLM(config).float().eval()
     # Random init is near-uniform; scale the head so greedy decoding has clear winners.
     with torch.no_grad():
         model.lm_head.weight.mul_(8.0)

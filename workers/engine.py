@@ -1,0 +1,281 @@
+"""The generation engine: one model, one continuous batch, many concurrent requests.
+
+Built once per worker process (lazily, after the fork) around transformers' continuous
+batching: requests join and leave the running batch at every decode step, so a short job never
+waits behind a long one. Any number of threads may `submit` at once; each gets a handle whose
+`events()` yields text deltas and then one final result.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from workers.engine_types import GenerationRequest, GenerationResult, ModelTags, TokenDelta
+from workers.request_stream import RequestStream
+from workers.sampling import install_request_sampler
+
+log = logging.getLogger(__name__)
+
+ENGINE_NAME = "transformers-cb"
+_CANCELLED = object()  # queued to a handle when its request is cancelled
+
+
+@dataclass(frozen=True)
+class CacheSizing:
+    """Paged KV cache limits (TGI-style names). None lets transformers size it (GPU)."""
+
+    page_size: int | None = None
+    num_blocks: int | None = None
+    max_batch_tokens: int | None = None
+
+    @classmethod
+    def for_cpu(cls, max_batch: int, tokens_per_request: int = 1024) -> CacheSizing:
+        # transformers' defaults target GPUs and were ~10x slower on CPU: small pages, small prefill chunks.
+        page_size = 32
+        num_blocks = max(128, max_batch * tokens_per_request // page_size)
+        return cls(page_size=page_size, num_blocks=num_blocks, max_batch_tokens=512)
+
+
+class _ImmediateLoop:
+    """Stands in for an asyncio loop in transformers' OutputRouter: run callbacks in place."""
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
+        callback(*args)
+
+
+class RequestHandle:
+    """One submitted request: iterate its events, wait for its result, or cancel it."""
+
+    def __init__(self, engine: Engine, stream: RequestStream) -> None:
+        self.engine = engine
+        self.stream = stream
+        self.request_id = stream.request_id
+        self.outputs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._done = False
+
+    def events(self, timeout: float | None = None) -> Iterator[TokenDelta | GenerationResult]:
+        """Yield TokenDelta events, then exactly one GenerationResult."""
+        if self._done:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                item = self._next_output(deadline)
+                if item is None:
+                    yield from self._close("error", "generation loop stopped before the request finished")
+                    return
+                if item is _CANCELLED:
+                    yield from self._close("cancelled")
+                    return
+                delta = self.stream.on_output(item.generated_tokens, item.timestamps)
+                if delta is not None:
+                    yield delta
+                if self.stream.stopped_by_string:
+                    self.engine.drop(self.request_id)
+                    yield from self._close("stop")
+                    return
+                if item.error is not None:
+                    yield from self._close("error", str(item.error))
+                    return
+                if item.is_finished():
+                    yield from self._close(None)
+                    return
+        finally:
+            self.engine.forget(self.request_id)
+
+    def result(self, timeout: float | None = None) -> GenerationResult:
+        """Wait for the final result (consuming the events)."""
+        for event in self.events(timeout):
+            if isinstance(event, GenerationResult):
+                return event
+        raise RuntimeError(f"request {self.request_id} already consumed")
+
+    def cancel(self) -> None:
+        """Stop generating; the result keeps the text produced so far."""
+        self.engine.cancel(self.request_id)
+
+    def _next_output(self, deadline: float | None) -> Any:
+        while True:
+            try:
+                return self.outputs.get(timeout=0.25)
+            except queue.Empty:
+                if not self.engine.is_running():
+                    return None
+                if deadline is not None and time.monotonic() > deadline:
+                    self.engine.cancel(self.request_id)
+                    return _CANCELLED
+
+    def _close(self, reason: Any, error: str | None = None) -> Iterator[TokenDelta | GenerationResult]:
+        self._done = True
+        tail, result = self.stream.finish(reason, error)
+        if tail is not None:
+            yield tail
+        yield result
+
+
+class Engine:
+    """A loaded model behind a running continuous-batching manager."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        tags: ModelTags,
+        is_harmony: bool,
+        max_batch: int,
+        sizing: CacheSizing | None = None,
+    ) -> None:
+        from transformers import ContinuousBatchingConfig, GenerationConfig
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.tags = tags
+        self.is_harmony = is_harmony
+        self.max_batch = max_batch
+        self.max_context = int(getattr(model.config.get_text_config(), "max_position_embeddings", 4096))
+        self.eos_ids = set(_eos_ids(model, tokenizer))
+        self._clock_offset = time.time() - time.perf_counter()
+        self._handles: dict[str, RequestHandle] = {}
+        self._lock = threading.Lock()
+        if sizing is None:
+            sizing = CacheSizing() if model.device.type == "cuda" else CacheSizing.for_cpu(max_batch)
+        cb_config = ContinuousBatchingConfig(
+            page_size=sizing.page_size or 256,
+            num_blocks=sizing.num_blocks,
+            max_batch_tokens=sizing.max_batch_tokens,
+            max_requests_per_batch=max_batch,
+            scheduler_type="prefill_first",
+            allow_block_sharing=False,
+        )
+        generation_config = GenerationConfig(
+            do_sample=False,  # RequestSampler draws sampled rows itself; see workers/sampling.py
+            max_new_tokens=256,
+            eos_token_id=sorted(self.eos_ids) or -1,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        self.manager = model.init_continuous_batching(
+            generation_config=generation_config, continuous_batching_config=cb_config
+        )
+        install_request_sampler(self.manager)
+        self._loop = _ImmediateLoop()
+        self.manager.start()
+
+    @classmethod
+    def from_loaded(
+        cls, loaded: Any, profile: str, max_batch: int, sizing: CacheSizing | None = None
+    ) -> Engine:
+        """Build an engine from workers.model_loader.LoadedModel."""
+        tags = ModelTags(ENGINE_NAME, loaded.model_id, loaded.model_size, loaded.gpu_mode, profile)
+        return cls(loaded.model, loaded.tokenizer, tags, loaded.is_harmony, max_batch, sizing)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def render_prompt(self, request: GenerationRequest) -> list[int]:
+        """Prompt token ids: chat messages through the model's chat template (harmony for gpt-oss)."""
+        messages = list(request.messages or [{"role": "user", "content": request.prompt or ""}])
+        extra = {"reasoning_effort": request.reasoning_effort or "medium"} if self.is_harmony else {}
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False, **extra
+        )
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        return len(self.render_prompt(request))
+
+    def submit(self, request: GenerationRequest) -> RequestHandle:
+        """Queue a request into the running batch; thread-safe."""
+        input_ids = self.render_prompt(request)
+        if len(input_ids) + request.max_tokens > self.max_context:
+            raise ValueError(
+                f"prompt ({len(input_ids)} tokens) + max_tokens ({request.max_tokens}) exceeds "
+                f"the model's context of {self.max_context} tokens"
+            )
+        request_id = request.request_id or uuid.uuid4().hex
+        stream = RequestStream(
+            request_id,
+            request,
+            self.tokenizer,
+            self.is_harmony,
+            len(input_ids),
+            self.eos_ids,
+            self._clock_offset,
+        )
+        handle = RequestHandle(self, stream)
+        with self._lock:
+            if request_id in self._handles:
+                raise ValueError(f"request id {request_id} is already running")
+            self._handles[request_id] = handle
+        router = self.manager.output_router
+        with router._lock:
+            router.result_handlers[request_id] = (handle.outputs.put, self._loop)
+        sampling: dict[str, Any] = {"temperature": float(request.temperature), "top_p": float(request.top_p)}
+        if request.seed is not None:
+            sampling["seed"] = int(request.seed)
+        added = self.manager.add_request(
+            input_ids,
+            request_id=request_id,
+            max_new_tokens=request.max_tokens,
+            streaming=True,
+            record_timestamps=True,
+            eos_token_id=[] if request.ignore_eos else sorted(self.eos_ids),
+            **sampling,
+        )
+        if added is None:
+            self.forget(request_id)
+            raise RuntimeError("the engine is not accepting requests (stopping or failed)")
+        return handle
+
+    def cancel(self, request_id: str) -> None:
+        """Cancel a running request; its handle finishes with finish_reason 'cancelled'."""
+        with self._lock:
+            handle = self._handles.get(request_id)
+        self.drop(request_id)
+        if handle is not None:
+            handle.outputs.put(_CANCELLED)
+
+    def drop(self, request_id: str) -> None:
+        """Remove a request from the batch without telling its handle."""
+        router = self.manager.output_router
+        with router._lock:
+            router.result_handlers.pop(request_id, None)
+        self.manager.cancel_request(request_id)
+
+    def forget(self, request_id: str) -> None:
+        with self._lock:
+            self._handles.pop(request_id, None)
+        router = self.manager.output_router
+        with router._lock:
+            router.result_handlers.pop(request_id, None)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def is_running(self) -> bool:
+        return bool(self.manager.is_running())
+
+    def load(self) -> dict[str, int]:
+        """Running and waiting request counts (for metrics)."""
+        processor = self.manager.batch_processor
+        if processor is None:
+            return {"running": 0, "waiting": 0}
+        scheduler = processor.scheduler
+        return {"running": len(scheduler.active_requests), "waiting": len(scheduler.waiting_requests)}
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the batch loop; unfinished requests end with an error."""
+        if self.manager.is_running():
+            self.manager.stop(block=True, timeout=timeout)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    ids = eos if isinstance(eos, list) else [eos]
+    return [int(i) for i in ids if i is not None and int(i) >= 0]
