@@ -38,6 +38,17 @@ class IncrementalDecoder:
             return text[len(prefix) :]
         return ""
 
+    def flush(self) -> str:
+        """Return whatever is still held back (a trailing partial character), even if incomplete."""
+        prefix = self.tokenizer.decode(
+            self.ids[self.prefix_offset : self.read_offset], skip_special_tokens=self.skip_special_tokens
+        )
+        text = self.tokenizer.decode(
+            self.ids[self.prefix_offset :], skip_special_tokens=self.skip_special_tokens
+        )
+        self.prefix_offset = self.read_offset = len(self.ids)
+        return text[len(prefix) :]
+
 
 class StopScanner:
     """Find stop strings in the answer text, holding back a tail that might start one."""
@@ -126,8 +137,14 @@ class RequestStream:
         """Close the stream: the last held-back text (if any) and the final result."""
         if reason is None:
             reason = self.natural_finish_reason()
+        tail_reasoning = ""
         if self.stop.stopped:
             reason = "stop"
+        else:
+            rest = self.decoder.flush()
+            content_part, tail_reasoning = self.harmony.feed(rest) if self.harmony else (rest, "")
+            self.stop.push(content_part)
+            self.reasoning += tail_reasoning
         tail = self.stop.flush()
         harmony_ok = True
         if self.harmony is not None:
@@ -135,7 +152,9 @@ class RequestStream:
             harmony_ok = parsed.ok
             self.reasoning = parsed.reasoning
         content = self.stop.text
-        last = TokenDelta(self.request_id, tail, "", len(self.tokens), time.time()) if tail else None
+        last = None
+        if tail or tail_reasoning:
+            last = TokenDelta(self.request_id, tail, tail_reasoning, len(self.tokens), time.time())
         end = self.token_times[-1] if self.token_times else time.time()
         result = GenerationResult(
             request_id=self.request_id,
