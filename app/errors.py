@@ -1,0 +1,80 @@
+"""OpenAI-style JSON errors: {"error": {"type", "message", "param", "code"}} with the right status."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the API reports to the client as is."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def response(self) -> tuple[Response, int]:
+        body = {"type": self.type, "message": self.message, "param": self.param, "code": self.code}
+        return jsonify(error=body), self.status
+
+
+def param_path(loc: tuple[int | str, ...]) -> str | None:
+    """Pydantic's loc as a param name: ("messages", 0, "content") -> "messages[0].content"."""
+    path = ""
+    for part in loc:
+        if part == "[key]":  # pydantic's marker for "the dict key itself was invalid"
+            continue
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or None
+
+
+def validation_error(exc: ValidationError) -> ApiError:
+    """One ApiError for all of a body's problems; `param` names the first bad field."""
+    errors = exc.errors(include_url=False)
+    described = [f"{param_path(e['loc']) or 'body'}: {e['msg']}" for e in errors]
+    first = errors[0]
+    return ApiError(
+        422,
+        "Invalid request body. " + "; ".join(described),
+        param=param_path(first["loc"]),
+        code=first["type"],
+    )
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Every error leaves the app as OpenAI-style JSON, never as an HTML page."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> tuple[Response, int]:
+        return exc.response()
+
+    @app.errorhandler(ValidationError)
+    def _validation_error(exc: ValidationError) -> tuple[Response, int]:
+        return validation_error(exc).response()
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        status = exc.code or 500
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        code = (exc.name or "error").lower().replace(" ", "_")
+        response, status = ApiError(status, exc.description or exc.name, type=kind, code=code).response()
+        response.headers.extend(h for h in exc.get_headers() if h[0].lower() != "content-type")
+        return response, status
+
+    @app.errorhandler(Exception)
+    def _unexpected_error(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error")
+        return ApiError(500, "Internal server error.", type="server_error").response()

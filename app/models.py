@@ -1,0 +1,115 @@
+"""Typed SQLAlchemy models: a Job row holds the request, its status history and its result."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite drops the zone; we put it back)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is not None and dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    """`job_` + 12 hex digits of milliseconds + 16 random hex digits: unique and time-ordered."""
+    return f"job_{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
+
+
+class Base(orm.DeclarativeBase):
+    metadata = sa.MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(40), primary_key=True, default=new_job_id)
+    profile: orm.Mapped[str] = orm.mapped_column(sa.String(64), index=True)
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(16), index=True, default=JobStatus.QUEUED)
+    request: orm.Mapped[dict[str, Any]] = orm.mapped_column(sa.JSON)
+    idempotency_key: orm.Mapped[str | None] = orm.mapped_column(sa.String(255), unique=True)
+    request_hash: orm.Mapped[str] = orm.mapped_column(sa.String(64))  # sha256 of the canonical request
+    task_id: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    worker_hostname: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    attempts: orm.Mapped[int] = orm.mapped_column(default=0, server_default="0")
+    cancel_requested: orm.Mapped[bool] = orm.mapped_column(default=False, server_default=sa.false())
+
+    # set on the jobs of a batch (POST /v1/batches): the batch, the line's custom_id and its line number
+    batch_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(40), index=True)
+    custom_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(512))
+    batch_line: orm.Mapped[int | None]
+
+    # result
+    content: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+    reasoning: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+    finish_reason: orm.Mapped[str | None] = orm.mapped_column(sa.String(16))
+    error: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+    prompt_tokens: orm.Mapped[int | None]
+    completion_tokens: orm.Mapped[int | None]
+    ttft_s: orm.Mapped[float | None]  # engine: submit to first token
+    e2e_s: orm.Mapped[float | None]  # engine: submit to last token
+
+    # the five tags of the model that really ran the job
+    tag_engine: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
+    tag_model_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
+    tag_model_size: orm.Mapped[str | None] = orm.mapped_column(sa.String(32))
+    tag_gpu_mode: orm.Mapped[str | None] = orm.mapped_column(sa.String(32))
+    tag_profile: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))
+
+    # one time per transition
+    created_at: orm.Mapped[datetime] = orm.mapped_column(UTCDateTime, default=utcnow)
+    started_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
+    first_token_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
+    cancel_requested_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
+    finished_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
+
+    def tags(self) -> dict[str, str] | None:
+        """The five tags, or None before a worker has run the job."""
+        if self.tag_model_id is None:
+            return None
+        return {
+            "engine": self.tag_engine or "",
+            "model_id": self.tag_model_id,
+            "model_size": self.tag_model_size or "",
+            "gpu_mode": self.tag_gpu_mode or "",
+            "profile": self.tag_profile or "",
+        }

@@ -1,0 +1,48 @@
+"""Serving profiles, read from the user-edited TOML file when the app or a worker starts."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ProfileConfigError(ValueError):
+    """The profiles file is missing, malformed, or describes an impossible profile."""
+
+
+class Profile(BaseModel):
+    """One serving profile: which model runs, how it is split over GPUs, and its limits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    name: str
+    model: str  # local dir, HF-cache id (offline) or .gguf file
+    model_size: str  # the size tag of `model` ("20b", "120b")
+    gpu_mode: Literal["pipeline", "tensor"]
+    max_batch: int = Field(ge=1)  # requests decoded together = worker threads
+    max_tokens: int = Field(ge=1)  # the largest max_tokens a job may ask for
+
+    def as_api_dict(self) -> dict[str, Any]:
+        return {"id": self.name, "object": "profile", **self.model_dump(exclude={"name"})}
+
+
+def load_profiles(path: str | Path) -> dict[str, Profile]:
+    """Read the `[profiles.<name>]` tables of a TOML file; raise ProfileConfigError on bad input."""
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ProfileConfigError(f"cannot read profiles file {path}: {exc}") from exc
+    tables = document.get("profiles")
+    if not isinstance(tables, dict) or not tables:
+        raise ProfileConfigError(f"{path}: expected at least one [profiles.<name>] table")
+    profiles = {}
+    for name, table in tables.items():
+        try:
+            profiles[name] = Profile.model_validate({**table, "name": name})
+        except (ValidationError, TypeError) as exc:
+            raise ProfileConfigError(f"{path}: [profiles.{name}] is invalid: {exc}") from exc
+    return profiles

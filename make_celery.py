@@ -1,0 +1,8 @@
+"""The Celery worker's entry module: `celery -A make_celery worker ...` (see workers/start_worker.py)."""
+
+from app import create_app
+from workers.worker_runtime import connect_worker_signals
+
+flask_app = create_app()
+celery_app = flask_app.extensions["celery"]
+connect_worker_signals(flask_app)

@@ -1,0 +1,39 @@
+"""Alembic environment: the database is DATABASE_URL (or the default SQLite), or the one a caller passes."""
+
+from logging.config import fileConfig
+
+from alembic import context
+
+from app.config import resolve_settings
+from app.db import make_engine
+from app.models import Base
+
+config = context.config
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def database_url() -> str:
+    """An explicit sqlalchemy.url (tests), else the app's setting from the environment."""
+    return config.get_main_option("sqlalchemy.url") or resolve_settings()["DATABASE_URL"]
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=database_url(), target_metadata=Base.metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = make_engine(database_url())
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,160 @@
+"""The worker's job logic called directly, with the real engine on the tiny gpt-oss model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from app import job_store
+from app.cancel_signal import signal_cancel
+from app.db import make_engine
+from app.models import Job, JobStatus
+from app.profiles import load_profiles
+from workers.cancel_watcher import CancelWatcher
+from workers.engine_host import EngineHost
+from workers.job_runner import MAX_ATTEMPTS, WorkerContext, recover_jobs_of_lost_worker, run_job
+
+CANCEL_REDIS_DB = 13
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture(scope="module")
+def engine_host(profiles_file: Path, tiny_model_dir: Path, test_dir: Path) -> Iterator[EngineHost]:
+    host = EngineHost(load_profiles(profiles_file), test_dir / "models", pinned_profile="latency_first")
+    yield host
+    host.shutdown()
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[orm.sessionmaker[orm.Session]]:
+    engine = make_engine(database_url)
+    yield orm.sessionmaker(engine, expire_on_commit=False)
+    engine.dispose()
+
+
+@pytest.fixture
+def worker(
+    sessions: orm.sessionmaker[orm.Session], engine_host: EngineHost, redis_base_url: str
+) -> Iterator[WorkerContext]:
+    client = redis.Redis.from_url(f"{redis_base_url}/{CANCEL_REDIS_DB}")
+    watcher = CancelWatcher(client, interval_s=0.02)
+    yield WorkerContext(sessions, engine_host.engine_for, watcher, "test_worker@host")
+    watcher.stop()
+    client.flushdb()
+
+
+def queued_job(
+    sessions: orm.sessionmaker[orm.Session], profile: str = "latency_first", **request: Any
+) -> str:
+    request = {"messages": HELLO, "max_tokens": 8, "profile": profile} | request
+    with sessions() as session:
+        job = job_store.insert_job(
+            session, profile=profile, request=request, task_id="t", idempotency_key=None
+        )
+        return job.id
+
+
+def stored(sessions: orm.sessionmaker[orm.Session], job_id: str) -> Job:
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+def test_run_job_stores_the_result_tags_and_times(worker: WorkerContext) -> None:
+    job_id = queued_job(worker.sessions, stop=["\n"], temperature=0.7, seed=3, reasoning_effort="high")
+    assert run_job(job_id, worker) is JobStatus.SUCCEEDED
+    job = stored(worker.sessions, job_id)
+    assert (job.status, job.attempts, job.worker_hostname) == ("succeeded", 1, "test_worker@host")
+    assert job.finish_reason in {"length", "stop"} and (job.content or "") + (job.reasoning or "")
+    assert job.tags() == {
+        "engine": "transformers-cb", "model_id": "tiny-gptoss", "model_size": "0.2m",
+        "gpu_mode": "cpu", "profile": "latency_first",
+    }  # fmt: skip
+    assert job.prompt_tokens and job.completion_tokens and job.ttft_s and job.e2e_s
+    assert job.started_at and job.first_token_at and job.finished_at
+    assert job.created_at <= job.started_at <= job.first_token_at <= job.finished_at
+
+
+def test_a_second_delivery_is_a_no_op(worker: WorkerContext) -> None:
+    job_id = queued_job(worker.sessions)
+    assert run_job(job_id, worker) is JobStatus.SUCCEEDED
+    first = stored(worker.sessions, job_id)
+    assert run_job(job_id, worker) is None
+    again = stored(worker.sessions, job_id)
+    assert (again.attempts, again.finished_at, again.content) == (1, first.finished_at, first.content)
+
+
+def test_two_simultaneous_deliveries_run_the_job_once(worker: WorkerContext) -> None:
+    job_id = queued_job(worker.sessions)
+    outcomes: list[JobStatus | None] = []
+    threads = [threading.Thread(target=lambda: outcomes.append(run_job(job_id, worker))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes, key=str) == [None, JobStatus.SUCCEEDED]
+    assert stored(worker.sessions, job_id).attempts == 1
+
+
+def test_the_cancel_signal_stops_a_running_job_and_keeps_its_text(worker: WorkerContext) -> None:
+    job_id = queued_job(worker.sessions, max_tokens=1024)
+    threading.Thread(target=run_job, args=(job_id, worker), daemon=True).start()
+    deadline = time.monotonic() + 30
+    while stored(worker.sessions, job_id).first_token_at is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    signal_cancel(worker.cancel_watcher.client, job_id, ttl_s=60)
+    while (job := stored(worker.sessions, job_id)).status == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert (job.status, job.finish_reason) == ("cancelled", "cancelled")
+    assert 0 < (job.completion_tokens or 0) < 1024 and (job.content or "") + (job.reasoning or "")
+
+
+def test_a_cancelled_job_is_not_claimed(worker: WorkerContext) -> None:
+    job_id = queued_job(worker.sessions)
+    with worker.sessions() as session:
+        assert job_store.cancel_queued_job(session, job_id)
+    assert run_job(job_id, worker) is None
+    assert stored(worker.sessions, job_id).attempts == 0
+
+
+def test_engine_errors_fail_the_job_with_a_clear_message(worker: WorkerContext) -> None:
+    job_id = queued_job(worker.sessions, prompt="x" * 4000, messages=None, max_tokens=1024)
+    assert run_job(job_id, worker) is JobStatus.FAILED
+    job = stored(worker.sessions, job_id)
+    assert job.finish_reason == "error" and job.finished_at is not None
+    assert job.error and "context" in job.error and "max_tokens" in job.error
+
+
+def test_a_job_for_another_profile_fails_on_a_pinned_worker(worker: WorkerContext) -> None:
+    job_id = queued_job(worker.sessions, profile="quality_first")
+    assert run_job(job_id, worker) is JobStatus.FAILED
+    assert "serves profile 'latency_first'" in (stored(worker.sessions, job_id).error or "")
+
+
+def test_jobs_left_running_by_a_dead_worker_are_requeued_then_given_up(
+    sessions: orm.sessionmaker[orm.Session],
+) -> None:
+    hostname = f"lost@{time.time_ns()}"
+    retry, give_up = queued_job(sessions), queued_job(sessions)
+    with sessions() as session:
+        for job_id in (retry, give_up):
+            assert job_store.claim_job(session, job_id, hostname)
+        session.execute(sa.update(Job).where(Job.id == give_up).values(attempts=MAX_ATTEMPTS))
+        session.commit()
+    enqueued: list[tuple[str, str, str]] = []
+    recovered = recover_jobs_of_lost_worker(sessions, hostname, lambda *args: enqueued.append(args))
+    assert recovered == [retry] and enqueued == [(retry, "latency_first", "t")]
+    assert stored(sessions, retry).status == "queued"
+    lost = stored(sessions, give_up)
+    assert lost.status == "failed" and "died" in (lost.error or "")

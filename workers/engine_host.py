@@ -1,0 +1,71 @@
+"""The engines of one worker process: built once per profile on first use, shared by all task threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from app.profiles import Profile
+
+if TYPE_CHECKING:
+    from workers.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+class WrongProfileError(RuntimeError):
+    """A task for another profile reached a worker pinned to one profile (a routing mistake)."""
+
+
+class EngineHost:
+    """Loads each profile's model at most once per process; never at import, never before a fork."""
+
+    def __init__(
+        self, profiles: dict[str, Profile], model_cache_dir: Path, pinned_profile: str | None
+    ) -> None:
+        if pinned_profile is not None and pinned_profile not in profiles:
+            raise WrongProfileError(f"GPTOSS_PROFILE={pinned_profile!r} is not in the profiles file")
+        self.profiles = profiles
+        self.model_cache_dir = model_cache_dir
+        self.pinned_profile = pinned_profile
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+
+    def engine_for(self, profile_name: str) -> Engine:
+        """The profile's engine, loading its model first if this process has not yet."""
+        if self.pinned_profile is not None and profile_name != self.pinned_profile:
+            raise WrongProfileError(
+                f"this worker serves profile {self.pinned_profile!r}, not {profile_name!r}; check the queues"
+            )
+        with self._lock:  # the first task threads wait here while the model loads
+            engine = self._engines.get(profile_name)
+            if engine is None:
+                engine = self._engines[profile_name] = self._build(self.profiles[profile_name])
+        return engine
+
+    def warm_up(self) -> None:
+        """Load the pinned profile's model now (called in a thread when the worker is ready)."""
+        if self.pinned_profile is None:
+            return
+        try:
+            self.engine_for(self.pinned_profile)
+        except Exception:
+            log.exception("loading the model of profile %s failed; jobs will retry it", self.pinned_profile)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            engine.shutdown()
+
+    def _build(self, profile: Profile) -> Engine:
+        from workers.engine import Engine
+        from workers.model_loader import load_model
+
+        log.info("profile %s: loading model %s (%s)", profile.name, profile.model, profile.gpu_mode)
+        loaded = load_model(profile.model, gpu_mode=profile.gpu_mode, cache_dir=self.model_cache_dir)
+        engine = Engine.from_loaded(loaded, profile=profile.name, max_batch=profile.max_batch)
+        log.info("profile %s: serving %s in %.1f s", profile.name, engine.tags, loaded.load_seconds)
+        return engine

@@ -1,0 +1,140 @@
+"""What a worker does with one job: claim it, generate, watch for cancel, store the outcome."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import orm
+
+from app import job_store
+from app.job_store import JobOutcome
+from app.models import JobStatus
+from workers.cancel_watcher import CancelWatcher
+from workers.engine_types import GenerationRequest, GenerationResult, ModelTags
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3  # a job whose worker died this many times fails instead of running again
+
+
+class GenerationHandle(Protocol):
+    def events(self, timeout: float | None = None) -> Any: ...
+    def cancel(self) -> None: ...
+
+
+class GenerationEngine(Protocol):
+    tags: ModelTags
+
+    def submit(self, request: GenerationRequest) -> GenerationHandle: ...
+
+
+@dataclass
+class WorkerContext:
+    """What job runs need from their worker process."""
+
+    sessions: orm.sessionmaker[orm.Session]
+    engine_for: Callable[[str], GenerationEngine]  # profile name -> its engine
+    cancel_watcher: CancelWatcher
+    hostname: str
+
+
+def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
+    """Run the job if it is still queued; returns its final status, or None when it was not claimable."""
+    with worker.sessions() as session:
+        job = job_store.claim_job(session, job_id, worker.hostname)
+        if job is None:
+            log.info("job %s is not queued (running elsewhere, finished or cancelled); skipping", job_id)
+            return None
+        request, profile = dict(job.request), job.profile
+    try:
+        engine = worker.engine_for(profile)
+        outcome = generate(engine, build_generation_request(request, job_id), job_id, worker)
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        outcome = JobOutcome(JobStatus.FAILED, finish_reason="error", error=f"{type(exc).__name__}: {exc}")
+    with worker.sessions() as session:
+        job_store.finish_job(session, job_id, outcome)
+    log.info("job %s %s", job_id, outcome.status)
+    return outcome.status
+
+
+def build_generation_request(request: dict[str, Any], job_id: str) -> GenerationRequest:
+    """The engine's view of a stored (validated) job request."""
+    messages = request.get("messages")
+    return GenerationRequest(
+        messages=tuple(messages) if messages is not None else None,
+        prompt=request.get("prompt"),
+        max_tokens=request["max_tokens"],
+        temperature=request.get("temperature", 0.0),
+        top_p=request.get("top_p", 1.0),
+        seed=request.get("seed"),
+        stop=tuple(request.get("stop") or ()),
+        reasoning_effort=request.get("reasoning_effort"),
+        request_id=job_id,
+    )
+
+
+def generate(
+    engine: GenerationEngine, request: GenerationRequest, job_id: str, worker: WorkerContext
+) -> JobOutcome:
+    """Submit to the engine and drain its events, cancelling when the job's cancel key appears."""
+    handle = engine.submit(request)
+    result: GenerationResult | None = None
+    first_token_seen = False
+    with worker.cancel_watcher.watch(job_id, handle):
+        for event in handle.events():
+            if isinstance(event, GenerationResult):
+                result = event
+            elif not first_token_seen:  # token streaming to clients is a separate feature
+                first_token_seen = True
+                with worker.sessions() as session:
+                    job_store.record_first_token(session, job_id, datetime.fromtimestamp(event.time, UTC))
+    if result is None:
+        raise RuntimeError("the engine ended the request without a result")
+    return outcome_of(result, engine.tags)
+
+
+def outcome_of(result: GenerationResult, tags: ModelTags) -> JobOutcome:
+    """Map an engine result to the job's final status and stored fields."""
+    status = {"cancelled": JobStatus.CANCELLED, "error": JobStatus.FAILED}.get(
+        result.finish_reason, JobStatus.SUCCEEDED
+    )
+    first_token_at = datetime.fromtimestamp(result.token_times[0], UTC) if result.token_times else None
+    error = result.error or ("generation failed" if status is JobStatus.FAILED else None)
+    return JobOutcome(
+        status=status,
+        content=result.content,
+        reasoning=result.reasoning,
+        finish_reason=result.finish_reason,
+        error=error,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        ttft_s=result.ttft_s,
+        e2e_s=result.e2e_s,
+        first_token_at=first_token_at,
+        tags=tags.as_dict(),
+    )
+
+
+def recover_jobs_of_lost_worker(
+    sessions: orm.sessionmaker[orm.Session], hostname: str, enqueue: Callable[[str, str, str], None]
+) -> list[str]:
+    """At worker start: jobs an earlier process of this worker left running go back on the queue."""
+    recovered = []
+    with sessions() as session:
+        for job in job_store.running_jobs_of_worker(session, hostname):
+            if job.attempts >= MAX_ATTEMPTS:
+                outcome = JobOutcome(
+                    JobStatus.FAILED,
+                    finish_reason="error",
+                    error=f"the worker died while running this job {job.attempts} times; giving up",
+                )
+                job_store.finish_job(session, job.id, outcome)
+            elif job_store.requeue_job(session, job.id, hostname):
+                enqueue(job.id, job.profile, job.task_id)
+                recovered.append(job.id)
+    return recovered

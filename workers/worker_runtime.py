@@ -1,0 +1,69 @@
+"""Per-process worker state (engines, cancel watcher) and the worker's start/stop hooks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery.concurrency.thread import TaskPool as ThreadTaskPool
+from celery.signals import worker_ready, worker_shutdown
+from flask import Flask, current_app
+
+from app.db import session_factory
+from workers.cancel_watcher import CancelWatcher
+from workers.engine_host import EngineHost
+from workers.job_runner import WorkerContext, recover_jobs_of_lost_worker
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+
+
+def _shared_state(app: Flask) -> tuple[EngineHost, CancelWatcher]:
+    """This process's engine host and cancel watcher, created on first use."""
+    with _lock:
+        state = app.extensions.get("gptoss_worker_state")
+        if state is None:
+            profiles = app.extensions["gptoss_profiles"]
+            model_cache = Path(app.config["DATA_DIR"]).resolve() / "models"
+            host = EngineHost(profiles, model_cache, pinned_profile=app.config["PROFILE"])
+            client = redis.Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5)
+            state = app.extensions["gptoss_worker_state"] = (host, CancelWatcher(client))
+        return state
+
+
+def worker_context(hostname: str) -> WorkerContext:
+    """What run_job needs, inside a task's app context."""
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    host, watcher = _shared_state(app)
+    return WorkerContext(session_factory(), host.engine_for, watcher, hostname)
+
+
+def connect_worker_signals(app: Flask) -> None:
+    """When the worker is ready: requeue jobs a dead run left behind and load the model in the background."""
+
+    @worker_ready.connect(weak=False)
+    def _on_ready(sender: Any, **_: Any) -> None:
+        if isinstance(sender.pool, ThreadTaskPool):  # one process: loading now is after any fork
+            host = _shared_state(app)[0]
+            threading.Thread(target=host.warm_up, name="model-warm-up", daemon=True).start()
+        try:
+            with app.app_context():
+                recovered = recover_jobs_of_lost_worker(
+                    session_factory(), sender.hostname, app.extensions["gptoss_enqueue"]
+                )
+        except Exception:
+            log.exception("could not check for jobs a previous run of %s left running", sender.hostname)
+            return
+        if recovered:
+            log.warning("requeued %d job(s) left running by a previous run: %s", len(recovered), recovered)
+
+    @worker_shutdown.connect(weak=False)
+    def _on_shutdown(**_: Any) -> None:
+        state = app.extensions.get("gptoss_worker_state")
+        if state is not None:
+            state[1].stop()
+            state[0].shutdown()
