@@ -194,3 +194,39 @@ def test_multibyte_characters_are_not_split_across_deltas(tiny: tuple[object, ob
     deltas, result = stream_tokens(tokenizer, "<|channel|>final<|message|>Größe: 東京 ✓<|return|>")
     assert result.content == "Größe: 東京 ✓"
     assert all("\ufffd" not in d.content for d in deltas)
+
+
+# -- a tiny gpt-oss that really speaks harmony (tests/fixtures/make_harmony_tiny.py) -------------
+
+
+@pytest.fixture(scope="module")
+def harmony_engine() -> Iterator[Engine]:
+    from pathlib import Path
+
+    from workers.model_loader import load_model
+
+    loaded = load_model(
+        str(Path(__file__).parent / "fixtures" / "tiny-gptoss-harmony"), allow_demo_fallback=False
+    )
+    eng = Engine.from_loaded(loaded, profile="quality_first", max_batch=4)
+    yield eng
+    eng.shutdown()
+
+
+def test_real_harmony_output_splits_into_reasoning_and_content(harmony_engine: Engine) -> None:
+    handle = harmony_engine.submit(ask("What is the capital of France?", max_tokens=100))
+    events = list(handle.events(timeout=60))
+    result = events[-1]
+    assert isinstance(result, GenerationResult)
+    assert (result.content, result.reasoning) == ("Hello, friend!", "Greet back.")
+    assert result.harmony_ok and result.finish_reason == "stop"
+    deltas = [e for e in events if isinstance(e, TokenDelta)]
+    assert "".join(d.content for d in deltas) == "Hello, friend!"
+    assert all("Greet" not in d.content for d in deltas)
+
+
+def test_stop_string_in_the_answer_ends_the_request_early(harmony_engine: Engine) -> None:
+    result = harmony_engine.submit(ask("hi", max_tokens=100, stop=(", fr",))).result(timeout=60)
+    assert (result.content, result.finish_reason) == ("Hello", "stop")
+    truncated = harmony_engine.submit(ask("hi", max_tokens=8)).result(timeout=60)
+    assert (truncated.content, truncated.finish_reason) == ("", "length")
