@@ -11,6 +11,7 @@ from flask import Flask
 from app.config import resolve_settings
 from app.db import init_db
 from app.errors import register_error_handlers
+from app.job_events import JobEventLog, announcing_enqueue
 from app.profiles import load_profiles
 from workers.celery_app import celery_init_app
 
@@ -23,13 +24,25 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["gptoss_redis"] = redis.Redis.from_url(
         app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5
     )
+    # SSE readers block on XREAD for up to a heartbeat, so their client needs a longer socket timeout.
+    events_client = redis.Redis.from_url(
+        app.config["REDIS_URL"],
+        socket_connect_timeout=2,
+        socket_timeout=float(app.config["SSE_HEARTBEAT_S"]) + 10,
+    )
+    app.extensions["gptoss_events"] = JobEventLog(events_client, ttl_s=int(app.config["EVENTS_TTL_S"]))
     init_db(app)
     celery_init_app(app)
+    app.extensions["gptoss_enqueue"] = announcing_enqueue(
+        app.extensions["gptoss_enqueue"], app.extensions["gptoss_events"]
+    )
     register_error_handlers(app)
 
-    from app import health_api, jobs_api, profiles_api
+    from app import chat_api, events_api, health_api, jobs_api, profiles_api
 
     app.register_blueprint(jobs_api.bp)
+    app.register_blueprint(events_api.bp)
+    app.register_blueprint(chat_api.bp)
     app.register_blueprint(profiles_api.bp)
     app.register_blueprint(health_api.bp)
     return app

@@ -20,6 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "READY_TIMEOUT_S": 1.0,  # how long /readyz waits for worker replies
     "CANCEL_SIGNAL_TTL_S": 24 * 3600,  # lifetime of the Redis cancel key of a running job
     "VISIBILITY_TIMEOUT_S": 6 * 3600,  # Redis redelivers an unacked task after this; > longest job
+    "SSE_HEARTBEAT_S": 15.0,  # an idle event stream sends a comment this often
+    "EVENTS_TTL_S": 3600,  # a job's event stream lives this long after the job ends
     "PROFILE": None,  # set in a worker process: the profile whose model it loads
 }
 

@@ -13,6 +13,8 @@ from sqlalchemy import orm
 from app import job_store
 from app.cancel_signal import signal_cancel
 from app.errors import ApiError
+from app.job_events import JobEventLog
+from app.job_json import job_json
 from app.models import Job
 from app.schemas import JobCreate
 
@@ -70,12 +72,21 @@ def _replayed_job(session: orm.Session, key: str, request: dict) -> Job | None:
 
 
 def cancel_job(
-    session: orm.Session, job_id: str, *, redis_client: redis.Redis, revoke: Callable[[str], None], ttl_s: int
+    session: orm.Session,
+    job_id: str,
+    *,
+    redis_client: redis.Redis,
+    revoke: Callable[[str], None],
+    ttl_s: int,
+    events: JobEventLog | None = None,
 ) -> Job:
     """Cancel a queued job at once, or signal a running one; 404 unknown, 409 already finished."""
     job = get_job_or_404(session, job_id)
     if job_store.cancel_queued_job(session, job_id):
         _revoke_quietly(revoke, job.task_id)
+        if events is not None:  # no worker will ever end this job's stream
+            session.refresh(job)
+            _publish_quietly(events, job_id, "cancelled", job_json(job))
     elif job_store.request_cancel_of_running_job(session, job_id):
         try:
             signal_cancel(redis_client, job_id, ttl_s)
@@ -91,6 +102,13 @@ def cancel_job(
         raise ApiError(409, f"Job {job_id} already finished with status '{job.status}'.", code="job_finished")
     session.refresh(job)
     return job
+
+
+def _publish_quietly(events: JobEventLog, job_id: str, event_type: str, data: dict) -> None:
+    try:
+        events.append(job_id, event_type, data)
+    except redis.RedisError as exc:
+        log.warning("job %s: could not publish %s event: %s", job_id, event_type, exc)
 
 
 def _revoke_quietly(revoke: Callable[[str], None], task_id: str) -> None:

@@ -86,5 +86,6 @@ def cancel_job(job_id: str) -> Response:
             redis_client=current_app.extensions["gptoss_redis"],
             revoke=current_app.extensions["gptoss_revoke"],
             ttl_s=current_app.config["CANCEL_SIGNAL_TTL_S"],
+            events=current_app.extensions["gptoss_events"],
         )
         return jsonify(job_json(job))

@@ -22,7 +22,7 @@ from workers.cancel_watcher import CancelWatcher
 from workers.engine_host import EngineHost
 from workers.job_runner import MAX_ATTEMPTS, WorkerContext, recover_jobs_of_lost_worker, run_job
 
-CANCEL_REDIS_DB = 13
+CANCEL_REDIS_DB = 10
 HELLO = [{"role": "user", "content": "hello"}]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,13 +24,18 @@ class EngineHost:
     """Loads each profile's model at most once per process; never at import, never before a fork."""
 
     def __init__(
-        self, profiles: dict[str, Profile], model_cache_dir: Path, pinned_profile: str | None
+        self,
+        profiles: dict[str, Profile],
+        model_cache_dir: Path,
+        pinned_profile: str | None,
+        on_loaded: Callable[[Engine], None] | None = None,
     ) -> None:
         if pinned_profile is not None and pinned_profile not in profiles:
             raise WrongProfileError(f"GPTOSS_PROFILE={pinned_profile!r} is not in the profiles file")
         self.profiles = profiles
         self.model_cache_dir = model_cache_dir
         self.pinned_profile = pinned_profile
+        self.on_loaded = on_loaded  # e.g. announce which model really serves the profile
         self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
 
@@ -68,4 +74,9 @@ class EngineHost:
         loaded = load_model(profile.model, gpu_mode=profile.gpu_mode, cache_dir=self.model_cache_dir)
         engine = Engine.from_loaded(loaded, profile=profile.name, max_batch=profile.max_batch)
         log.info("profile %s: serving %s in %.1f s", profile.name, engine.tags, loaded.load_seconds)
+        if self.on_loaded is not None:
+            try:
+                self.on_loaded(engine)
+            except Exception:
+                log.exception("profile %s: on_loaded hook failed", profile.name)
         return engine

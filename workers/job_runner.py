@@ -11,8 +11,10 @@ from typing import Any, Protocol
 from sqlalchemy import orm
 
 from app import job_store
+from app.job_events import JobEventLog
+from app.job_json import job_json
 from app.job_store import JobOutcome
-from app.models import JobStatus
+from app.models import Job, JobStatus
 from workers.cancel_watcher import CancelWatcher
 from workers.engine_types import GenerationRequest, GenerationResult, ModelTags
 
@@ -40,6 +42,16 @@ class WorkerContext:
     engine_for: Callable[[str], GenerationEngine]  # profile name -> its engine
     cancel_watcher: CancelWatcher
     hostname: str
+    events: JobEventLog | None = None  # where token deltas and status events go (SSE readers)
+
+    def publish(self, job_id: str, event_type: str, data: dict[str, Any]) -> None:
+        """Append to the job's event stream; a Redis hiccup never fails the job (the DB has the result)."""
+        if self.events is None:
+            return
+        try:
+            self.events.append(job_id, event_type, data)
+        except Exception as exc:
+            log.warning("job %s: could not publish %s event: %s", job_id, event_type, exc)
 
 
 def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
@@ -50,6 +62,7 @@ def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
             log.info("job %s is not queued (running elsewhere, finished or cancelled); skipping", job_id)
             return None
         request, profile = dict(job.request), job.profile
+        worker.publish(job_id, "started", {"id": job_id, "worker": worker.hostname, "attempts": job.attempts})
     try:
         engine = worker.engine_for(profile)
         outcome = generate(engine, build_generation_request(request, job_id), job_id, worker)
@@ -58,8 +71,14 @@ def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
         outcome = JobOutcome(JobStatus.FAILED, finish_reason="error", error=f"{type(exc).__name__}: {exc}")
     with worker.sessions() as session:
         job_store.finish_job(session, job_id, outcome)
+        stored = session.get(Job, job_id)
+        final = job_json(stored) if stored is not None else {"id": job_id, "status": str(outcome.status)}
+    worker.publish(job_id, TERMINAL_EVENTS[outcome.status], final)  # after the DB: readers then see it stored
     log.info("job %s %s", job_id, outcome.status)
     return outcome.status
+
+
+TERMINAL_EVENTS = {JobStatus.SUCCEEDED: "done", JobStatus.FAILED: "error", JobStatus.CANCELLED: "cancelled"}
 
 
 def build_generation_request(request: dict[str, Any], job_id: str) -> GenerationRequest:
@@ -81,7 +100,7 @@ def build_generation_request(request: dict[str, Any], job_id: str) -> Generation
 def generate(
     engine: GenerationEngine, request: GenerationRequest, job_id: str, worker: WorkerContext
 ) -> JobOutcome:
-    """Submit to the engine and drain its events, cancelling when the job's cancel key appears."""
+    """Submit to the engine and publish its deltas, cancelling when the job's cancel key appears."""
     handle = engine.submit(request)
     result: GenerationResult | None = None
     first_token_seen = False
@@ -89,7 +108,10 @@ def generate(
         for event in handle.events():
             if isinstance(event, GenerationResult):
                 result = event
-            elif not first_token_seen:  # token streaming to clients is a separate feature
+                continue
+            delta = {"content": event.content, "reasoning": event.reasoning}
+            worker.publish(job_id, "delta", {**delta, "completion_tokens": event.completion_tokens})
+            if not first_token_seen:
                 first_token_seen = True
                 with worker.sessions() as session:
                     job_store.record_first_token(session, job_id, datetime.fromtimestamp(event.time, UTC))

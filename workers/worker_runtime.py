@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery.concurrency.thread import TaskPool as ThreadTaskPool
@@ -13,9 +13,13 @@ from celery.signals import worker_ready, worker_shutdown
 from flask import Flask, current_app
 
 from app.db import session_factory
+from app.served_models import announce_served_model
 from workers.cancel_watcher import CancelWatcher
 from workers.engine_host import EngineHost
 from workers.job_runner import WorkerContext, recover_jobs_of_lost_worker
+
+if TYPE_CHECKING:
+    from workers.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +33,12 @@ def _shared_state(app: Flask) -> tuple[EngineHost, CancelWatcher]:
         if state is None:
             profiles = app.extensions["gptoss_profiles"]
             model_cache = Path(app.config["DATA_DIR"]).resolve() / "models"
-            host = EngineHost(profiles, model_cache, pinned_profile=app.config["PROFILE"])
             client = redis.Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5)
+
+            def announce(engine: Engine) -> None:
+                announce_served_model(client, engine.tags.profile, engine.tags.as_dict())
+
+            host = EngineHost(profiles, model_cache, pinned_profile=app.config["PROFILE"], on_loaded=announce)
             state = app.extensions["gptoss_worker_state"] = (host, CancelWatcher(client))
         return state
 
@@ -39,7 +47,9 @@ def worker_context(hostname: str) -> WorkerContext:
     """What run_job needs, inside a task's app context."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     host, watcher = _shared_state(app)
-    return WorkerContext(session_factory(), host.engine_for, watcher, hostname)
+    return WorkerContext(
+        session_factory(), host.engine_for, watcher, hostname, app.extensions["gptoss_events"]
+    )
 
 
 def connect_worker_signals(app: Flask) -> None:
