@@ -12,6 +12,7 @@ from app.config import resolve_settings
 from app.db import init_db
 from app.errors import register_error_handlers
 from app.job_events import JobEventLog, announcing_enqueue
+from app.observability import init_observability
 from app.profiles import load_profiles
 from workers.celery_app import celery_init_app
 
@@ -36,13 +37,28 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["gptoss_enqueue"] = announcing_enqueue(
         app.extensions["gptoss_enqueue"], app.extensions["gptoss_events"]
     )
+    init_observability(app)
     register_error_handlers(app)
 
-    from app import chat_api, events_api, health_api, jobs_api, profiles_api
+    from app import (
+        batches_api,
+        chat_api,
+        events_api,
+        files_api,
+        health_api,
+        jobs_api,
+        metrics,
+        profiles_api,
+        stats_api,
+    )
 
     app.register_blueprint(jobs_api.bp)
     app.register_blueprint(events_api.bp)
     app.register_blueprint(chat_api.bp)
+    app.register_blueprint(files_api.bp)
+    app.register_blueprint(batches_api.bp)
     app.register_blueprint(profiles_api.bp)
     app.register_blueprint(health_api.bp)
+    app.register_blueprint(stats_api.bp)
+    app.register_blueprint(metrics.bp)
     return app

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from app.observability_settings import OBSERVABILITY_DEFAULTS
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 # Every key the app reads, with its default. Env: GPTOSS_<KEY> (e.g. GPTOSS_DATA_DIR), plus the
@@ -17,12 +19,17 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": None,  # None: sqlite:///<DATA_DIR>/gptoss.db
     "REDIS_URL": DEFAULT_REDIS_URL,  # Celery broker and cancel signals
     "MAX_CONTENT_LENGTH": 1024 * 1024,  # request bodies above this get 413
-    "READY_TIMEOUT_S": 1.0,  # how long /readyz waits for worker replies
     "CANCEL_SIGNAL_TTL_S": 24 * 3600,  # lifetime of the Redis cancel key of a running job
     "VISIBILITY_TIMEOUT_S": 6 * 3600,  # Redis redelivers an unacked task after this; > longest job
     "SSE_HEARTBEAT_S": 15.0,  # an idle event stream sends a comment this often
     "EVENTS_TTL_S": 3600,  # a job's event stream lives this long after the job ends
     "PROFILE": None,  # set in a worker process: the profile whose model it loads
+    **OBSERVABILITY_DEFAULTS,  # worker metrics port, heartbeats, stats window
+    # Batch API (app/batch_settings.py has the same defaults for apps built without these keys)
+    "MAX_UPLOAD_BYTES": 200 * 1024 * 1024,  # POST /v1/files answers 413 above this (OpenAI's limit)
+    "MAX_BATCH_LINES": 50_000,  # requests per batch input file (OpenAI's limit)
+    "BATCH_INSERT_CHUNK": 1000,  # job rows per insert transaction (and per enqueue round)
+    "BATCH_CHECK_INTERVAL_S": 1.0,  # how often a running batch is checked for its end or expiry
 }
 
 

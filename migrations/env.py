@@ -4,6 +4,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
+from app import batch_models  # noqa: F401  (registers the files and batches tables on Base.metadata)
 from app.config import resolve_settings
 from app.db import make_engine
 from app.models import Base

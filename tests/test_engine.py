@@ -230,3 +230,9 @@ def test_stop_string_in_the_answer_ends_the_request_early(harmony_engine: Engine
     assert (result.content, result.finish_reason) == ("Hello", "stop")
     truncated = harmony_engine.submit(ask("hi", max_tokens=8)).result(timeout=60)
     assert (truncated.content, truncated.finish_reason) == ("", "length")
+
+
+def test_nul_bytes_from_the_model_become_replacement_characters(tiny: tuple[object, object]) -> None:
+    _, tokenizer = tiny
+    _, result = stream_tokens(tokenizer, "<|channel|>final<|message|>a\x00b<|return|>")
+    assert result.content == "a\ufffdb"

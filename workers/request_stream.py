@@ -14,6 +14,11 @@ from workers.engine_types import FinishReason, GenerationRequest, GenerationResu
 from workers.harmony import HarmonyStreamParser, parse_harmony
 
 
+def printable(text: str) -> str:
+    """NUL cannot be stored in Postgres text columns; a model emitting one gets U+FFFD instead."""
+    return text.replace("\x00", "\ufffd")
+
+
 class IncrementalDecoder:
     """Decode tokens as they come without splitting multi-byte characters (TGI's offsets trick)."""
 
@@ -35,7 +40,7 @@ class IncrementalDecoder:
         if len(text) > len(prefix) and not text.endswith("\ufffd"):
             self.prefix_offset = self.read_offset
             self.read_offset = len(self.ids)
-            return text[len(prefix) :]
+            return printable(text[len(prefix) :])
         return ""
 
     def flush(self) -> str:
@@ -47,7 +52,7 @@ class IncrementalDecoder:
             self.ids[self.prefix_offset :], skip_special_tokens=self.skip_special_tokens
         )
         self.prefix_offset = self.read_offset = len(self.ids)
-        return text[len(prefix) :]
+        return printable(text[len(prefix) :])
 
 
 class StopScanner:

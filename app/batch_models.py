@@ -1,0 +1,94 @@
+"""Typed SQLAlchemy models of the OpenAI Batch API: uploaded/produced files and batches."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import time
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from app.models import Base, UTCDateTime, utcnow
+
+
+class BatchStatus(enum.StrEnum):
+    VALIDATING = "validating"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+FINAL_BATCH_STATUSES = frozenset(
+    {BatchStatus.FAILED, BatchStatus.COMPLETED, BatchStatus.CANCELLED, BatchStatus.EXPIRED}
+)
+
+
+class FilePurpose(enum.StrEnum):
+    BATCH = "batch"  # uploaded batch input
+    BATCH_OUTPUT = "batch_output"  # a batch's output or error file
+
+
+def _time_ordered_id(prefix: str, random_hex: int) -> str:
+    """prefix + 12 hex digits of milliseconds + random hex: unique, and sorting by id sorts by time."""
+    return f"{prefix}{int(time.time() * 1000):012x}{secrets.token_hex(random_hex // 2)}"
+
+
+def new_file_id() -> str:
+    return _time_ordered_id("file-", 12)
+
+
+def new_batch_id() -> str:
+    return _time_ordered_id("batch_", 16)
+
+
+class StoredFile(Base):
+    """A file kept under DATA_DIR/files/<id>; the uploaded name is only shown, never used as a path."""
+
+    __tablename__ = "files"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(40), primary_key=True, default=new_file_id)
+    filename: orm.Mapped[str] = orm.mapped_column(sa.String(255))
+    purpose: orm.Mapped[str] = orm.mapped_column(sa.String(32), index=True)
+    size_bytes: orm.Mapped[int] = orm.mapped_column("bytes", sa.BigInteger)
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(16), default="processed")
+    created_at: orm.Mapped[datetime] = orm.mapped_column(UTCDateTime, default=utcnow)
+
+
+class Batch(Base):
+    """A batch of chat completion requests, one job per input line."""
+
+    __tablename__ = "batches"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(40), primary_key=True, default=new_batch_id)
+    status: orm.Mapped[str] = orm.mapped_column(sa.String(16), index=True, default=BatchStatus.VALIDATING)
+    endpoint: orm.Mapped[str] = orm.mapped_column(sa.String(64))
+    input_file_id: orm.Mapped[str] = orm.mapped_column(sa.String(40))
+    completion_window: orm.Mapped[str] = orm.mapped_column(sa.String(16))
+    output_file_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(40))
+    error_file_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(40))
+    errors: orm.Mapped[list[dict[str, Any]] | None] = orm.mapped_column(sa.JSON)  # validation errors
+    # `metadata` is taken by SQLAlchemy's declarative base, hence the attribute name
+    batch_metadata: orm.Mapped[dict[str, str] | None] = orm.mapped_column("metadata", sa.JSON)
+
+    # request_total is set when validation passes; completed/failed are stored when the batch ends
+    # (while it runs they are counted from its jobs, so they are always live)
+    request_total: orm.Mapped[int] = orm.mapped_column(default=0, server_default="0")
+    request_completed: orm.Mapped[int] = orm.mapped_column(default=0, server_default="0")
+    request_failed: orm.Mapped[int] = orm.mapped_column(default=0, server_default="0")
+
+    created_at: orm.Mapped[datetime] = orm.mapped_column(UTCDateTime, default=utcnow)
+    expires_at: orm.Mapped[datetime] = orm.mapped_column(UTCDateTime)
+    in_progress_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
+    finalizing_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
+    completed_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
+    failed_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
+    expired_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
+    cancelling_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
+    cancelled_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)

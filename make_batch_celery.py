@@ -1,0 +1,11 @@
+"""The batch worker's entry module: `celery -A make_batch_celery worker -Q batches ...` (see Procfile).
+
+Unlike make_celery it loads no model: it validates batch files, creates and enqueues their jobs,
+and finalizes batches.
+"""
+
+from app import create_app
+from workers import batch_tasks  # noqa: F401  (registers the batch tasks)
+
+flask_app = create_app()
+celery_app = flask_app.extensions["celery"]
