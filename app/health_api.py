@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, jsonify
 
 from app.db import db_session
+from app.worker_heartbeats import WorkerHeartbeat, live_workers_by_profile
 
 bp = Blueprint("health", __name__)
 
@@ -20,11 +22,14 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Ready when the DB and Redis answer and every profile's queue has a live worker; else 503."""
+    """Ready when the DB and Redis answer and every profile has a worker with a live heartbeat; else 503."""
     checks: dict[str, Any] = {"database": _check_database(), "redis": _check_redis()}
-    workers = _workers_by_queue() if checks["redis"] == "ok" else {}
-    profiles = current_app.extensions["gptoss_profiles"]
-    checks["workers"] = {name: workers.get(name, []) for name in profiles}
+    profiles = list(current_app.extensions["gptoss_profiles"])
+    workers = _live_workers(profiles) if checks["redis"] == "ok" else {p: [] for p in profiles}
+    checks["workers"] = {profile: [w.name for w in beats] for profile, beats in workers.items()}
+    checks["worker_heartbeats"] = {
+        profile: [w.as_json() for w in beats] for profile, beats in workers.items()
+    }
     ready = checks["database"] == "ok" and checks["redis"] == "ok" and all(checks["workers"].values())
     return jsonify(status="ready" if ready else "not_ready", checks=checks), 200 if ready else 503
 
@@ -46,15 +51,9 @@ def _check_redis() -> str:
     return "ok"
 
 
-def _workers_by_queue() -> dict[str, list[str]]:
-    """Ask live workers which queues they consume (one broadcast, READY_TIMEOUT_S to answer)."""
-    inspect = current_app.extensions["celery"].control.inspect(timeout=current_app.config["READY_TIMEOUT_S"])
+def _live_workers(profiles: list[str]) -> dict[str, list[WorkerHeartbeat]]:
+    """Each profile's workers whose heartbeat key has not expired (see app/worker_heartbeats.py)."""
     try:
-        replies = inspect.active_queues() or {}
-    except Exception:
-        return {}
-    workers: dict[str, list[str]] = {}
-    for hostname, queues in replies.items():
-        for queue in queues:
-            workers.setdefault(queue["name"], []).append(hostname)
-    return workers
+        return live_workers_by_profile(current_app.extensions["gptoss_redis"], profiles)
+    except redis.RedisError:
+        return {profile: [] for profile in profiles}

@@ -15,6 +15,8 @@ from app.cancel_signal import signal_cancel
 from app.errors import ApiError
 from app.job_events import JobEventLog
 from app.job_json import job_json
+from app.job_log import log_job_transition
+from app.metrics import count_cancelled_while_queued
 from app.models import Job
 from app.schemas import JobCreate
 
@@ -83,11 +85,14 @@ def cancel_job(
     """Cancel a queued job at once, or signal a running one; 404 unknown, 409 already finished."""
     job = get_job_or_404(session, job_id)
     if job_store.cancel_queued_job(session, job_id):
+        count_cancelled_while_queued(job.profile)
+        log_job_transition("cancelled", job_id, {"profile": job.profile}, from_status="queued")
         _revoke_quietly(revoke, job.task_id)
         if events is not None:  # no worker will ever end this job's stream
             session.refresh(job)
             _publish_quietly(events, job_id, "cancelled", job_json(job))
     elif job_store.request_cancel_of_running_job(session, job_id):
+        log_job_transition("cancel_requested", job_id, {"profile": job.profile}, from_status="running")
         try:
             signal_cancel(redis_client, job_id, ttl_s)
         except redis.RedisError as exc:

@@ -133,6 +133,7 @@ class JobOutcome:
     e2e_s: float | None = None
     first_token_at: datetime | None = None
     tags: dict[str, str] | None = None
+    token_times: tuple[float, ...] = ()  # time.time() of each token, for inter-token metrics (not stored)
 
 
 def finish_job(session: orm.Session, job_id: str, outcome: JobOutcome) -> bool:

@@ -37,6 +37,7 @@ class EngineHost:
         self.pinned_profile = pinned_profile
         self.on_loaded = on_loaded  # e.g. announce which model really serves the profile
         self._engines: dict[str, Engine] = {}
+        self.load_seconds: dict[str, float] = {}  # profile -> how long its model took to load
         self._lock = threading.Lock()
 
     def engine_for(self, profile_name: str) -> Engine:
@@ -60,6 +61,10 @@ class EngineHost:
         except Exception:
             log.exception("loading the model of profile %s failed; jobs will retry it", self.pinned_profile)
 
+    def loaded_engines(self) -> list[Engine]:
+        """The engines loaded so far, without waiting for one that is loading (metrics, heartbeats)."""
+        return list(self._engines.copy().values())  # dict.copy is atomic; the lock is held while loading
+
     def shutdown(self) -> None:
         with self._lock:
             engines, self._engines = list(self._engines.values()), {}
@@ -73,6 +78,7 @@ class EngineHost:
         log.info("profile %s: loading model %s (%s)", profile.name, profile.model, profile.gpu_mode)
         loaded = load_model(profile.model, gpu_mode=profile.gpu_mode, cache_dir=self.model_cache_dir)
         engine = Engine.from_loaded(loaded, profile=profile.name, max_batch=profile.max_batch)
+        self.load_seconds[profile.name] = loaded.load_seconds
         log.info("profile %s: serving %s in %.1f s", profile.name, engine.tags, loaded.load_seconds)
         if self.on_loaded is not None:
             try:

@@ -34,6 +34,13 @@ class GenerationEngine(Protocol):
     def submit(self, request: GenerationRequest) -> GenerationHandle: ...
 
 
+class JobObserver(Protocol):
+    """Metrics and transition logs of the jobs a worker runs (workers/job_observer.py); never raises."""
+
+    def job_started(self, job: Job, tags: ModelTags) -> None: ...
+    def job_finished(self, job: Job, outcome: JobOutcome) -> None: ...
+
+
 @dataclass
 class WorkerContext:
     """What job runs need from their worker process."""
@@ -43,6 +50,7 @@ class WorkerContext:
     cancel_watcher: CancelWatcher
     hostname: str
     events: JobEventLog | None = None  # where token deltas and status events go (SSE readers)
+    observer: JobObserver | None = None  # metrics and transition logs
 
     def publish(self, job_id: str, event_type: str, data: dict[str, Any]) -> None:
         """Append to the job's event stream; a Redis hiccup never fails the job (the DB has the result)."""
@@ -63,17 +71,24 @@ def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
             return None
         request, profile = dict(job.request), job.profile
         worker.publish(job_id, "started", {"id": job_id, "worker": worker.hostname, "attempts": job.attempts})
+    engine: GenerationEngine | None = None
     try:
         engine = worker.engine_for(profile)
+        if worker.observer is not None:
+            worker.observer.job_started(job, engine.tags)
         outcome = generate(engine, build_generation_request(request, job_id), job_id, worker)
     except Exception as exc:
         log.exception("job %s failed", job_id)
-        outcome = JobOutcome(JobStatus.FAILED, finish_reason="error", error=f"{type(exc).__name__}: {exc}")
+        tags = engine.tags.as_dict() if engine is not None else None  # the model it failed on, when known
+        error = f"{type(exc).__name__}: {exc}"
+        outcome = JobOutcome(JobStatus.FAILED, finish_reason="error", error=error, tags=tags)
     with worker.sessions() as session:
-        job_store.finish_job(session, job_id, outcome)
+        finished = job_store.finish_job(session, job_id, outcome)
         stored = session.get(Job, job_id)
         final = job_json(stored) if stored is not None else {"id": job_id, "status": str(outcome.status)}
     worker.publish(job_id, TERMINAL_EVENTS[outcome.status], final)  # after the DB: readers then see it stored
+    if finished and stored is not None and worker.observer is not None:  # counted once, as stored
+        worker.observer.job_finished(stored, outcome)
     log.info("job %s %s", job_id, outcome.status)
     return outcome.status
 
@@ -139,6 +154,7 @@ def outcome_of(result: GenerationResult, tags: ModelTags) -> JobOutcome:
         e2e_s=result.e2e_s,
         first_token_at=first_token_at,
         tags=tags.as_dict(),
+        token_times=tuple(result.token_times),
     )
 
 

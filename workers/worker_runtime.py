@@ -16,7 +16,9 @@ from app.db import session_factory
 from app.served_models import announce_served_model
 from workers.cancel_watcher import CancelWatcher
 from workers.engine_host import EngineHost
+from workers.job_observer import MetricsAndLogObserver
 from workers.job_runner import WorkerContext, recover_jobs_of_lost_worker
+from workers.worker_observability import start_worker_observability
 
 if TYPE_CHECKING:
     from workers.engine import Engine
@@ -48,7 +50,12 @@ def worker_context(hostname: str) -> WorkerContext:
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     host, watcher = _shared_state(app)
     return WorkerContext(
-        session_factory(), host.engine_for, watcher, hostname, app.extensions["gptoss_events"]
+        session_factory(),
+        host.engine_for,
+        watcher,
+        hostname,
+        app.extensions["gptoss_events"],
+        observer=MetricsAndLogObserver(hostname),
     )
 
 
@@ -57,9 +64,14 @@ def connect_worker_signals(app: Flask) -> None:
 
     @worker_ready.connect(weak=False)
     def _on_ready(sender: Any, **_: Any) -> None:
+        host = None
         if isinstance(sender.pool, ThreadTaskPool):  # one process: loading now is after any fork
             host = _shared_state(app)[0]
             threading.Thread(target=host.warm_up, name="model-warm-up", daemon=True).start()
+        try:  # /metrics port and heartbeats (what /readyz looks for)
+            app.extensions["gptoss_worker_observability"] = start_worker_observability(app, sender, host)
+        except Exception:
+            log.exception("could not start the worker's metrics and heartbeat")
         try:
             with app.app_context():
                 recovered = recover_jobs_of_lost_worker(
@@ -73,6 +85,9 @@ def connect_worker_signals(app: Flask) -> None:
 
     @worker_shutdown.connect(weak=False)
     def _on_shutdown(**_: Any) -> None:
+        stop_observability = app.extensions.pop("gptoss_worker_observability", None)
+        if stop_observability is not None:
+            stop_observability()
         state = app.extensions.get("gptoss_worker_state")
         if state is not None:
             state[1].stop()

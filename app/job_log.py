@@ -1,0 +1,72 @@
+"""One JSON line per job transition (queued, started, succeeded, failed, cancelled) on stderr.
+
+Each line carries the job id and the five tags, so `grep '"model_id":"openai/gpt-oss-20b"'` or a log
+shipper can follow any job or model. The API logs `queued` (with the tags its profile's workers
+announced: the model expected to run it), `cancelled` (while queued) and `cancel_requested`;
+workers log `started` and the final status with the tags of the engine that really ran the job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from app.metrics import TAG_LABELS
+
+JOB_LOGGER_NAME = "gptoss.jobs"
+log = logging.getLogger(JOB_LOGGER_NAME)
+
+
+def log_job_transition(transition: str, job_id: str, tags: Mapping[str, str] | None, **fields: Any) -> None:
+    """Log `job.<transition>` with the job id, the five tags (empty when unknown) and `fields`."""
+    record = {"event": f"job.{transition}", "job_id": job_id}
+    record |= {name: (tags or {}).get(name, "") for name in TAG_LABELS}
+    record |= {name: value for name, value in fields.items() if value is not None}
+    log.info("job %s %s", job_id, transition, extra={"job_fields": record})
+
+
+class JsonLineFormatter(logging.Formatter):
+    """A record as one JSON object: time, level, then the job fields (or the message)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "job_fields", None) or {"message": record.getMessage()}
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = {"ts": f"{stamp}.{int(record.msecs):03d}Z", "level": record.levelname.lower(), **fields}
+        return json.dumps(line, separators=(",", ":"), default=str)
+
+
+def configure_job_log() -> None:
+    """Send job transitions to stderr as JSON lines, once per process, not through the root logger.
+
+    Own handler: the API's root logger has none under gunicorn, and a Celery worker's would print the
+    line a second time in its own format. It writes to the process's real stderr (file descriptor 2),
+    not to sys.stderr, which a Celery worker turns into WARNING log records.
+    """
+    if any(isinstance(handler.formatter, JsonLineFormatter) for handler in log.handlers):
+        return
+    handler = logging.StreamHandler(sys.__stderr__ or sys.stderr)
+    handler.setFormatter(JsonLineFormatter())
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+Enqueue = Callable[[str, str, str], None]
+
+
+def logging_enqueue(enqueue: Enqueue, announced_tags: Callable[[str], dict[str, str] | None]) -> Enqueue:
+    """Wrap enqueue(job_id, profile, task_id) to log `job.queued` once the queue has the job."""
+
+    def enqueue_and_log(job_id: str, profile: str, task_id: str) -> None:
+        enqueue(job_id, profile, task_id)
+        try:
+            tags = announced_tags(profile)
+        except Exception:  # the job is queued; a missing log field must not turn that into an error
+            tags = None
+        log_job_transition("queued", job_id, (tags or {}) | {"profile": profile})
+
+    return enqueue_and_log
