@@ -11,6 +11,9 @@ from typing import Any
 
 import httpx
 
+from app.batch_cli import add_batch_parser
+from app.sse_client import print_job_stream
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 FINISHED = {"succeeded", "failed", "cancelled"}
 
@@ -27,11 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--max-tokens", type=int)
     submit.add_argument("--reasoning-effort", choices=["low", "medium", "high"])
     submit.add_argument("--wait", action="store_true", help="poll until the job ends, then print its content")
+    submit.add_argument("--stream", action="store_true", help="print the answer's tokens as they arrive")
+    submit.add_argument("--show-reasoning", action="store_true", help="--stream: reasoning to stderr")
     submit.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)")
 
     for name, text in (("status", "print a job as JSON"), ("cancel", "cancel a queued or running job")):
         command = commands.add_parser(name, help=text)
         command.add_argument("job_id")
+    add_batch_parser(commands)
     return parser
 
 
@@ -80,6 +86,8 @@ def _checked(response: httpx.Response) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run one gptoss command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command == "batch":
+        return int(args.func(args))
     base_url = args.url or os.environ.get("GPTOSS_URL") or DEFAULT_URL
     try:
         with httpx.Client(base_url=base_url, timeout=30.0) as client:
@@ -97,6 +105,8 @@ def _run(client: httpx.Client, args: argparse.Namespace) -> int:
         print(f"{job['id']} {job['status']}")
         return 0
     job = _checked(client.post("/v1/jobs", json=job_body(args)))
+    if args.stream:
+        return print_job_stream(client, job["id"], show_reasoning=args.show_reasoning)
     if not args.wait:
         print(job["id"])
         return 0

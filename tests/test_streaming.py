@@ -102,3 +102,19 @@ def test_client_leaving_a_streaming_chat_cancels_its_job(live: tuple[Pipeline, s
     assert job["status"] == "cancelled"
     assert time.monotonic() - left_at < 2.5
     assert 0 < job["usage"]["completion_tokens"] < LONG
+
+
+def test_cli_submit_stream_prints_the_tokens_as_they_arrive(
+    live: tuple[Pipeline, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main as gptoss
+
+    pipeline, url = live
+    assert (
+        gptoss(["--url", url, "submit", "stream to me", "--max-tokens", "40", "--stream", "--show-reasoning"])
+        == 0
+    )
+    captured = capsys.readouterr()
+    job = pipeline.client.get("/v1/jobs?limit=1").get_json()["data"][0]
+    assert captured.out == job["result"]["content"] + "\n"
+    assert captured.err == job["result"]["reasoning"]
