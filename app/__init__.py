@@ -8,12 +8,16 @@ from typing import Any
 import redis
 from flask import Flask
 
+from app.auth import init_auth
+from app.cached_jobs import init_response_cache
 from app.config import resolve_settings
 from app.db import init_db
 from app.errors import register_error_handlers
 from app.job_events import JobEventLog, announcing_enqueue
 from app.observability import init_observability
 from app.profiles import load_profiles
+from app.rate_limits import init_rate_limits
+from app.routing_load import init_routing
 from workers.celery_app import celery_init_app
 
 
@@ -33,11 +37,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     app.extensions["gptoss_events"] = JobEventLog(events_client, ttl_s=int(app.config["EVENTS_TTL_S"]))
     init_db(app)
+    init_routing(app)
+    init_response_cache(app)
     celery_init_app(app)
     app.extensions["gptoss_enqueue"] = announcing_enqueue(
         app.extensions["gptoss_enqueue"], app.extensions["gptoss_events"]
     )
     init_observability(app)
+    init_auth(app)  # before the limits, which count per API key
+    init_rate_limits(app)
     register_error_handlers(app)
 
     from app import (
@@ -45,9 +53,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         chat_api,
         events_api,
         files_api,
+        gate_api,
         health_api,
         jobs_api,
         metrics,
+        openapi,
         profiles_api,
         stats_api,
     )
@@ -60,5 +70,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(profiles_api.bp)
     app.register_blueprint(health_api.bp)
     app.register_blueprint(stats_api.bp)
+    app.register_blueprint(gate_api.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(openapi.bp)
     return app

@@ -144,7 +144,8 @@ def _job_row(batch_id: str, request: BatchRequest, cancelled: bool) -> dict[str,
     now = utcnow()
     row: dict[str, Any] = {
         "id": new_job_id(),
-        "profile": request.job.profile,
+        "profile": request.job.queue_profile,
+        **request.job.routing_columns(),
         "status": JobStatus.QUEUED,
         "request": body,
         "request_hash": job_store.request_hash(body),

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app.chat_schemas import ChatCompletionCreate, job_body, profile_for_model
 from app.errors import param_path
 from app.profiles import Profile
+from app.routing import ProfileRouter
 from app.schemas import JobCreate
 
 CHAT_COMPLETIONS = "/v1/chat/completions"
@@ -49,6 +50,7 @@ class LineContext:
     served_models: dict[str, str]
     max_lines: int
     max_line_bytes: int
+    router: ProfileRouter | None = None  # routes lines whose model is "auto"
 
 
 class RequestLine(BaseModel):
@@ -107,7 +109,8 @@ def parse_request_line(text: str, line: int, context: LineContext) -> BatchReque
         message = f"The model '{chat.model}' does not exist; use one of {choices}."
         return LineError(line, "model_not_found", message, "body.model")
     try:
-        job = JobCreate.model_validate(job_body(chat, profile), context={"profiles": context.profiles})
+        job_context = {"profiles": context.profiles, "router": context.router}
+        job = JobCreate.model_validate(job_body(chat, profile), context=job_context)
     except ValidationError as exc:
         return _validation_line_error(line, exc, "body.")
     return BatchRequest(line, envelope.custom_id, job)

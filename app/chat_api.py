@@ -15,6 +15,10 @@ from app.events_api import follow_job, sse, sse_response
 from app.job_events import JobEventLog
 from app.job_json import job_json
 from app.jobs_api import json_body
+from app.prompt_budget import check_prompt_fits
+from app.rate_limits import StreamSlot, acquire_stream_slot
+from app.response_cache import no_cache_header
+from app.routing import AUTO_PROFILE
 from app.schemas import JobCreate
 from app.served_models import served_model_ids
 
@@ -36,11 +40,21 @@ def submit_chat_job(chat: ChatCompletionCreate) -> tuple[dict[str, Any], str]:
             param="model",
             code="model_not_found",
         )
-    body = JobCreate.model_validate(job_body(chat, profile), context={"profiles": profiles})
+    context = {"profiles": profiles, "router": current_app.extensions.get("gptoss_router")}
+    body = JobCreate.model_validate(job_body(chat, profile), context=context)
+    if no_cache_header(request.headers.get("Cache-Control")):
+        body.cache = False
+    check_prompt_fits(body)
     key = request.headers.get("Idempotency-Key") or None
     with db_session() as session:
-        job, _ = job_service.submit_job(session, body, key, current_app.extensions["gptoss_enqueue"])
-        return job_json(job), served.get(profile) or profiles[profile].model
+        job, _ = job_service.submit_job(
+            session,
+            body,
+            key,
+            current_app.extensions["gptoss_enqueue"],
+            current_app.extensions.get("gptoss_cached_jobs"),
+        )
+        return job_json(job), served.get(job.profile) or profiles[job.profile].model
 
 
 def completion_id(job_id: str) -> str:
@@ -68,12 +82,17 @@ def raise_if_failed(done: dict[str, Any]) -> None:
 def create_chat_completion() -> Response:
     """Create a chat completion (streamed as chat.completion.chunk events when stream=true)."""
     chat = ChatCompletionCreate.model_validate(json_body())
-    job, model = submit_chat_job(chat)
+    slot = acquire_stream_slot() if chat.stream else StreamSlot(None)  # a 429 comes before any job exists
+    try:
+        job, model = submit_chat_job(chat)
+    except BaseException:
+        slot.release()
+        raise
     log: JobEventLog = current_app.extensions["gptoss_events"]
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         app = current_app._get_current_object()  # type: ignore[attr-defined]
-        return sse_response(stream_chunks(app, log, job, model, include_usage))
+        return sse_response(slot.wrap(stream_chunks(app, log, job, model, include_usage)))
     done = wait_for_job(log, job["id"])
     raise_if_failed(done)
     result = done.get("result") or {}
@@ -174,6 +193,10 @@ def list_models() -> Response:
         data.append(
             {"id": name, "object": "model", "created": 0, "owned_by": "gptoss-batch", "model": model_id}
         )
+    router = current_app.extensions.get("gptoss_router")
+    if router is not None and router.candidates:  # picks one of the profiles per request (app/routing.py)
+        auto = {"id": AUTO_PROFILE, "object": "model", "created": 0, "owned_by": "gptoss-batch"}
+        data.append({**auto, "model": AUTO_PROFILE, "profiles": list(router.candidates)})
     seen = {d["id"] for d in data}
     for name, profile in profiles.items():
         model_id = served.get(name) or profile.model

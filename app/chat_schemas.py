@@ -8,6 +8,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 from pydantic_core import PydanticCustomError
 
 from app.profiles import Profile
+from app.routing import AUTO_PROFILE
 
 StopString = Annotated[str, StringConstraints(min_length=1)]
 
@@ -55,7 +56,10 @@ class ChatCompletionCreate(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     seed: int | None = None
-    stop: Annotated[list[StopString] | None, BeforeValidator(_stop_as_list), Field(max_length=4)] = None
+    # max_length sits on the list itself: on the optional it would be applied to an explicit null (a 500)
+    stop: Annotated[
+        Annotated[list[StopString], Field(max_length=4)] | None, BeforeValidator(_stop_as_list)
+    ] = None
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     metadata: dict[str, str] | None = None
     user: str | None = None
@@ -84,8 +88,8 @@ class ChatCompletionCreate(BaseModel):
 
 
 def profile_for_model(model: str, profiles: dict[str, Profile], served: dict[str, str]) -> str | None:
-    """The profile a `model` value names: a profile name, its configured model, or its served model id."""
-    if model in profiles:
+    """The profile a `model` value names: a profile, its configured or served model id, or auto."""
+    if model in profiles or model == AUTO_PROFILE:
         return model
     for name, profile in profiles.items():
         if model in (profile.model, served.get(name)):

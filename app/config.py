@@ -7,7 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from app.gate_settings import GATE_DEFAULTS
 from app.observability_settings import OBSERVABILITY_DEFAULTS
+from app.reliability_settings import RELIABILITY_DEFAULTS
+from app.response_cache import CACHE_DEFAULTS
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -25,6 +28,9 @@ DEFAULTS: dict[str, Any] = {
     "EVENTS_TTL_S": 3600,  # a job's event stream lives this long after the job ends
     "PROFILE": None,  # set in a worker process: the profile whose model it loads
     **OBSERVABILITY_DEFAULTS,  # worker metrics port, heartbeats, stats window
+    **RELIABILITY_DEFAULTS,  # API keys, rate limits, the reconciler (app/reliability_settings.py)
+    **GATE_DEFAULTS,  # the scheduled release gate (app/gate_settings.py)
+    **CACHE_DEFAULTS,  # the response cache: CACHE_MAX_ENTRIES (0: off), CACHE_TTL_S (app/response_cache.py)
     # Batch API (app/batch_settings.py has the same defaults for apps built without these keys)
     "MAX_UPLOAD_BYTES": 200 * 1024 * 1024,  # POST /v1/files answers 413 above this (OpenAI's limit)
     "MAX_BATCH_LINES": 50_000,  # requests per batch input file (OpenAI's limit)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from flask import Flask, Response, jsonify
 from pydantic import ValidationError
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,29 @@ def register_error_handlers(app: Flask) -> None:
         response.headers.extend(h for h in exc.get_headers() if h[0].lower() != "content-type")
         return response, status
 
+    @app.errorhandler(sa_exc.OperationalError)
+    @app.errorhandler(sa_exc.InterfaceError)
+    @app.errorhandler(sa_exc.TimeoutError)
+    def _database_unavailable(exc: Exception) -> tuple[Response, int]:
+        log.warning("database unavailable: %s", exc)  # down, unreachable, or locked past the busy timeout
+        message = "The database is unavailable. Retry later."
+        return unavailable(ApiError(503, message, type="server_error", code="database_unavailable"))
+
+    @app.errorhandler(redis.ConnectionError)
+    @app.errorhandler(redis.TimeoutError)
+    def _redis_unavailable(exc: Exception) -> tuple[Response, int]:
+        log.warning("redis unavailable: %s", exc)
+        message = "The queue (Redis) is unavailable. Retry later."
+        return unavailable(ApiError(503, message, type="server_error", code="queue_unavailable"))
+
     @app.errorhandler(Exception)
     def _unexpected_error(exc: Exception) -> tuple[Response, int]:
         log.exception("unhandled error")
         return ApiError(500, "Internal server error.", type="server_error").response()
+
+
+def unavailable(error: ApiError, retry_after_s: int = 1) -> tuple[Response, int]:
+    """A 503 that tells clients when to try again."""
+    response, status = error.response()
+    response.headers["Retry-After"] = str(retry_after_s)
+    return response, status

@@ -15,6 +15,7 @@ from app.errors import ApiError
 from app.job_events import JobEvent, JobEventLog, valid_event_id
 from app.job_json import job_json
 from app.models import FINISHED_STATUSES
+from app.rate_limits import acquire_stream_slot
 
 bp = Blueprint("job_events", __name__, url_prefix="/v1/jobs")
 
@@ -104,4 +105,5 @@ def job_events(job_id: str) -> Response:
             for event in follow_job(log, job_id, after, heartbeat_s):
                 yield ": keep-alive\n\n" if event is None else sse(event.id, event.type, event.data)
 
-    return sse_response(stream())
+    slot = acquire_stream_slot()  # 429 when this client already has too many streams open
+    return sse_response(slot.wrap(stream()))

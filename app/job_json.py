@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from app.models import Job
+from app.quality import quality_json
 
 
 def _unix(moment: datetime | None) -> int | None:
@@ -47,6 +48,11 @@ def job_json(job: Job) -> dict[str, Any]:
         "usage": usage,
         "tags": job.tags(),
         "worker": job.worker_hostname,
+        "routed_from": job.routed_from,  # "auto" when the router chose `profile`
+        "route_reason": job.route_reason,
+        "cached": job.cached_from is not None,  # answered from the response cache, by no worker
+        "cached_from": job.cached_from,  # the job whose answer (and tags) this one copies
+        "quality": quality_json(job),
         "timings": {
             "queue_s": _seconds_between(job.created_at, job.started_at),
             "ttft_s": job.ttft_s,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import redis
 from sqlalchemy import exc as sa_exc
@@ -20,6 +21,9 @@ from app.metrics import count_cancelled_while_queued
 from app.models import Job
 from app.schemas import JobCreate
 
+if TYPE_CHECKING:
+    from app.cached_jobs import CachedJobs
+
 log = logging.getLogger(__name__)
 
 # enqueue(job_id, profile, task_id) puts the job's task on the profile's queue, raising on failure.
@@ -27,18 +31,33 @@ Enqueue = Callable[[str, str, str], None]
 
 
 def submit_job(
-    session: orm.Session, body: JobCreate, idempotency_key: str | None, enqueue: Enqueue
+    session: orm.Session,
+    body: JobCreate,
+    idempotency_key: str | None,
+    enqueue: Enqueue,
+    cached_jobs: CachedJobs | None = None,
 ) -> tuple[Job, bool]:
-    """Insert the job and enqueue its task; returns (job, created). A failed enqueue leaves no row."""
+    """Insert the job and enqueue its task; returns (job, created). A failed enqueue leaves no row.
+
+    With `cached_jobs`, a request whose answer is in the response cache is stored already succeeded.
+    """
     request = body.model_dump(mode="json", exclude_none=True)
     if idempotency_key:
         replayed = _replayed_job(session, idempotency_key, request)
         if replayed is not None:
             return replayed, False
+    cached = cached_jobs.serve(session, body, request, idempotency_key) if cached_jobs is not None else None
+    if cached is not None:
+        return cached, True
     task_id = str(uuid.uuid4())
     try:
         job = job_store.insert_job(
-            session, profile=body.profile, request=request, task_id=task_id, idempotency_key=idempotency_key
+            session,
+            profile=body.queue_profile,
+            request=request,
+            task_id=task_id,
+            idempotency_key=idempotency_key,
+            **body.routing_columns(),
         )
     except sa_exc.IntegrityError:  # a concurrent submit with the same key won the insert
         session.rollback()

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from app.gate_models import is_gate_request
 from app.models import FINISHED_STATUSES, Job, JobStatus, utcnow
 
 
@@ -21,16 +22,26 @@ def request_hash(request: dict[str, Any]) -> str:
 
 
 def insert_job(
-    session: orm.Session, *, profile: str, request: dict[str, Any], task_id: str, idempotency_key: str | None
+    session: orm.Session,
+    *,
+    profile: str,
+    request: dict[str, Any],
+    task_id: str,
+    idempotency_key: str | None,
+    routed_from: str | None = None,
+    route_reason: str | None = None,
 ) -> Job:
     """Insert and commit a queued job; raises IntegrityError when the idempotency key exists."""
     job = Job(
         profile=profile,
+        routed_from=routed_from,
+        route_reason=route_reason,
         request=request,
         request_hash=request_hash(request),
         task_id=task_id,
         idempotency_key=idempotency_key,
         status=JobStatus.QUEUED,
+        is_gate=is_gate_request(request),
     )
     session.add(job)
     session.commit()
@@ -133,6 +144,7 @@ class JobOutcome:
     e2e_s: float | None = None
     first_token_at: datetime | None = None
     tags: dict[str, str] | None = None
+    quality: dict[str, Any] | None = None  # the quality_* columns of an answer (app/quality.py)
     token_times: tuple[float, ...] = ()  # time.time() of each token, for inter-token metrics (not stored)
 
 
@@ -156,6 +168,7 @@ def finish_job(session: orm.Session, job_id: str, outcome: JobOutcome) -> bool:
         first_token_at=outcome.first_token_at,
         finished_at=utcnow(),
         **tags,
+        **(outcome.quality or {}),
     )
 
 
@@ -173,4 +186,29 @@ def requeue_job(session: orm.Session, job_id: str, worker_hostname: str) -> bool
         sa.and_(Job.status == JobStatus.RUNNING, Job.worker_hostname == worker_hostname),
         status=JobStatus.QUEUED,
         started_at=None,
+        first_token_at=None,
     )
+
+
+def take_over_job(
+    session: orm.Session, job_id: str, dead_hostname: str, attempts: int, worker_hostname: str
+) -> Job | None:
+    """running on a dead worker -> running on this one, attempts + 1; None if another moved it first."""
+    job = session.scalar(
+        sa.update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status == JobStatus.RUNNING,
+            Job.worker_hostname == dead_hostname,
+            Job.attempts == attempts,
+        )
+        .values(
+            worker_hostname=worker_hostname,
+            attempts=Job.attempts + 1,
+            started_at=utcnow(),
+            first_token_at=None,
+        )
+        .returning(Job)
+    )
+    session.commit()
+    return job

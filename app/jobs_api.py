@@ -13,6 +13,8 @@ from app.db import db_session
 from app.errors import ApiError
 from app.job_json import job_json
 from app.models import JobStatus
+from app.prompt_budget import check_prompt_fits
+from app.response_cache import no_cache_header
 from app.schemas import JobCreate
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -41,13 +43,25 @@ def json_body() -> Any:
 @bp.post("")
 def create_job() -> tuple[Response, int]:
     """Queue a generation job on its profile's queue; replays return the first job."""
-    context = {"profiles": current_app.extensions["gptoss_profiles"]}
+    context = {
+        "profiles": current_app.extensions["gptoss_profiles"],
+        "router": current_app.extensions.get("gptoss_router"),
+    }
     body = JobCreate.model_validate(json_body(), context=context)
+    if no_cache_header(request.headers.get("Cache-Control")):
+        body.cache = False
     key = request.headers.get("Idempotency-Key") or None
     if key is not None and len(key) > 255:
         raise ApiError(400, "Idempotency-Key must be at most 255 characters.", param="Idempotency-Key")
+    check_prompt_fits(body)
     with db_session() as session:
-        job, created = job_service.submit_job(session, body, key, current_app.extensions["gptoss_enqueue"])
+        job, created = job_service.submit_job(
+            session,
+            body,
+            key,
+            current_app.extensions["gptoss_enqueue"],
+            current_app.extensions.get("gptoss_cached_jobs"),
+        )
         return jsonify(job_json(job)), 202 if created else 200
 
 

@@ -46,7 +46,8 @@ API_REQUEST_SECONDS = Histogram(
 )
 JOBS_FINISHED_IN_API = Counter(
     "gptoss_jobs_finished",
-    "Jobs that ended without reaching a worker (cancelled while queued); workers count the rest",
+    "Jobs that ended without reaching a worker (cancelled while queued, or answered from the response cache);"
+    " workers count the rest",
     [*TAG_LABELS, "status"],
     registry=API_REGISTRY,
 )

@@ -72,6 +72,8 @@ class Job(Base):
     worker_hostname: orm.Mapped[str | None] = orm.mapped_column(sa.String(255))
     attempts: orm.Mapped[int] = orm.mapped_column(default=0, server_default="0")
     cancel_requested: orm.Mapped[bool] = orm.mapped_column(default=False, server_default=sa.false())
+    # release-gate traffic (metadata key "gptoss_gate"), left out of /v1/stats unless asked for
+    is_gate: orm.Mapped[bool] = orm.mapped_column(default=False, server_default=sa.false(), index=True)
 
     # set on the jobs of a batch (POST /v1/batches): the batch, the line's custom_id and its line number
     batch_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(40), index=True)
@@ -87,6 +89,18 @@ class Job(Base):
     completion_tokens: orm.Mapped[int | None]
     ttft_s: orm.Mapped[float | None]  # engine: submit to first token
     e2e_s: orm.Mapped[float | None]  # engine: submit to last token
+
+    # profile "auto" (app/routing.py): routed_from is "auto" and the reason the profile was chosen
+    routed_from: orm.Mapped[str | None] = orm.mapped_column(sa.String(16))
+    route_reason: orm.Mapped[str | None] = orm.mapped_column(sa.String(500))
+    # served from the response cache (app/cached_jobs.py): the job whose answer this one copies
+    cached_from: orm.Mapped[str | None] = orm.mapped_column(sa.String(40))
+    # answer-quality signals of a succeeded job (app/quality.py)
+    quality_harmony_ok: orm.Mapped[bool | None]
+    quality_empty_answer: orm.Mapped[bool | None]
+    quality_truncated: orm.Mapped[bool | None]
+    quality_reasoning_share: orm.Mapped[float | None]
+    quality_repetition: orm.Mapped[float | None]
 
     # the five tags of the model that really ran the job
     tag_engine: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))

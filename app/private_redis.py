@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote as quote_url
 
 import redis
 
@@ -40,17 +41,37 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_private_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """Start redis-server on 127.0.0.1 in its own session (Ctrl-C goes to the app, not to Redis)."""
+def start_private_redis(
+    data_dir: Path, port: int | None = None, password: str | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start redis-server on 127.0.0.1 in its own session (Ctrl-C goes to the app, not to Redis).
+
+    Only this machine can reach it; with `password`, clients must also authenticate (the URL has it).
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     command = [
         redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
         "--save", "", "--appendonly", "no", "--protected-mode", "yes",
     ]  # fmt: skip
+    if password:  # on stdin, not argv: other local users can read a process's arguments
+        command.append("-")
     log = open(data_dir / "redis.log", "ab")  # noqa: SIM115 -- the server owns it for its lifetime
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"redis://127.0.0.1:{port}/0"
+    server = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE if password else subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    if password and server.stdin is not None:
+        server.stdin.write(f"requirepass {quote(password)}\n".encode())
+        server.stdin.close()
+    url = (
+        f"redis://:{quote_url(password, safe='')}@127.0.0.1:{port}/0"
+        if password
+        else f"redis://127.0.0.1:{port}/0"
+    )
     deadline = time.monotonic() + 10
     while not redis_answers(url):
         if server.poll() is not None or time.monotonic() > deadline:
@@ -58,6 +79,11 @@ def start_private_redis(data_dir: Path, port: int | None = None) -> tuple[subpro
             raise RuntimeError(f"private redis-server did not start; see {data_dir / 'redis.log'}")
         time.sleep(0.05)
     return server, url
+
+
+def quote(value: str) -> str:
+    """A value for a redis.conf line (double-quoted, backslash escapes)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def stop_private_redis(server: subprocess.Popen[bytes]) -> None:

@@ -32,9 +32,10 @@ def sse_messages(lines: Iterator[str]) -> Iterator[tuple[str | None, str | None,
 
 
 def print_job_stream(
-    client: httpx.Client, job_id: str, *, show_reasoning: bool = False, out: TextIO = sys.stdout
+    client: httpx.Client, job_id: str, *, show_reasoning: bool = False, out: TextIO | None = None
 ) -> int:
     """Follow the job's events, resuming after a dropped connection; 0 when it succeeded."""
+    out = out or sys.stdout  # looked up now, so redirected stdout (tests, pipes) is honoured
     last_id: str | None = None
     for _attempt in range(5):
         headers = {"Last-Event-ID": last_id} if last_id else {}

@@ -17,6 +17,12 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from app.models import Job, JobStatus
+from app.quality import quality_summary
+
+QUALITY_COLUMNS = (
+    Job.quality_harmony_ok, Job.quality_empty_answer, Job.quality_truncated,
+    Job.quality_reasoning_share, Job.quality_repetition,
+)  # fmt: skip
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:
@@ -53,24 +59,32 @@ def decode_tokens_per_s(
     return (completion_tokens - 1) / decode_s if decode_s > 0 else None
 
 
-def stats_query(profile: str | None, since: datetime | None, max_jobs: int) -> sa.Select:
-    """The jobs the stats cover: newest first, in the window, bounded."""
+def stats_query(
+    profile: str | None, since: datetime | None, max_jobs: int, include_gate: bool = False
+) -> sa.Select:
+    """The jobs the stats cover: newest first, in the window, bounded; release-gate jobs on request."""
     query = sa.select(
-        Job.status, Job.created_at, Job.started_at, Job.ttft_s, Job.e2e_s, Job.completion_tokens
-    ).order_by(Job.id.desc())  # ids are time-ordered; the primary key index serves the order
+        Job.status, Job.created_at, Job.started_at, Job.ttft_s, Job.e2e_s, Job.completion_tokens,
+        Job.routed_from, Job.cached_from, *QUALITY_COLUMNS,
+    ).order_by(Job.id.desc())  # ids are time-ordered; the primary key index serves the order  # fmt: skip
     if profile is not None:
         query = query.where(Job.profile == profile)
     if since is not None:
         query = query.where(Job.created_at >= since)
-    # Traffic that should not count (e.g. release-gate probes, once they are tagged) is filtered here.
+    if not include_gate:  # the release gate's probes would otherwise pass for real users' traffic
+        query = query.where(Job.is_gate.is_(False))
     return query.limit(max_jobs + 1)  # one more tells whether older jobs were left out
 
 
 def job_stats(
-    session: orm.Session, profile: str | None, since: datetime | None, max_jobs: int
+    session: orm.Session,
+    profile: str | None,
+    since: datetime | None,
+    max_jobs: int,
+    include_gate: bool = False,
 ) -> dict[str, Any]:
     """Counts by status, error rate and p50/p95 of queue wait, TTFT, E2E and decode tokens/s."""
-    rows = session.execute(stats_query(profile, since, max_jobs)).all()
+    rows = session.execute(stats_query(profile, since, max_jobs, include_gate)).all()
     truncated, rows = len(rows) > max_jobs, rows[:max_jobs]
     by_status = Counter(row.status for row in rows)
     succeeded, failed = by_status[JobStatus.SUCCEEDED], by_status[JobStatus.FAILED]
@@ -80,6 +94,7 @@ def job_stats(
         "object": "stats",
         "profile": profile,
         "since": None if since is None else since.timestamp(),
+        "include_gate": include_gate,
         "count": len(rows),
         "truncated": truncated,  # older jobs of the window were left out
         "by_status": {status.value: by_status[status] for status in JobStatus},
@@ -89,4 +104,8 @@ def job_stats(
         "ttft_s": summary([r.ttft_s for r in rows if r.ttft_s is not None]),
         "e2e_s": summary([r.e2e_s for r in rows if r.e2e_s is not None]),
         "decode_tokens_per_s": summary([rate for rate in rates if rate is not None]),
+        # answers the engines gave (a cache hit repeats one, so it is left out): rates and means
+        "quality": quality_summary(r for r in rows if r.cached_from is None),
+        "cache_hits": sum(r.cached_from is not None for r in rows),
+        "routed_auto": sum(r.routed_from is not None for r in rows),
     }

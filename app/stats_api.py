@@ -22,6 +22,7 @@ class StatsQuery(BaseModel):
 
     profile: str | None = None
     since: datetime | None = None  # unix seconds or an ISO 8601 date/time (UTC when no zone is given)
+    include_gate: bool = False  # count the release gate's own jobs too
 
     @field_validator("profile")
     @classmethod
@@ -46,4 +47,4 @@ def stats() -> Response:
     query = StatsQuery.model_validate(request.args.to_dict(), context=context)
     max_jobs = ObservabilitySettings.from_config(current_app.config).stats_max_jobs
     with db_session() as session:
-        return jsonify(job_stats(session, query.profile, query.since, max_jobs))
+        return jsonify(job_stats(session, query.profile, query.since, max_jobs, query.include_gate))

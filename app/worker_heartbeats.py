@@ -1,7 +1,8 @@
 """Worker heartbeats in Redis: each worker refreshes `gptoss:worker:<hostname>` (a hash with a TTL).
 
 The hash holds the worker's profile, the queues it consumes, the model it serves (model_id and the
-five tags as JSON), its pid, metrics port and last_heartbeat (unix seconds). Redis expires the key
+five tags as JSON), its pid, metrics port, last_heartbeat and started_at (unix seconds: a job a
+worker claimed before its current process started was left by a dead one). Redis expires the key
 when the worker stops refreshing it, so a dead worker vanishes without anyone cleaning up. The set
 `gptoss:workers` lists the names to look at (no SCAN over the keyspace).
 """
@@ -34,6 +35,7 @@ class WorkerHeartbeat:
     pid: int
     metrics_port: int  # its /metrics port (0: none)
     last_heartbeat: float  # unix seconds, the worker's clock
+    started_at: float = 0.0  # when the worker process started (unix seconds; 0: not said)
 
     def as_fields(self) -> dict[str, str]:
         return {
@@ -44,6 +46,7 @@ class WorkerHeartbeat:
             "pid": str(self.pid),
             "metrics_port": str(self.metrics_port),
             "last_heartbeat": f"{self.last_heartbeat:.3f}",
+            "started_at": f"{self.started_at:.3f}",
         }
 
     @classmethod
@@ -58,6 +61,7 @@ class WorkerHeartbeat:
             pid=int(text.get("pid") or 0),
             metrics_port=int(text.get("metrics_port") or 0),
             last_heartbeat=float(text.get("last_heartbeat") or 0),
+            started_at=float(text.get("started_at") or 0),
         )
 
     def as_json(self) -> dict[str, Any]:

@@ -4,7 +4,10 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from app import batch_models  # noqa: F401  (registers the files and batches tables on Base.metadata)
+from app import (
+    batch_models,  # noqa: F401  (registers the files and batches tables on Base.metadata)
+    gate_models,  # noqa: F401  (registers the gate_runs table on Base.metadata)
+)
 from app.config import resolve_settings
 from app.db import make_engine
 from app.models import Base

@@ -24,7 +24,8 @@ def ingest_context(app: Flask) -> IngestContext:
     settings = BatchSettings.from_config(app.config)
     profiles = app.extensions["gptoss_profiles"]
     served = served_model_ids(app.extensions["gptoss_redis"], list(profiles))
-    lines = LineContext(profiles, served, settings.max_batch_lines, MAX_LINE_BYTES)
+    router = app.extensions.get("gptoss_router")
+    lines = LineContext(profiles, served, settings.max_batch_lines, MAX_LINE_BYTES, router)
     return IngestContext(
         sessions=app.extensions["gptoss_sessions"],
         files_dir=settings.files_dir,

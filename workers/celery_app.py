@@ -14,13 +14,17 @@ RUN_JOB_TASK = "workers.tasks.run_job"
 
 def celery_config(config: dict[str, Any], profile_names: list[str]) -> dict[str, Any]:
     """Celery settings from the app config; the DB, not Celery, stores results."""
+    from app.reliability_settings import reconcile_beat_schedule  # here: app/ imports this module at start
+
     return {
         "broker_url": config["REDIS_URL"],
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": config["VISIBILITY_TIMEOUT_S"],
             "socket_connect_timeout": 2,
+            **unacked_restore_options(config["VISIBILITY_TIMEOUT_S"]),
         },
+        "broker_connection_max_retries": None,  # a worker outlives any Redis outage, then consumes again
         "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in profile_names],
         "task_default_queue": profile_names[0],
         "task_serializer": "json",
@@ -32,7 +36,16 @@ def celery_config(config: dict[str, Any], profile_names: list[str]) -> dict[str,
         # a submit must fail fast (and answer 503) when Redis is down, not hang for ever
         "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
         "worker_hijack_root_logger": False,
-        "include": ["workers.tasks"],
+        "include": ["workers.tasks", "workers.reconciler"],
+        "beat_schedule": reconcile_beat_schedule(config),
+    }
+
+
+def unacked_restore_options(visibility_timeout_s: float) -> dict[str, int]:
+    """Sweep for messages of dead workers often enough for the visibility timeout (kombu: every 100 s)."""
+    return {
+        "unacked_restore_interval": max(1, min(10, int(visibility_timeout_s) // 3)),
+        "unacked_restore_throttle": 1,
     }
 
 
@@ -46,6 +59,9 @@ def celery_init_app(app: Flask) -> Celery:
 
     celery_app = Celery(app.name, task_cls=FlaskTask)
     celery_app.config_from_object(celery_config(app.config, list(app.extensions["gptoss_profiles"])))
+    from app.gate_settings import gate_beat_schedule  # here: app/ imports this module at its start
+
+    celery_app.conf.beat_schedule = {**celery_app.conf.beat_schedule, **gate_beat_schedule(app.config)}
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     app.extensions["gptoss_enqueue"] = partial(enqueue_job, celery_app)

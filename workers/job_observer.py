@@ -9,6 +9,7 @@ from app.job_log import log_job_transition
 from app.job_store import JobOutcome
 from app.models import Job
 from workers.engine_types import ModelTags
+from workers.quality_metrics import observe_answer_quality
 from workers.worker_metrics import observe_finished_job
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class MetricsAndLogObserver:
     def job_finished(self, job: Job, outcome: JobOutcome) -> None:
         try:
             observe_finished_job(job, outcome)
+            observe_answer_quality(job)
             log_job_transition(
                 job.status,
                 job.id,

@@ -15,12 +15,13 @@ from app.job_events import JobEventLog
 from app.job_json import job_json
 from app.job_store import JobOutcome
 from app.models import Job, JobStatus
+from app.quality import quality_signals
 from workers.cancel_watcher import CancelWatcher
 from workers.engine_types import GenerationRequest, GenerationResult, ModelTags
+from workers.lost_jobs import MAX_ATTEMPTS as MAX_ATTEMPTS  # re-exported: the bound on a job's runs
+from workers.lost_jobs import IsGone, requeue_or_give_up, take_over_lost_job
 
 log = logging.getLogger(__name__)
-
-MAX_ATTEMPTS = 3  # a job whose worker died this many times fails instead of running again
 
 
 class GenerationHandle(Protocol):
@@ -51,6 +52,8 @@ class WorkerContext:
     hostname: str
     events: JobEventLog | None = None  # where token deltas and status events go (SSE readers)
     observer: JobObserver | None = None  # metrics and transition logs
+    is_worker_gone: IsGone | None = None  # lets a redelivered task take over a dead worker's job
+    store_answer: Callable[[Job], Any] | None = None  # response cache (workers/answer_cache.py); never raises
 
     def publish(self, job_id: str, event_type: str, data: dict[str, Any]) -> None:
         """Append to the job's event stream; a Redis hiccup never fails the job (the DB has the result)."""
@@ -66,6 +69,8 @@ def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
     """Run the job if it is still queued; returns its final status, or None when it was not claimable."""
     with worker.sessions() as session:
         job = job_store.claim_job(session, job_id, worker.hostname)
+        if job is None and worker.is_worker_gone is not None:
+            job = take_over_lost_job(session, job_id, worker.hostname, worker.is_worker_gone)
         if job is None:
             log.info("job %s is not queued (running elsewhere, finished or cancelled); skipping", job_id)
             return None
@@ -89,6 +94,8 @@ def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
     worker.publish(job_id, TERMINAL_EVENTS[outcome.status], final)  # after the DB: readers then see it stored
     if finished and stored is not None and worker.observer is not None:  # counted once, as stored
         worker.observer.job_finished(stored, outcome)
+    if finished and stored is not None and worker.store_answer is not None:
+        worker.store_answer(stored)
     log.info("job %s %s", job_id, outcome.status)
     return outcome.status
 
@@ -125,7 +132,9 @@ def generate(
                 result = event
                 continue
             delta = {"content": event.content, "reasoning": event.reasoning}
-            worker.publish(job_id, "delta", {**delta, "completion_tokens": event.completion_tokens})
+            worker.publish(
+                job_id, "delta", {**delta, "completion_tokens": event.completion_tokens, "time": event.time}
+            )
             if not first_token_seen:
                 first_token_seen = True
                 with worker.sessions() as session:
@@ -142,6 +151,7 @@ def outcome_of(result: GenerationResult, tags: ModelTags) -> JobOutcome:
     )
     first_token_at = datetime.fromtimestamp(result.token_times[0], UTC) if result.token_times else None
     error = result.error or ("generation failed" if status is JobStatus.FAILED else None)
+    scored = status is JobStatus.SUCCEEDED  # a cancelled or failed partial output says little
     return JobOutcome(
         status=status,
         content=result.content,
@@ -154,25 +164,27 @@ def outcome_of(result: GenerationResult, tags: ModelTags) -> JobOutcome:
         e2e_s=result.e2e_s,
         first_token_at=first_token_at,
         tags=tags.as_dict(),
+        quality=quality_signals(result).as_columns() if scored else None,
         token_times=tuple(result.token_times),
     )
 
 
 def recover_jobs_of_lost_worker(
-    sessions: orm.sessionmaker[orm.Session], hostname: str, enqueue: Callable[[str, str, str], None]
+    sessions: orm.sessionmaker[orm.Session],
+    hostname: str,
+    enqueue: Callable[[str, str, str], None],
+    started_at: float | None = None,
 ) -> list[str]:
-    """At worker start: jobs an earlier process of this worker left running go back on the queue."""
+    """At worker start: jobs an earlier process of this worker (before `started_at`) left running go back."""
     recovered = []
     with sessions() as session:
         for job in job_store.running_jobs_of_worker(session, hostname):
-            if job.attempts >= MAX_ATTEMPTS:
-                outcome = JobOutcome(
-                    JobStatus.FAILED,
-                    finish_reason="error",
-                    error=f"the worker died while running this job {job.attempts} times; giving up",
-                )
-                job_store.finish_job(session, job.id, outcome)
-            elif job_store.requeue_job(session, job.id, hostname):
-                enqueue(job.id, job.profile, job.task_id)
+            if (
+                started_at is not None
+                and job.started_at is not None
+                and job.started_at.timestamp() >= started_at
+            ):
+                continue  # claimed by this process, whose first tasks may run before it is `ready`
+            if requeue_or_give_up(session, job, enqueue) == "requeued":
                 recovered.append(job.id)
     return recovered

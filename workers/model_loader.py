@@ -145,12 +145,36 @@ def _hf_hub_cache() -> Path:
     return Path(os.environ.get("HF_HOME") or Path(xdg) / "huggingface").expanduser() / "hub"
 
 
-def _load_gguf(path: Path, *, model_id: str, gpu_mode: str, cache_dir: Path | None) -> LoadedModel:
-    """Load a GGUF file via its converted copy in the cache, converting it first if needed."""
-    cache_dir = cache_dir or default_cache_dir()
+def converted_gguf_dir(path: Path, cache_dir: Path | None) -> Path:
+    """Where the converted copy of a GGUF file lives (it may not exist yet)."""
     stat = path.stat()
     key = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
-    converted = cache_dir / f"{_slug(path.name)}-{key}"
+    return (cache_dir or default_cache_dir()) / f"{_slug(path.name)}-{key}"
+
+
+def local_model_dir(source: str, cache_dir: Path | None) -> Path | None:
+    """The model dir `load_model(source)` would load (the demo's when `source` is absent), if it exists.
+
+    For the API, which reads only the tokenizer and config: nothing is converted or loaded here.
+    """
+    try:
+        path = Path(source).expanduser()
+        if path.is_dir() and (path / "config.json").is_file():
+            return path
+        if path.suffix == ".gguf" and path.is_file():
+            converted = converted_gguf_dir(path, cache_dir)
+        elif source != "demo" and (snapshot := _find_in_hf_cache(source)) is not None:
+            return snapshot
+        else:  # absent here: the worker serves the demo model instead
+            converted = converted_gguf_dir(demo_gguf_path(), cache_dir)
+    except (OSError, ModelNotFoundError):
+        return None
+    return converted if (converted / "config.json").is_file() else None
+
+
+def _load_gguf(path: Path, *, model_id: str, gpu_mode: str, cache_dir: Path | None) -> LoadedModel:
+    """Load a GGUF file via its converted copy in the cache, converting it first if needed."""
+    converted = converted_gguf_dir(path, cache_dir)
     if not (converted / "config.json").is_file():
         _convert_gguf(path, converted)
     return _load_dir(converted, model_id=model_id, gpu_mode=gpu_mode)

@@ -10,10 +10,10 @@ from app.config import resolve_settings
 from app.profiles import load_profiles
 
 
-def worker_command(profile: str, max_batch: int, loglevel: str) -> list[str]:
+def worker_command(profile: str, max_batch: int, loglevel: str, name: str | None = None) -> list[str]:
     return [
         sys.executable, "-m", "celery", "-A", "make_celery", "worker",
-        "-Q", profile, "-P", "threads", "-c", str(max_batch), "-n", f"{profile}@%h",
+        "-Q", profile, "-P", "threads", "-c", str(max_batch), "-n", name or f"{profile}@%h",
         "--loglevel", loglevel, "--without-gossip", "--without-mingle",
     ]  # fmt: skip
 
@@ -23,12 +23,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("profile")
     parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--name", help="the worker's name (default <profile>@<host>; unique per worker)")
     args = parser.parse_args(argv)
     profiles = load_profiles(resolve_settings()["PROFILES"])
     if args.profile not in profiles:
         parser.error(f"unknown profile {args.profile!r}; the profiles file has {sorted(profiles)}")
     os.environ["GPTOSS_PROFILE"] = args.profile
-    command = worker_command(args.profile, profiles[args.profile].max_batch, args.loglevel)
+    command = worker_command(args.profile, profiles[args.profile].max_batch, args.loglevel, args.name)
     os.execv(command[0], command)
 
 

@@ -32,6 +32,7 @@ def start_worker_observability(app: Flask, consumer: Any, host: EngineHost | Non
     server = serve_metrics(settings.worker_metrics_host, port)
     queues = consumed_queues(consumer)
     client = redis.Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5)
+    started_at = app.extensions.get("gptoss_worker_started_at") or time.time()
 
     def describe() -> WorkerHeartbeat:
         engines = host.loaded_engines() if host is not None else []
@@ -45,6 +46,7 @@ def start_worker_observability(app: Flask, consumer: Any, host: EngineHost | Non
             pid=os.getpid(),
             metrics_port=port if server is not None else 0,
             last_heartbeat=time.time(),
+            started_at=started_at,
         )
 
     heartbeat = HeartbeatThread(client, describe, settings.heartbeat_interval_s, settings.heartbeat_ttl_s)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,11 +15,16 @@ from celery.signals import worker_ready, worker_shutdown
 from flask import Flask, current_app
 
 from app.db import session_factory
+from app.observability_settings import ObservabilitySettings
+from app.response_cache import announce_model_revision
 from app.served_models import announce_served_model
+from workers.answer_cache import answer_cache_writer
 from workers.cancel_watcher import CancelWatcher
 from workers.engine_host import EngineHost
 from workers.job_observer import MetricsAndLogObserver
 from workers.job_runner import WorkerContext, recover_jobs_of_lost_worker
+from workers.lost_jobs import worker_is_gone
+from workers.model_revision import model_revision
 from workers.worker_observability import start_worker_observability
 
 if TYPE_CHECKING:
@@ -39,9 +46,12 @@ def _shared_state(app: Flask) -> tuple[EngineHost, CancelWatcher]:
 
             def announce(engine: Engine) -> None:
                 announce_served_model(client, engine.tags.profile, engine.tags.as_dict())
+                revision = model_revision(profiles[engine.tags.profile].model, engine.tags.model_id)
+                announce_model_revision(client, engine.tags.profile, revision)  # keys the response cache
 
             host = EngineHost(profiles, model_cache, pinned_profile=app.config["PROFILE"], on_loaded=announce)
             state = app.extensions["gptoss_worker_state"] = (host, CancelWatcher(client))
+            app.extensions["gptoss_answer_cache"] = answer_cache_writer(app, client)
         return state
 
 
@@ -49,6 +59,7 @@ def worker_context(hostname: str) -> WorkerContext:
     """What run_job needs, inside a task's app context."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     host, watcher = _shared_state(app)
+    settings = ObservabilitySettings.from_config(app.config)
     return WorkerContext(
         session_factory(),
         host.engine_for,
@@ -56,11 +67,15 @@ def worker_context(hostname: str) -> WorkerContext:
         hostname,
         app.extensions["gptoss_events"],
         observer=MetricsAndLogObserver(hostname),
+        is_worker_gone=partial(worker_is_gone, watcher.client, settings.heartbeat_ttl_s),
+        store_answer=app.extensions["gptoss_answer_cache"],
     )
 
 
 def connect_worker_signals(app: Flask) -> None:
     """When the worker is ready: requeue jobs a dead run left behind and load the model in the background."""
+    # before any task: a job this name claimed earlier than this belongs to a dead process
+    app.extensions["gptoss_worker_started_at"] = time.time()
 
     @worker_ready.connect(weak=False)
     def _on_ready(sender: Any, **_: Any) -> None:
@@ -75,7 +90,10 @@ def connect_worker_signals(app: Flask) -> None:
         try:
             with app.app_context():
                 recovered = recover_jobs_of_lost_worker(
-                    session_factory(), sender.hostname, app.extensions["gptoss_enqueue"]
+                    session_factory(),
+                    sender.hostname,
+                    app.extensions["gptoss_enqueue"],
+                    app.extensions["gptoss_worker_started_at"],
                 )
         except Exception:
             log.exception("could not check for jobs a previous run of %s left running", sender.hostname)

@@ -1,0 +1,145 @@
+"""GET /openapi.json: the API's OpenAPI 3.1 document, built from the pydantic models that check input."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify
+from pydantic import BaseModel
+
+from app.openapi_operations import HEADER_DOCS, JSON, OPERATIONS, Operation
+from app.routing import AUTO_PROFILE
+
+bp = Blueprint("openapi", __name__)
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+STATUS_TEXT = {
+    200: "OK", 201: "Created", 202: "Accepted", 400: "Bad request", 401: "Missing or wrong API key",
+    404: "Not found", 409: "Conflict with the resource's state", 413: "Body too large",
+    422: "Invalid body or query (the error names the field)", 429: "Too many requests (see Retry-After)",
+    503: "Database or queue unavailable (see Retry-After)",
+}  # fmt: skip
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["type", "message", "param", "code"],
+            "properties": {
+                "type": {"type": "string"},
+                "message": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Response:
+    """The OpenAPI document of this API."""
+    document = current_app.extensions.get("gptoss_openapi")
+    if document is None:  # built once per process: the profiles are fixed at start
+        document = current_app.extensions["gptoss_openapi"] = build_document(current_app)
+    return jsonify(document)
+
+
+def build_document(app: Flask) -> dict[str, Any]:
+    """Paths from OPERATIONS, schemas from their models; job profiles are this server's profiles."""
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in OPERATIONS:
+        paths.setdefault(operation.path, {})[operation.method] = operation_object(operation, schemas)
+    profiles = list(app.extensions["gptoss_profiles"])
+    router = app.extensions.get("gptoss_router")
+    if router is not None and getattr(router, "candidates", None):
+        profiles.append(AUTO_PROFILE)
+    schemas["JobCreate"]["properties"]["profile"]["enum"] = profiles
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "gptoss-batch",
+            "version": "1",
+            "description": "Queue-backed batch jobs for gpt-oss models; OpenAI-compatible chat, files and "
+            "batches. Errors are {error: {type, message, param, code}}.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        # Enforced only when the server has API keys (GPTOSS_API_KEYS); /healthz never needs one.
+        "security": [{"bearer": []}],
+    }
+
+
+def operation_object(operation: Operation, schemas: dict[str, Any]) -> dict[str, Any]:
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+        for name in re.findall(r"{(\w+)}", operation.path)
+    ]
+    if operation.query is not None:
+        parameters += query_parameters(operation.query, schemas)
+    for header in operation.headers:
+        description, schema = HEADER_DOCS[header]
+        parameters.append({"name": header, "in": "header", "description": description, "schema": schema})
+    responses: dict[str, Any] = {
+        str(operation.ok): {
+            "description": STATUS_TEXT[operation.ok],
+            "content": {
+                media: {"schema": {} if media != JSON else {"type": "object"}} for media in operation.ok_types
+            },
+        }
+    }
+    error_content = {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for status in sorted({*operation.errors, 401, 503}):
+        responses[str(status)] = {"description": STATUS_TEXT[status], "content": error_content}
+    result: dict[str, Any] = {
+        "operationId": operation.endpoint.replace(".", "_"),
+        "summary": operation.summary,
+        "tags": list(operation.tags),
+        "parameters": parameters,
+        "responses": responses,
+    }
+    if operation.endpoint == "health.healthz":
+        result["security"] = []
+    if operation.body is not None:
+        body_schema = model_schema(operation.body, schemas)
+        result["requestBody"] = {"required": True, "content": {JSON: {"schema": body_schema}}}
+    elif operation.multipart is not None:
+        result["requestBody"] = {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": operation.multipart}},
+        }
+    return result
+
+
+def model_schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
+    """A $ref to the model's schema, which goes (with the models it uses) into components."""
+    schema = model.model_json_schema(ref_template=REF_TEMPLATE, mode="validation")
+    schemas.update(schema.pop("$defs", {}))
+    schemas[model.__name__] = schema
+    return {"$ref": REF_TEMPLATE.format(model=model.__name__)}
+
+
+def query_parameters(model: type[BaseModel], schemas: dict[str, Any]) -> list[dict[str, Any]]:
+    """One `in: query` parameter per field of a query-string model."""
+    schema = model.model_json_schema(ref_template=REF_TEMPLATE, mode="validation")
+    schemas.update(schema.pop("$defs", {}))
+    required = set(schema.get("required", ()))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": without_null(property_schema)}
+        for name, property_schema in schema.get("properties", {}).items()
+    ]
+
+
+def without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query string has no null: `anyOf: [X, null]` (an optional field) becomes X."""
+    options = [option for option in schema.get("anyOf", ()) if option != {"type": "null"}]
+    if "anyOf" not in schema or len(options) != 1:
+        return schema
+    rest = {key: value for key, value in schema.items() if key not in ("anyOf", "default")}
+    return {**options[0], **rest}

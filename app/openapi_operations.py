@@ -1,0 +1,104 @@
+"""Every operation of the HTTP API, with the pydantic models that validate its input (see app/openapi.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from app.batches_api import BatchCreate, BatchListQuery
+from app.chat_schemas import ChatCompletionCreate
+from app.files_api import FileListQuery
+from app.gate_api import GateRunCreate, GateRunListQuery
+from app.jobs_api import JobListQuery
+from app.schemas import JobCreate
+from app.stats_api import StatsQuery
+
+JSON = "application/json"
+SSE = "text/event-stream"
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str  # OpenAPI template, e.g. /v1/jobs/{job_id}
+    endpoint: str  # the Flask endpoint that serves it
+    summary: str
+    ok: int = 200
+    ok_types: tuple[str, ...] = (JSON,)
+    body: type[BaseModel] | None = None
+    multipart: dict[str, Any] | None = None  # a multipart/form-data body schema
+    query: type[BaseModel] | None = None
+    headers: tuple[str, ...] = ()  # request headers it reads
+    errors: tuple[int, ...] = ()  # besides 401 and 503, which any operation may answer
+    tags: tuple[str, ...] = field(default=())
+
+
+FILE_UPLOAD = {
+    "type": "object",
+    "required": ["purpose", "file"],
+    "properties": {
+        "purpose": {"type": "string", "enum": ["batch"]},
+        "file": {"type": "string", "format": "binary"},
+    },
+}
+
+HEADER_DOCS = {
+    "Idempotency-Key": (
+        "A replay with the same key returns the first job.",
+        {"type": "string", "maxLength": 255},
+    ),
+    "Last-Event-ID": ("Resume after this event id (a Redis stream id).", {"type": "string"}),
+}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("post", "/v1/jobs", "jobs.create_job", "Queue a generation job", ok=202, body=JobCreate,
+              headers=("Idempotency-Key",), errors=(400, 409, 413, 422, 429), tags=("jobs",)),
+    Operation("get", "/v1/jobs", "jobs.list_jobs", "List jobs, newest first", query=JobListQuery,
+              errors=(422,), tags=("jobs",)),
+    Operation("get", "/v1/jobs/{job_id}", "jobs.get_job", "Show one job", errors=(404,), tags=("jobs",)),
+    Operation("post", "/v1/jobs/{job_id}/cancel", "jobs.cancel_job", "Cancel a queued or running job",
+              errors=(404, 409), tags=("jobs",)),
+    Operation("get", "/v1/jobs/{job_id}/events", "job_events.job_events", "Stream a job's events (SSE)",
+              ok_types=(SSE,), headers=("Last-Event-ID",), errors=(400, 404, 429), tags=("jobs",)),
+    Operation("post", "/v1/chat/completions", "chat.create_chat_completion",
+              "Create a chat completion (OpenAI-compatible)", ok_types=(JSON, SSE), body=ChatCompletionCreate,
+              headers=("Idempotency-Key",), errors=(400, 404, 409, 413, 422, 429), tags=("openai",)),
+    Operation("get", "/v1/models", "chat.list_models", "List the served models", tags=("openai",)),
+    Operation("post", "/v1/files", "files.upload_file", "Upload a batch input file", multipart=FILE_UPLOAD,
+              errors=(400, 413), tags=("openai",)),
+    Operation("get", "/v1/files", "files.list_files", "List files", query=FileListQuery, errors=(422,),
+              tags=("openai",)),
+    Operation("get", "/v1/files/{file_id}", "files.get_file", "Show one file", errors=(404,),
+              tags=("openai",)),
+    Operation("delete", "/v1/files/{file_id}", "files.delete_file", "Delete a file", errors=(404, 409),
+              tags=("openai",)),
+    Operation("get", "/v1/files/{file_id}/content", "files.get_file_content", "Download a file's bytes",
+              ok_types=("application/octet-stream",), errors=(404,), tags=("openai",)),
+    Operation("post", "/v1/batches", "batches.create_batch", "Create a batch", body=BatchCreate,
+              errors=(400, 413, 422, 429), tags=("openai",)),
+    Operation("get", "/v1/batches", "batches.list_batches", "List batches", query=BatchListQuery,
+              errors=(422,), tags=("openai",)),
+    Operation("get", "/v1/batches/{batch_id}", "batches.get_batch", "Show one batch", errors=(404,),
+              tags=("openai",)),
+    Operation("post", "/v1/batches/{batch_id}/cancel", "batches.cancel_batch", "Cancel a batch",
+              errors=(404, 409), tags=("openai",)),
+    Operation("get", "/v1/profiles", "profiles.list_profiles", "List the serving profiles", tags=("ops",)),
+    Operation("get", "/v1/stats", "stats.stats", "Job counts, error rate and latency percentiles",
+              query=StatsQuery, errors=(422,), tags=("ops",)),
+    Operation("post", "/v1/gate/runs", "gate_runs.create_gate_run", "Store a release-gate run", ok=201,
+              body=GateRunCreate, errors=(400, 409, 413, 422), tags=("gate",)),
+    Operation("get", "/v1/gate/runs", "gate_runs.list_gate_runs", "List release-gate runs",
+              query=GateRunListQuery, errors=(422,), tags=("gate",)),
+    Operation("get", "/v1/gate/runs/{run_id}", "gate_runs.get_gate_run", "Show one release-gate run",
+              errors=(404,), tags=("gate",)),
+    Operation("get", "/v1/gate/runs/{run_id}/plot.png", "gate_runs.get_gate_run_plot",
+              "A release-gate run's latency plot", ok_types=("image/png",), errors=(404,), tags=("gate",)),
+    Operation("get", "/healthz", "health.healthz", "Liveness: the API process answers", tags=("ops",)),
+    Operation("get", "/readyz", "health.readyz", "Readiness: DB, Redis and a live worker per profile",
+              tags=("ops",)),
+    Operation("get", "/metrics", "metrics.metrics", "Prometheus metrics of the API",
+              ok_types=("text/plain",), tags=("ops",)),
+    Operation("get", "/openapi.json", "openapi.openapi_document", "This document", tags=("ops",)),
+)  # fmt: skip

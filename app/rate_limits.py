@@ -1,0 +1,139 @@
+"""Per-client limits kept in Redis, so every gunicorn process shares them: submits per minute, open streams.
+
+Submits: a fixed one-minute window counter per client (INCR + EXPIRE). Streams: a sorted set per
+client of open stream ids scored by their last sign of life; a stream refreshes its score while it
+runs and removes itself when it ends, and entries whose process died age out after STREAM_LEASE_S.
+Both fail open when Redis is down: the request itself then answers 503 where it needs Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Iterator
+
+import redis
+from flask import Flask, Response, current_app, request
+
+from app.auth import client_identity
+from app.errors import ApiError
+from app.reliability_settings import ReliabilitySettings
+
+log = logging.getLogger(__name__)
+
+SUBMIT_ENDPOINTS = frozenset({"jobs.create_job", "chat.create_chat_completion", "batches.create_batch"})
+RATE_KEY_PREFIX = "gptoss:rate:submit:"
+STREAMS_KEY_PREFIX = "gptoss:streams:"
+STREAM_LEASE_S = 90.0  # an open stream refreshes its entry at least every third of this
+STREAM_RETRY_AFTER_S = 5
+
+
+def init_rate_limits(app: Flask) -> None:
+    """Read the limits at start and count every submit before it is handled."""
+    app.extensions["gptoss_limits"] = ReliabilitySettings.from_config(app.config)
+    app.before_request(limit_submits)
+
+
+def _settings() -> ReliabilitySettings:
+    return current_app.extensions["gptoss_limits"]
+
+
+def _client() -> redis.Redis:
+    return current_app.extensions["gptoss_redis"]
+
+
+def limit_submits() -> None:
+    """429 with Retry-After once a client has submitted RATE_LIMIT_PER_MIN jobs this minute."""
+    limit = _settings().rate_limit_per_min
+    if request.endpoint not in SUBMIT_ENDPOINTS or limit <= 0:
+        return
+    now = time.time()
+    key = f"{RATE_KEY_PREFIX}{client_identity()}:{int(now // 60)}"
+    try:
+        pipe = _client().pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        count, _ = pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("submit rate not checked (Redis unavailable): %s", exc)
+        return
+    if count > limit:
+        retry_after = max(1, math.ceil(60 - now % 60))
+        raise TooManyRequests(
+            f"Rate limit reached: {limit} submits per minute per client. Retry in {retry_after} s.",
+            "rate_limit_exceeded",
+            retry_after,
+        )
+
+
+class TooManyRequests(ApiError):
+    """429, with the Retry-After header the error handler adds."""
+
+    def __init__(self, message: str, code: str, retry_after: int) -> None:
+        super().__init__(429, message, type="requests", code=code)
+        self.retry_after = retry_after
+
+    def response(self) -> tuple[Response, int]:
+        response, status = super().response()
+        response.headers["Retry-After"] = str(self.retry_after)
+        return response, status
+
+
+class StreamSlot:
+    """One open event stream of a client, held in Redis while the stream runs."""
+
+    def __init__(self, client: redis.Redis | None, key: str = "", member: str = "") -> None:
+        self.client, self.key, self.member = client, key, member
+
+    def wrap(self, chunks: Iterator[str]) -> Iterator[str]:
+        """Yield the chunks, keeping the slot alive; free it when the stream ends or the client leaves."""
+        refreshed = time.monotonic()
+        try:
+            for chunk in chunks:
+                if self.client is not None and time.monotonic() - refreshed > STREAM_LEASE_S / 3:
+                    refreshed = time.monotonic()
+                    self._quietly(lambda c: c.zadd(self.key, {self.member: time.time()}))
+                yield chunk
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        if self.client is not None:
+            self._quietly(lambda c: c.zrem(self.key, self.member))
+            self.client = None
+
+    def _quietly(self, command: object) -> None:
+        try:
+            command(self.client)  # type: ignore[operator]
+        except redis.RedisError as exc:  # the entry ages out after STREAM_LEASE_S
+            log.warning("stream slot %s not updated: %s", self.member, exc)
+
+
+def acquire_stream_slot() -> StreamSlot:
+    """A slot for one more open stream of this client; 429 with Retry-After when it has too many."""
+    limit = _settings().max_streams_per_client
+    if limit <= 0:
+        return StreamSlot(None)
+    key, member, now = f"{STREAMS_KEY_PREFIX}{client_identity()}", uuid.uuid4().hex, time.time()
+    client = _client()
+    try:
+        pipe = client.pipeline(transaction=True)
+        pipe.zremrangebyscore(key, "-inf", now - STREAM_LEASE_S)
+        pipe.zadd(key, {member: now})
+        pipe.zcard(key)
+        pipe.expire(key, int(STREAM_LEASE_S) * 2)
+        open_streams = pipe.execute()[2]
+    except redis.RedisError as exc:
+        log.warning("open streams not counted (Redis unavailable): %s", exc)
+        return StreamSlot(None)
+    slot = StreamSlot(client, key, member)
+    if open_streams > limit:  # added first, then counted: two racing opens never both get the last slot
+        slot.release()
+        raise TooManyRequests(
+            f"Too many open event streams: at most {limit} per client. Close one or retry later.",
+            "too_many_streams",
+            STREAM_RETRY_AFTER_S,
+        )
+    return slot

@@ -1,0 +1,55 @@
+"""gunicorn settings of the API; gunicorn reads ./gunicorn.conf.py by default (the Procfile's `web`).
+
+Without API keys (GPTOSS_API_KEYS) the API must not be reachable from other machines: every bind
+address that is not loopback is replaced by 127.0.0.1 on the same port, with a warning. Each worker
+process also loads the profiles' tokenizers in the background, so the first submit does not wait.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import Any
+
+
+def loopback_only(bind: str) -> str:
+    """A bind address reachable from this machine only: 0.0.0.0:8000 -> 127.0.0.1:8000."""
+    if bind.startswith(("unix:", "fd://")):
+        return bind
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    if host == "localhost":
+        return bind
+    try:
+        if host and ipaddress.ip_address(host).is_loopback:
+            return bind
+    except ValueError:  # a host name: it may resolve to any interface
+        pass
+    return f"127.0.0.1:{port or 8000}"
+
+
+def on_starting(server: Any) -> None:
+    """Before the sockets exist: without API keys, bind to 127.0.0.1 only."""
+    from app.reliability_settings import parse_api_keys
+
+    if parse_api_keys(os.environ.get("GPTOSS_API_KEYS")):
+        return
+    binds = server.cfg.bind
+    safe = [loopback_only(bind) for bind in binds]
+    if safe != binds:
+        server.log.warning(
+            "no API keys configured (GPTOSS_API_KEYS): binding %s instead of %s; set GPTOSS_API_KEYS "
+            "to serve other machines",
+            ", ".join(safe),
+            ", ".join(binds),
+        )
+        server.cfg.set("bind", safe)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Load the tokenizers the prompt-length check needs while the worker already serves."""
+    from app.prompt_budget import warm_up_in_background
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        warm_up_in_background(app)

@@ -1,0 +1,80 @@
+"""/openapi.json documents every route from the request models; schemathesis finds no 5xx against it."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+import schemathesis
+from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+
+from app.openapi_operations import OPERATIONS, Operation
+from app.worker_heartbeats import WorkerHeartbeat, write_heartbeat
+
+
+def flask_routes(app: Flask) -> set[tuple[str, str]]:
+    """(method, OpenAPI path) of every URL rule the app serves."""
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)  # /v1/jobs/<job_id> -> /v1/jobs/{job_id}
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            routes.add((method.lower(), path))
+    return routes
+
+
+def test_the_document_covers_every_route_and_names_the_profiles(idle_app: Flask) -> None:
+    document = idle_app.test_client().get("/openapi.json").get_json()
+    assert document["openapi"].startswith("3.1")
+    documented = {(method, path) for path, item in document["paths"].items() for method in item}
+    assert documented == flask_routes(idle_app)
+    schemas = document["components"]["schemas"]
+    assert {"JobCreate", "ChatCompletionCreate", "BatchCreate", "Error"} <= set(schemas)
+    assert schemas["JobCreate"]["properties"]["profile"]["enum"][:2] == ["latency_first", "quality_first"]
+    create_job = document["paths"]["/v1/jobs"]["post"]
+    assert create_job["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/JobCreate"
+    }
+    assert {"202", "401", "413", "422", "429", "503"} <= set(create_job["responses"])
+    assert document["paths"]["/healthz"]["get"]["security"] == []
+
+
+@pytest.fixture
+def api_schema(idle_app: Flask) -> schemathesis.BaseSchema:
+    """The API over real Redis with no worker consuming (jobs stay queued), workers announced as alive."""
+    client = idle_app.extensions["gptoss_redis"]
+    for profile in idle_app.extensions["gptoss_profiles"]:  # /readyz answers 200, as in production
+        beat = WorkerHeartbeat(
+            f"{profile}@schemathesis", profile, (profile,), "", {}, os.getpid(), 0, time.time()
+        )
+        write_heartbeat(client, beat, ttl_s=600)
+    return schemathesis.openapi.from_wsgi("/openapi.json", idle_app)
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=lambda op: f"{op.method.upper()} {op.path}")
+def test_no_operation_answers_a_server_error(
+    api_schema: schemathesis.BaseSchema, operation: Operation
+) -> None:
+    documented = api_schema[operation.path][operation.method]
+    valid_or_not = documented.as_strategy(GenerationMode.POSITIVE) | documented.as_strategy(
+        GenerationMode.NEGATIVE
+    )
+
+    @given(case=valid_or_not)
+    @settings(
+        max_examples=25,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def call(case: schemathesis.Case) -> None:
+        case.call_and_validate(checks=[not_a_server_error])
+
+    call()
