@@ -13,6 +13,7 @@ import httpx
 
 from app.batch_cli import add_batch_parser
 from app.sse_client import print_job_stream
+from gate.cli import add_gate_parser
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text)
         command.add_argument("job_id")
     add_batch_parser(commands)
+    add_gate_parser(commands)
     return parser
 
 
@@ -86,7 +88,7 @@ def _checked(response: httpx.Response) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run one gptoss command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if args.command == "batch":
+    if args.command in ("batch", "gate"):
         return int(args.func(args))
     base_url = args.url or os.environ.get("GPTOSS_URL") or DEFAULT_URL
     try:

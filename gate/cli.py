@@ -21,7 +21,7 @@ EXIT_PASSED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def add_gate_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the `gate` subcommand to a parser's subparsers; its handler is in args.handler."""
+    """Add the `gate` subcommand to a parser's subparsers; args.func(args) runs it."""
     gate = subparsers.add_parser(
         "gate",
         help="run the release gate (load at a target rate, SLO checks, report); exit 1 on failure",
@@ -33,8 +33,13 @@ def add_gate_parser(subparsers: Any) -> argparse.ArgumentParser:
     gate.add_argument("--slo-file", help="a TOML file of extra SLOs (env GPTOSS_GATE_SLO_FILE)")
     gate.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
     gate.add_argument("--rate", type=float, help="requests per second (default: the SLO's min_qps)")
-    gate.add_argument("--arrivals", choices=["poisson", "fixed"], default="poisson", help="default poisson")
-    gate.add_argument("--seed", type=int, help="seed of the Poisson arrivals (default: random)")
+    gate.add_argument(
+        "--arrivals",
+        choices=["poisson", "fixed"],
+        default="poisson",
+        help="poisson (default) or fixed spacing",
+    )
+    gate.add_argument("--seed", type=int, help="arrivals seed (default: random; the report records it)")
     gate.add_argument(
         "--request-timeout",
         type=float,
@@ -45,7 +50,7 @@ def add_gate_parser(subparsers: Any) -> argparse.ArgumentParser:
     gate.add_argument("--url", default=argparse.SUPPRESS, help=f"API base URL (GPTOSS_URL, {DEFAULT_URL})")
     gate.add_argument("--out-dir", type=Path, help="write <run id>.json, .md and .png here")
     gate.add_argument("--no-store", action="store_true", help="do not store the run in the API's database")
-    gate.set_defaults(handler=run_gate_command)
+    gate.set_defaults(func=run_gate_command)
     return gate
 
 
@@ -58,8 +63,8 @@ def run_gate_command(args: argparse.Namespace) -> int:
     except SloFileError as exc:
         print(f"gptoss gate: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.duration <= 0 or (args.rate is not None and args.rate <= 0):
-        print("gptoss gate: --duration and --rate must be positive", file=sys.stderr)
+    if args.duration <= 0 or (slo.min_qps if args.rate is None else args.rate) <= 0:
+        print("gptoss gate: --duration and --rate (or the SLO's min_qps) must be positive", file=sys.stderr)
         return EXIT_USAGE
     problem = api_problem(url, api_key)
     if problem is not None:
@@ -143,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help=f"API base URL (env GPTOSS_URL, default {DEFAULT_URL})")
     add_gate_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return int(args.handler(args))
+    return int(args.func(args))
 
 
 if __name__ == "__main__":

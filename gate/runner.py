@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,12 +61,15 @@ def run_gate(options: GateOptions) -> GateRun:
     """Drive the live API for the set duration and judge the run against the SLO."""
     if options.target_rate <= 0 or options.duration_s <= 0:
         raise ValueError("the gate needs a positive rate and duration")
+    seed = (
+        options.seed if options.seed is not None else random.randrange(2**31)
+    )  # recorded: runs can be redone
     plan = LoadPlan(
         base_url=options.url.rstrip("/"),
         profile=options.profile,
         run_id=new_gate_run_id(),
         prompts=suite_for(options.profile),
-        arrivals=arrival_times(options.arrivals, options.target_rate, options.duration_s, options.seed),
+        arrivals=arrival_times(options.arrivals, options.target_rate, options.duration_s, seed),
         request_timeout_s=options.request_timeout_s,
         api_key=options.api_key,
     )
@@ -75,7 +79,7 @@ def run_gate(options: GateOptions) -> GateRun:
         "rate": options.target_rate,
         "arrivals": options.arrivals,
         "duration_s": options.duration_s,
-        "seed": options.seed,
+        "seed": seed,
     }
     checks = check_slo(figures, options.slo)
     report = build_report(plan, result, figures, checks, options.slo, load, options.trigger)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+import subprocess
 import time
 from collections.abc import Sequence
+from pathlib import Path
+
+from flask import Flask
 
 from app.gate_models import new_gate_run_id
 from gate.driver import LoadPlan, LoadResult, RequestSample
@@ -70,3 +74,11 @@ def assert_valid_png(data: bytes) -> tuple[int, int]:
         image.load()
         assert image.format == "PNG"
         return image.size
+
+
+def wait_for_worker(app: Flask, name: str, worker: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Until the Celery worker `name` answers a ping (or exits, or 90 s pass)."""
+    deadline = time.monotonic() + 90
+    while not app.extensions["celery"].control.ping(destination=[name], timeout=0.5):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} is not up:\n{log_path.read_text()[-3000:]}")

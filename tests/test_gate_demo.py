@@ -17,9 +17,8 @@ from flask import Flask
 from app import create_app
 from gate.cli import main as gate_main
 from tests.conftest import REPO_ROOT, app_config, migrate, start_worker, stop_worker
-from tests.gate_fixtures import assert_valid_png
+from tests.gate_fixtures import assert_valid_png, wait_for_worker
 from tests.live_server import serve
-from tests.test_gate_live import wait_for_worker
 
 GATE_DEMO_REDIS_DB = 5
 DEMO_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"

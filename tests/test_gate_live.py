@@ -26,7 +26,7 @@ from app.gate_models import GateRun
 from app.gate_schedule import run_scheduled_gate
 from gate.cli import main as gate_main
 from tests.conftest import REPO_ROOT, app_config, migrate, start_worker, stop_worker
-from tests.gate_fixtures import assert_valid_png
+from tests.gate_fixtures import assert_valid_png, wait_for_worker
 from tests.live_server import serve
 
 GATE_LIVE_REDIS_DB = 6
@@ -48,13 +48,6 @@ class GateStack:
 
     def stats_count(self, include_gate: bool) -> int:
         return httpx.get(f"{self.url}/v1/stats", params={"include_gate": include_gate}).json()["count"]
-
-
-def wait_for_worker(app: Flask, name: str, worker: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 90
-    while not app.extensions["celery"].control.ping(destination=[name], timeout=0.5):
-        if worker.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{name} is not up:\n{log_path.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from flask import Flask, Response, request
 
+from app.gate_schedule import gate_lock_key
+from app.gate_settings import GateSettings, gate_beat_schedule
 from gate.arrivals import arrival_count, arrival_times
 from gate.driver import LoadPlan, drive_load
 from gate.figures import compute_figures
@@ -146,12 +148,15 @@ def scripted_api() -> Iterator[str]:
         with lock:
             number = next(submits)
         assert request.get_json()["metadata"]["gptoss_gate"].startswith("gate_")
+        assert request.headers["Authorization"] == "Bearer secret-key"
         if number == 1:
             return {"error": {"message": "queue down"}}, 503
         return {"id": f"job_{number}"}, 202
 
     @app.get("/v1/jobs/<job_id>/events")
     def events(job_id: str) -> Response:
+        assert request.headers["Authorization"] == "Bearer secret-key"
+
         def stream() -> Iterator[str]:
             yield ": stream open\n\n"
             if job_id == "job_0":
@@ -171,9 +176,8 @@ def scripted_api() -> Iterator[str]:
 
 def test_the_driver_is_open_loop_and_records_what_the_client_saw(scripted_api: str) -> None:
     arrivals = arrival_times("fixed", 4.0, 1.0, None)  # 0, 0.25, 0.5, 0.75
-    plan = LoadPlan(
-        scripted_api, "latency_first", "gate_0123456789ab", suite_for("latency_first"), arrivals, 30
-    )
+    prompts = suite_for("latency_first")
+    plan = LoadPlan(scripted_api, "latency_first", "gate_0123456789ab", prompts, arrivals, 30, "secret-key")
     result = drive_load(plan)
     samples = result.samples
     assert [s.error for s in samples] == [None, "HTTP 503: queue down", "job failed: boom", None]
@@ -183,3 +187,17 @@ def test_the_driver_is_open_loop_and_records_what_the_client_saw(scripted_api: s
     assert samples[3].ttft_s is not None and samples[3].ttft_s < 1.0
     assert samples[3].completion_tokens == 3 and samples[3].ok and samples[3].tags == {"model_id": "x"}
     assert 2.0 <= result.run_s < 5.0
+
+
+def test_the_beat_runs_the_gate_daily_by_default_and_not_at_all_with_schedule_0() -> None:
+    entry = gate_beat_schedule({})["release-gate"]
+    assert entry["task"] == "workers.gate_tasks.run_scheduled_gate" and entry["options"]["queue"] == "batches"
+    assert entry["schedule"].total_seconds() == 24 * 3600
+    assert gate_beat_schedule({"GATE_SCHEDULE_S": 0.0}) == {}
+    assert gate_lock_key("latency_first", 3600, 7200.5) == "gptoss:gate:lock:latency_first:2"
+
+
+def test_the_scheduled_gate_sends_the_first_api_key_unless_given_its_own() -> None:
+    assert GateSettings.from_config({"API_KEYS": "k1, k2"}).api_key == "k1"
+    assert GateSettings.from_config({"API_KEYS": "k1", "GATE_API_KEY": "gate"}).api_key == "gate"
+    assert GateSettings.from_config({}).api_key is None

@@ -42,10 +42,17 @@ def celery_config(config: dict[str, Any], profile_names: list[str]) -> dict[str,
 
 
 def unacked_restore_options(visibility_timeout_s: float) -> dict[str, int]:
-    """Sweep for messages of dead workers often enough for the visibility timeout (kombu: every 100 s)."""
+    """Sweep for messages of dead workers often enough for the visibility timeout (kombu: every 100 s).
+
+    A worker killed inside a sweep leaves the sweep's lock behind; it expires after a few sweeps
+    (kombu: 5 minutes, during which nothing is redelivered). Two overlapping sweeps at worst
+    deliver a message twice, which the job's claim guard turns into a no-op.
+    """
+    interval = max(1, min(10, int(visibility_timeout_s) // 3))
     return {
-        "unacked_restore_interval": max(1, min(10, int(visibility_timeout_s) // 3)),
+        "unacked_restore_interval": interval,
         "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": 5 * interval,
     }
 
 

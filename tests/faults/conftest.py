@@ -55,13 +55,21 @@ class Cluster:
 
     def start(self, name: str, profile: str = "latency_first") -> None:
         """`python -m workers.start_worker <profile> --name <name>@faults`, as the Procfile runs it."""
-        self.starts[name] = self.starts.get(name, 0) + 1
         command = [sys.executable, "-m", "workers.start_worker", profile, "--loglevel", "INFO"]
+        self.start_process(name, [*command, "--name", f"{name}@faults"])
+
+    def start_process(self, name: str, command: list[str]) -> None:
+        """Any process of the deployment (a worker, the batch worker, celery beat), logging to <name>.log."""
+        self.starts[name] = self.starts.get(name, 0) + 1
         with open(self.log_path(name), "ab") as log:
             self.workers[name] = subprocess.Popen(
-                [*command, "--name", f"{name}@faults"], cwd=REPO_ROOT, env=self.env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                command,
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def wait_ready(self, *names: str, timeout: float = 90) -> None:
         """Until each worker's current process says (in its heartbeat) that its model is loaded."""
