@@ -84,6 +84,13 @@ def register_error_handlers(app: Flask) -> None:
         message = "The database is unavailable. Retry later."
         return unavailable(ApiError(503, message, type="server_error", code="database_unavailable"))
 
+    @app.errorhandler(sa_exc.DataError)
+    def _unstorable_value(exc: Exception) -> tuple[Response, int]:
+        # e.g. a NUL character in a string: valid JSON, but Postgres text columns cannot hold it
+        log.info("refused a value the database cannot store: %s", exc)
+        message = "The request holds a value the database cannot store (such as a NUL character in a string)."
+        return ApiError(400, message, code="unstorable_value").response()
+
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)
     def _redis_unavailable(exc: Exception) -> tuple[Response, int]:

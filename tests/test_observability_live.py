@@ -65,6 +65,25 @@ class Observed:
         assert response.status_code == 202, response.get_json()
         return response.get_json()["id"]
 
+    def submit_unchecked(self, **request: Any) -> str:
+        """Queue a job past the API's checks (like one accepted before a config change); it fails."""
+        import uuid
+
+        from app import job_store
+        from app.db import db_session
+
+        task_id = str(uuid.uuid4())
+        with self.app.app_context(), db_session() as session:
+            job = job_store.insert_job(
+                session,
+                profile="latency_first",
+                request={"profile": "latency_first", **request},
+                task_id=task_id,
+                idempotency_key=None,
+            )
+            self.app.extensions["gptoss_enqueue"](job.id, "latency_first", task_id)
+            return job.id
+
     def wait(self, job_id: str, done: Callable[[dict], bool], timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while not done(job := self.client.get(f"/v1/jobs/{job_id}").get_json()):
@@ -127,7 +146,7 @@ def job_mix(observed: Observed) -> JobMix:
     """Succeeded, failed and cancelled jobs on both profiles, one of them cancelled while queued."""
     before = observed.client.get("/metrics").get_data(as_text=True)
     ids = [observed.submit(messages=HELLO, max_tokens=8) for _ in range(3)]
-    ids.append(observed.submit(prompt="x" * 4200, max_tokens=8))  # longer than the model's context: fails
+    ids.append(observed.submit_unchecked(prompt="x" * 4200, max_tokens=8))  # over the context: fails
     # quality_first runs one job at a time: a long one, then one that waits in the queue.
     running = observed.submit(messages=HELLO, profile="quality_first", max_tokens=TEST_MAX_TOKENS)
     observed.wait(running, lambda job: job["first_token_at"] is not None)
@@ -281,8 +300,13 @@ def test_flower_lists_both_workers_behind_basic_auth(observed: Observed) -> None
 
 
 def test_readyz_is_503_while_a_profile_has_no_worker_and_200_when_it_is_back(observed: Observed) -> None:
-    ready = observed.client.get("/readyz").get_json()["checks"]
-    beat = ready["worker_heartbeats"]["latency_first"][0]
+    deadline = time.monotonic() + 60  # the heartbeat says "loading" until the model is in
+    while True:
+        ready = observed.client.get("/readyz").get_json()["checks"]
+        beat = ready["worker_heartbeats"]["latency_first"][0]
+        if beat["state"] == "serving" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert beat["name"].startswith("latency_first@") and beat["model_id"] == "tiny-gptoss"
     assert beat["state"] == "serving" and beat["age_s"] < 5 and beat["pid"] > 0
 
