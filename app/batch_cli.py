@@ -46,7 +46,9 @@ def batch_run(args: argparse.Namespace) -> int:
     """Run the file as one batch; exit status 0 when every request succeeded, 1 otherwise."""
     base_url = getattr(args, "url", None) or os.environ.get("GPTOSS_URL") or DEFAULT_URL
     try:
-        with httpx.Client(base_url=base_url, timeout=120.0) as client:
+        key = os.environ.get("GPTOSS_API_KEY")  # where the API requires keys (GPTOSS_API_KEYS)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with httpx.Client(base_url=base_url, timeout=120.0, headers=headers) as client:
             return _run(client, args)
     except httpx.TransportError as exc:
         raise SystemExit(f"gptoss: cannot reach {base_url}: {exc}") from exc

@@ -76,6 +76,13 @@ def register_error_handlers(app: Flask) -> None:
         response.headers.extend(h for h in exc.get_headers() if h[0].lower() != "content-type")
         return response, status
 
+    @app.errorhandler(sa_exc.DataError)
+    def _unstorable_value(exc: sa_exc.DataError) -> tuple[Response, int]:
+        # e.g. a NUL character, which PostgreSQL text cannot hold: the input's fault, not the server's
+        log.info("value the database cannot take: %s", exc.orig)
+        message = f"The request holds a value the database cannot store: {exc.orig}"
+        return ApiError(400, message, code="invalid_value").response()
+
     @app.errorhandler(sa_exc.OperationalError)
     @app.errorhandler(sa_exc.InterfaceError)
     @app.errorhandler(sa_exc.TimeoutError)
@@ -83,13 +90,6 @@ def register_error_handlers(app: Flask) -> None:
         log.warning("database unavailable: %s", exc)  # down, unreachable, or locked past the busy timeout
         message = "The database is unavailable. Retry later."
         return unavailable(ApiError(503, message, type="server_error", code="database_unavailable"))
-
-    @app.errorhandler(sa_exc.DataError)
-    def _unstorable_value(exc: Exception) -> tuple[Response, int]:
-        # e.g. a NUL character in a string: valid JSON, but Postgres text columns cannot hold it
-        log.info("refused a value the database cannot store: %s", exc)
-        message = "The request holds a value the database cannot store (such as a NUL character in a string)."
-        return ApiError(400, message, code="unstorable_value").response()
 
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)

@@ -123,7 +123,7 @@ def generate(model, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int, pad_
             attention_mask=mask,
             do_sample=False,
             max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,  # EOS is masked until max_new_tokens: exactly that many tokens
+            eos_token_id=None,  # like the engine's ignore_eos: EOS may be drawn, generation goes on
             pad_token_id=pad_id,
         )
 

@@ -39,7 +39,7 @@ def worker_is_gone(
     """True when the worker process that claimed a job (at job_started_at) is dead."""
     fields = client.hgetall(worker_key(hostname))
     if not fields:  # expired, unless Redis itself just restarted and the heartbeats are not back yet
-        return redis_uptime_s(client) > heartbeat_ttl_s
+        return redis_uptime_s(client) >= heartbeat_ttl_s
     beat = WorkerHeartbeat.from_fields(hostname, fields)  # type: ignore[arg-type]
     return job_started_at is not None and beat.started_at > job_started_at.timestamp()
 

@@ -1,0 +1,207 @@
+"""Load: 10,000 jobs submitted at full speed: nothing lost (rows = accepted), no 5xx, and the submit rate.
+
+    python bench/load.py [--jobs 10000] [--clients 32] [--workers 1 --threads 16] [--database-url URL]
+    python bench/load.py --url http://127.0.0.1:8000 --database-url URL   # against a running server
+
+Without --url it starts gunicorn itself (gunicorn.conf.py, the Procfile's web command, with the submit
+rate limit off) on a fresh SQLite file (or --database-url, migrated first) and a private Redis, with no
+model worker: every job stays queued, so the Redis queue must hold exactly one message per accepted job.
+A 429 or 503 is retried after its Retry-After, as a well-behaved client would; every other non-2xx counts
+as an error. The database is counted directly (pass --database-url with --url).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import redis
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python bench/load.py` puts bench/, not the repo root, on sys.path
+
+from app.db import make_engine  # noqa: E402
+from app.private_redis import free_port, start_private_redis, stop_private_redis  # noqa: E402
+
+PROFILE = "latency_first"
+
+
+class Results:
+    """What the clients saw, shared by their threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.statuses: Counter[int] = Counter()
+        self.job_ids: list[str] = []
+        self.latencies: list[float] = []
+        self.errors: list[str] = []
+        self.next_index = 0
+
+    def take(self, total: int) -> int | None:
+        with self.lock:
+            if self.next_index >= total:
+                return None
+            self.next_index += 1
+            return self.next_index - 1
+
+
+def client_loop(base_url: str, total: int, results: Results, headers: dict[str, str]) -> None:
+    """Submit jobs one after another until `total` were taken by all clients."""
+    with httpx.Client(base_url=base_url, timeout=60, headers=headers) as client:
+        while (index := results.take(total)) is not None:
+            question = f"Load test question {index}: what is {index} + 1?"
+            body = {"profile": PROFILE, "max_tokens": 16, "messages": [{"role": "user", "content": question}]}
+            while True:
+                started = time.perf_counter()
+                try:
+                    response = client.post("/v1/jobs", json=body)
+                except httpx.HTTPError as exc:
+                    with results.lock:
+                        results.errors.append(f"{type(exc).__name__}: {exc}")
+                    break
+                with results.lock:
+                    results.statuses[response.status_code] += 1
+                    results.latencies.append(time.perf_counter() - started)
+                if response.status_code in (429, 503):  # told to come back later: do so
+                    time.sleep(float(response.headers.get("Retry-After", "1")))
+                    continue
+                with results.lock:
+                    if response.status_code == 202:
+                        results.job_ids.append(response.json()["id"])
+                    else:
+                        results.errors.append(f"{response.status_code}: {response.text[:200]}")
+                break
+
+
+def rows_stored(database_url: str, job_ids: list[str]) -> int:
+    engine = make_engine(database_url)
+    found = 0
+    with engine.connect() as connection:
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start : start + 500]
+            query = sa.text("SELECT count(*) FROM jobs WHERE id IN :ids").bindparams(
+                sa.bindparam("ids", expanding=True)
+            )
+            found += int(connection.execute(query, {"ids": chunk}).scalar_one())
+    engine.dispose()
+    return found
+
+
+def start_server(
+    args: argparse.Namespace, folder: Path, redis_url: str
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """gunicorn on a migrated database; returns (process, base URL, database URL)."""
+    database_url = args.database_url or f"sqlite:///{folder / 'load.db'}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "GPTOSS_RATE_LIMIT_PER_MIN": "0",
+        "GPTOSS_DATA_DIR": str(Path(args.data_dir).resolve()),
+        "PROMETHEUS_MULTIPROC_DIR": str(folder / "prom"),
+    }
+    (folder / "prom").mkdir()
+    migrate = [sys.executable, "-m", "alembic", "upgrade", "head"]
+    subprocess.run(migrate, cwd=ROOT, env=env, check=True, capture_output=True)
+    port = free_port()
+    sizes = ["--workers", str(args.workers), "--threads", str(args.threads)]
+    command = [sys.executable, "-m", "gunicorn", *sizes, "--bind", f"127.0.0.1:{port}", "app:create_app()"]
+    log = open(folder / "gunicorn.log", "wb")  # noqa: SIM115 -- the server writes it until stopped
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base_url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
+                return server, base_url, database_url
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"gunicorn did not start:\n{(folder / 'gunicorn.log').read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def run(args: argparse.Namespace, base_url: str, database_url: str | None, queue: redis.Redis | None) -> bool:
+    """Submit, then check; prints the figures and returns whether nothing was lost and nothing failed."""
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    httpx.post(
+        f"{base_url}/v1/jobs", json={"prompt": "warm-up", "max_tokens": 1}, headers=headers, timeout=120
+    )
+    before = queue.llen(PROFILE) if queue is not None else 0
+    results = Results()
+    threads = [threading.Thread(target=client_loop, args=(base_url, args.jobs, results, headers))
+               for _ in range(args.clients)]  # fmt: skip
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    accepted = len(results.job_ids)
+    server_errors = sum(
+        count for status, count in results.statuses.items() if status >= 500 and status != 503
+    )
+    latencies = sorted(results.latencies)
+    print(
+        f"load: {args.jobs} jobs, {args.clients} clients, {wall:.1f} s: {accepted / wall:.0f} jobs/s accepted"
+    )
+    print(f"load: responses {dict(sorted(results.statuses.items()))}; transport errors {len(results.errors)}")
+    print(f"load: submit latency p50 {statistics.median(latencies) * 1000:.1f} ms, "
+          f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:.1f} ms")  # fmt: skip
+    ok = accepted == args.jobs and server_errors == 0 and not results.errors
+    if database_url is not None:
+        stored = rows_stored(database_url, results.job_ids)
+        print(f"load: accepted {accepted}, rows in the database {stored}")
+        ok = ok and stored == accepted
+    if queue is not None:
+        queued = queue.llen(PROFILE) - before
+        print(f"load: messages in the {PROFILE} queue {queued} (no worker consumes it)")
+        ok = ok and queued == accepted
+    for error in results.errors[:5]:
+        print(f"load: error {error}")
+    print("load: OK - nothing lost, no 5xx" if ok else "load: FAILED")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", help="a running API (default: start gunicorn here)")
+    parser.add_argument("--database-url", help="the API's database, to count the stored rows")
+    parser.add_argument("--api-key", default=os.environ.get("GPTOSS_API_KEY"), help="sent as a bearer token")
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=32, help="concurrent client threads")
+    parser.add_argument("--workers", type=int, default=1, help="gunicorn worker processes (own server)")
+    parser.add_argument("--threads", type=int, default=16, help="threads per gunicorn worker (own server)")
+    parser.add_argument("--data-dir", default=".data", help="GPTOSS_DATA_DIR of the own server (tokenizers)")
+    args = parser.parse_args()
+    if args.url:
+        return 0 if run(args, args.url.rstrip("/"), args.database_url, None) else 1
+    with tempfile.TemporaryDirectory(prefix="gptoss-load-") as tmp:
+        folder = Path(tmp)
+        redis_server, redis_url = start_private_redis(folder / "redis")
+        server = None
+        try:
+            server, base_url, database_url = start_server(args, folder, redis_url)
+            backend = database_url.split(":")[0]
+            print(f"load: gunicorn {args.workers} worker(s) x {args.threads} threads, {backend}")
+            return 0 if run(args, base_url, database_url, redis.Redis.from_url(redis_url)) else 1
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
+            stop_private_redis(redis_server)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
