@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     base_url = args.url or os.environ.get("GPTOSS_URL") or DEFAULT_URL
     try:
-        with httpx.Client(base_url=base_url, timeout=30.0) as client:
+        key = os.environ.get("GPTOSS_API_KEY")  # where the API requires keys (GPTOSS_API_KEYS)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with httpx.Client(base_url=base_url, timeout=30.0, headers=headers) as client:
             return _run(client, args)
     except httpx.TransportError as exc:
         raise SystemExit(f"gptoss: cannot reach {base_url}: {exc}") from exc

@@ -18,8 +18,10 @@ from flask.testing import FlaskClient
 
 import app.auth
 from app import create_app
+from app.cli import main as gptoss
 from app.private_redis import free_port
 from tests.conftest import IDLE_REDIS_DB, REPO_ROOT, app_config
+from tests.live_server import serve
 
 KEYS = "sk-first-key, sk-second-key"
 HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
@@ -177,3 +179,13 @@ def test_gunicorn_without_keys_binds_loopback_even_when_asked_for_all_interfaces
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_cli_sends_gptoss_api_key(keyed_app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GPTOSS_API_KEY", raising=False)
+    with serve(keyed_app) as url:
+        with pytest.raises(SystemExit, match="401"):
+            gptoss(["--url", url, "status", "job_nope"])
+        monkeypatch.setenv("GPTOSS_API_KEY", "sk-first-key")
+        with pytest.raises(SystemExit, match="404"):  # past the key check: no such job
+            gptoss(["--url", url, "status", "job_nope"])

@@ -78,3 +78,22 @@ def test_no_operation_answers_a_server_error(
         case.call_and_validate(checks=[not_a_server_error])
 
     call()
+
+
+def test_inputs_schemathesis_found_are_refused_with_4xx(idle_app: Flask) -> None:
+    """Each once answered 500: an explicit `stop: null`, a NUL in an id (PostgreSQL text cannot hold
+    it), non-ASCII text where base64 was expected."""
+    client = idle_app.test_client()
+    assert client.post("/v1/jobs", json={"prompt": "hi", "stop": None}).status_code == 202
+    chat = {"model": "nope", "messages": [{"role": "user", "content": "hi"}], "stop": None}
+    assert client.post("/v1/chat/completions", json=chat).status_code == 404  # the model, not the stop
+    batch = {"input_file_id": "file-\u0000", "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    assert client.post("/v1/batches", json=batch).status_code == 400
+    assert client.get("/v1/jobs/job_%00").status_code in (400, 404)
+    figures = {"achieved_qps": 1, "error_rate": 0, "ttft_s": {"p95": 1}, "e2e_s": {"p95": 1}}
+    report = {
+        **{"id": "gate_0123456789ab", "trigger": "cli", "profile": "p", "slo": {"name": "s"}, "passed": True},
+        **{"failures": [], "started_at": 0, "finished_at": 1, "figures": figures},
+    }
+    gate_run = {"report": report, "markdown": "", "plot_png_base64": "\u00e9\u00e9"}
+    assert client.post("/v1/gate/runs", json=gate_run).status_code == 422

@@ -47,7 +47,6 @@ class ReconcileContext:
     sessions: orm.sessionmaker[orm.Session]
     redis_client: redis.Redis
     enqueue: Enqueue  # enqueue(job_id, profile, task_id): the plain Celery publish
-    queues: list[str]  # the profile queues
     stuck_after_s: float
     heartbeat_ttl_s: float
     batches: LifecycleContext
@@ -85,7 +84,8 @@ def resend_lost_messages(ctx: ReconcileContext, cutoff: datetime) -> list[str]:
         stuck = session.execute(query).all()
     if not stuck:
         return []
-    present = task_ids_in_broker(ctx.redis_client, ctx.queues, {task_id for _, _, task_id in stuck})
+    queues = sorted({profile for _, profile, _ in stuck})  # the jobs' own queues, even of a removed profile
+    present = task_ids_in_broker(ctx.redis_client, queues, {task_id for _, _, task_id in stuck})
     resent = []
     for job_id, profile, task_id in stuck:
         if task_id not in present:
@@ -167,7 +167,6 @@ def reconcile_context(app: Flask) -> ReconcileContext:
         sessions=app.extensions["gptoss_sessions"],
         redis_client=client,
         enqueue=partial(enqueue_job, app.extensions["celery"]),
-        queues=list(app.extensions["gptoss_profiles"]),
         stuck_after_s=ReliabilitySettings.from_config(app.config).reconcile_stuck_after_s,
         heartbeat_ttl_s=ObservabilitySettings.from_config(app.config).heartbeat_ttl_s,
         batches=LifecycleContext(

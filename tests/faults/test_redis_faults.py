@@ -110,6 +110,9 @@ def refused_messages(worker_log: Path) -> list[str]:
     return worker_log.read_text(errors="replace").split("Received invalid task message")[1:]
 
 
+@pytest.mark.parametrize(
+    "database_url", ["sqlite"], indirect=True
+)  # the broker's concern: one database will do
 def test_a_pickled_message_is_refused_and_never_deserialized(pipeline: Pipeline, tmp_path: Path) -> None:
     marker = tmp_path / "unpickled"
     with pipeline.app.app_context(), db_session() as session:
