@@ -1,10 +1,12 @@
 """Benchmark: the continuous-batching Engine against plain `model.generate`, on one model.
 
-Three ways of generating the same chat-templated prompts (greedy, EOS ignored):
+Three ways of generating the same chat-templated prompts (greedy; EOS does not stop a job):
   sequential  `model.generate` one prompt at a time (a job's latency includes its wait in the queue);
   static      one `model.generate` on the left-padded batch; it runs until its longest job is done,
               only each job's own requested tokens count as useful, every job's latency is the batch time;
   engine      workers.engine.Engine, all jobs submitted at once into the continuous batch.
+Plain generate and the engine use the same loaded model, so the same CPU linear layout
+(workers/cpu_linear.py); GPTOSS_CPU_LINEAR=stock measures transformers' own.
 Per scenario, plain generate runs first and then a fresh Engine: building one may switch the
 attention implementation (gpt-oss: "paged|eager", which plain `generate` cannot use); its
 shutdown switches it back. Running the methods of a scenario back to back keeps load drift small.
@@ -30,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/engine.py` puts bench/, not the repo root, on sys.path
 
+from workers.cpu_threads import in_short_lived_thread  # noqa: E402
 from workers.engine import CacheSizing, Engine  # noqa: E402
 from workers.engine_types import GenerationRequest  # noqa: E402
 from workers.model_loader import load_model  # noqa: E402
@@ -97,7 +100,7 @@ def scenarios(quick: bool) -> list[Scenario]:
         Scenario("a", "8 equal jobs x 64 tokens", (64,) * 8, all3, 1),
         Scenario("b", "32 jobs, capped-exponential lengths", exp_lengths(32, 48, 256, 4), all3, 1),
         Scenario("c", "1 long (256) + 7 short (16)", (256,) + (16,) * 7, all3, 3, focus=tuple(range(1, 8))),
-        Scenario("d", "1 job alone x 64 tokens", (64,), ("sequential", "engine"), 3),
+        Scenario("d", "1 job alone x 64 tokens", (64,), ("sequential", "engine"), 5),
     ]
 
 
@@ -132,7 +135,7 @@ def run_sequential(loaded, prompts: list[list[int]], lengths: tuple[int, ...], p
     latencies, outputs = [], []
     start = time.perf_counter()
     for ids, new in zip(prompts, lengths, strict=True):
-        tensor = torch.tensor([ids])
+        tensor = torch.tensor([ids], device=loaded.model.device)
         outputs.append(generate(loaded.model, tensor, torch.ones_like(tensor), new, pad_id)[0, len(ids) :])
         latencies.append(time.perf_counter() - start)  # all jobs were queued at `start`
     wall = time.perf_counter() - start
@@ -141,8 +144,9 @@ def run_sequential(loaded, prompts: list[list[int]], lengths: tuple[int, ...], p
 
 def run_static(loaded, prompts: list[list[int]], lengths: tuple[int, ...], pad_id: int) -> Run:
     width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])  # left padding
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    device = loaded.model.device
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)  # left padding
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     start = time.perf_counter()
     out = generate(loaded.model, ids, mask, max(lengths), pad_id)[:, width:]
     wall = time.perf_counter() - start
@@ -199,7 +203,12 @@ def measure_scenario(loaded, sc: Scenario, pad_id: int, make_engine) -> dict:
     runners = {"sequential": run_sequential, "static": run_static}
     rows = {}
     for method in (m for m in sc.methods if m in runners):
-        rows[method] = measure(sc, method, lambda r=runners[method]: r(loaded, prompts, sc.lengths, pad_id))
+        # On a short-lived thread, like the engine's own generation thread (workers/cpu_threads.py).
+        rows[method] = measure(
+            sc,
+            method,
+            lambda r=runners[method]: in_short_lived_thread(r, loaded, prompts, sc.lengths, pad_id),
+        )
     engine = make_engine()
     try:
         run_engine(engine, [0, 1, 2], (4, 4, 4))  # warm-up
@@ -217,8 +226,8 @@ def measure_scenario(loaded, sc: Scenario, pad_id: int, make_engine) -> dict:
 
 def warm_up_generate(loaded, pad_id: int) -> None:
     prompts = [render(loaded, i) for i in range(2)]
-    run_sequential(loaded, prompts, (4, 4), pad_id)
-    run_static(loaded, prompts, (4, 4), pad_id)
+    in_short_lived_thread(run_sequential, loaded, prompts, (4, 4), pad_id)
+    in_short_lived_thread(run_static, loaded, prompts, (4, 4), pad_id)
 
 
 def print_table(scenario: Scenario, rows: dict) -> None:
@@ -269,7 +278,8 @@ def main() -> None:
     attn = loaded.model.config._attn_implementation
     print(f"model {loaded.model_id} on {loaded.device}, torch threads {torch.get_num_threads()}, "
           f"cpus {os.cpu_count()}, load avg {os.getloadavg()[0]:.2f}, attn {attn}, "
-          f"sizing {sizing or 'engine default'}", flush=True)  # fmt: skip
+          f"sizing {sizing or 'engine default'}, cpu linear {loaded.cpu_linear or '-'}",
+          flush=True)  # fmt: skip
     start = time.perf_counter()
     warm_up_generate(loaded, pad_id)
     make_engine = lambda: Engine.from_loaded(loaded, "latency_first", args.max_batch, sizing=sizing)  # noqa: E731
@@ -284,6 +294,7 @@ def main() -> None:
     total = time.perf_counter() - start
     print(f"total {total:.0f} s, load avg at end {os.getloadavg()[0]:.2f}")
     meta = {"model": loaded.model_id, "device": loaded.device, "threads": torch.get_num_threads()}
+    meta |= {"cpu_linear": loaded.cpu_linear}
     meta |= {"quick": args.quick, "sizing": asdict(sizing) if sizing else None, "total_s": round(total, 1)}
     lengths = {sc.key: list(sc.lengths) for sc in plan}
     report = {"meta": meta, "lengths": lengths, "results": results, "summary": verdicts}

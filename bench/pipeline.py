@@ -54,10 +54,14 @@ def chat(i: int) -> list[dict[str, str]]:
 
 def run_engine_only(model: str, cache_dir: Path, jobs: int, max_tokens: int) -> Phase:
     """All prompts into one in-process engine at once; the engine is shut down afterwards."""
+    from workers.cpu_threads import in_short_lived_thread
     from workers.engine import Engine
     from workers.model_loader import load_model
 
-    engine = Engine.from_loaded(load_model(model, cache_dir=cache_dir), profile=PROFILE, max_batch=jobs)
+    loaded = load_model(model, cache_dir=cache_dir)
+    engine = in_short_lived_thread(
+        Engine.from_loaded, loaded, profile=PROFILE, max_batch=jobs
+    )  # as EngineHost
     try:
         engine.submit(GenerationRequest(messages=tuple(chat(-1)), max_tokens=4)).result()  # warm-up
         start = time.time()

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from workers.cpu_attention import restore_attention, use_cpu_paged_attention
 from workers.engine_types import GenerationRequest, GenerationResult, ModelTags, TokenDelta
 from workers.request_stream import RequestStream
 from workers.sampling import install_request_sampler
@@ -34,6 +35,7 @@ class CacheSizing:
     page_size: int | None = None
     num_blocks: int | None = None
     max_batch_tokens: int | None = None
+    max_memory_percent: float | None = None  # of free GPU memory for the KV cache (None: transformers' 0.8)
 
     @classmethod
     def for_cpu(cls, max_batch: int, tokens_per_request: int = 1024) -> CacheSizing:
@@ -41,6 +43,15 @@ class CacheSizing:
         page_size = 32
         num_blocks = max(128, max_batch * tokens_per_request // page_size)
         return cls(page_size=page_size, num_blocks=num_blocks, max_batch_tokens=512)
+
+    @classmethod
+    def for_cuda(cls, attention: str) -> CacheSizing:
+        # Without a flash kernel (none can be fetched offline) gpt-oss runs "paged|eager", which builds
+        # [heads, step tokens, batch keys] scores: on an H200 transformers' sizing left too little memory for
+        # them (a 16.5 GB softmax failed with 108 GB held by the cache). Smaller steps, half the memory.
+        if "flash" in attention:
+            return cls()
+        return cls(max_batch_tokens=512, max_memory_percent=0.5)
 
 
 class _ImmediateLoop:
@@ -145,11 +156,14 @@ class Engine:
         self._handles: dict[str, RequestHandle] = {}
         self._lock = threading.Lock()
         if sizing is None:
-            sizing = CacheSizing() if model.device.type == "cuda" else CacheSizing.for_cpu(max_batch)
+            attention = str(model.config._attn_implementation)
+            cuda = model.device.type == "cuda"
+            sizing = CacheSizing.for_cuda(attention) if cuda else CacheSizing.for_cpu(max_batch)
         cb_config = ContinuousBatchingConfig(
             page_size=sizing.page_size or 256,
             num_blocks=sizing.num_blocks,
             max_batch_tokens=sizing.max_batch_tokens,
+            max_memory_percent=sizing.max_memory_percent,
             max_requests_per_batch=max_batch,
             scheduler_type="prefill_first",
             allow_block_sharing=False,
@@ -164,6 +178,7 @@ class Engine:
             generation_config=generation_config, continuous_batching_config=cb_config
         )
         install_request_sampler(self.manager)
+        self.cpu_attention = use_cpu_paged_attention(model)  # after the manager chose its attention
         self._loop = _ImmediateLoop()
         self.manager.start()
 
@@ -271,6 +286,7 @@ class Engine:
         """Stop the batch loop; unfinished requests end with an error."""
         if self.manager.is_running():
             self.manager.stop(block=True, timeout=timeout)
+        restore_attention(self.model)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.profiles import Profile
+from workers.cpu_threads import in_short_lived_thread
 
 if TYPE_CHECKING:
     from workers.engine import Engine
@@ -77,7 +78,10 @@ class EngineHost:
 
         log.info("profile %s: loading model %s (%s)", profile.name, profile.model, profile.gpu_mode)
         loaded = load_model(profile.model, gpu_mode=profile.gpu_mode, cache_dir=self.model_cache_dir)
-        engine = Engine.from_loaded(loaded, profile=profile.name, max_batch=profile.max_batch)
+        # Like the load, off this (long-lived task) thread: its torch thread pool would slow the engine's.
+        engine = in_short_lived_thread(
+            Engine.from_loaded, loaded, profile=profile.name, max_batch=profile.max_batch
+        )
         self.load_seconds[profile.name] = loaded.load_seconds
         log.info("profile %s: serving %s in %.1f s", profile.name, engine.tags, loaded.load_seconds)
         if self.on_loaded is not None:

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workers.cpu_linear import choose_cpu_linear
+from workers.cpu_threads import in_short_lived_thread
+
 logger = logging.getLogger(__name__)
 
 DEMO_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -51,6 +54,7 @@ class LoadedModel:
     gpu_mode: str  # "cpu", "single", "pipeline" or "tensor"
     is_demo: bool  # the demo model serves (in place of the configured one, or because "demo" was asked)
     load_seconds: float
+    cpu_linear: str = ""  # CPU only: the nn.Linear layout chosen at load (workers/cpu_linear.py)
 
 
 def default_cache_dir() -> Path:
@@ -77,7 +81,18 @@ def load_model(
     cache_dir: Path | None = None,
     allow_demo_fallback: bool = True,
 ) -> LoadedModel:
-    """Load `source` (local dir, .gguf file, HF-cache id or "demo"); fall back to the demo if allowed."""
+    """Load `source` (local dir, .gguf file, HF-cache id or "demo"); fall back to the demo if allowed.
+
+    The work runs on a short-lived thread, so that its torch thread pool does not outlive it and
+    slow the engine's generation thread (workers/cpu_threads.py)."""
+    return in_short_lived_thread(
+        _load_model, source, gpu_mode=gpu_mode, cache_dir=cache_dir, allow_demo_fallback=allow_demo_fallback
+    )
+
+
+def _load_model(
+    source: str, *, gpu_mode: str, cache_dir: Path | None, allow_demo_fallback: bool
+) -> LoadedModel:
     if gpu_mode not in GPU_MODES:
         raise ValueError(f"gpu_mode must be one of {GPU_MODES}, not {gpu_mode!r}")
     start = time.perf_counter()
@@ -239,6 +254,9 @@ def _load_dir(path: Path, *, model_id: str, gpu_mode: str) -> LoadedModel:
         options["dtype"] = torch.float32
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(path, **options).eval()
+    cpu_linear = ""
+    if device == "cpu":
+        cpu_linear = choose_cpu_linear(model, os.environ.get("GPTOSS_CPU_LINEAR", "auto")).describe()
     if not tokenizer.chat_template:
         raise ValueError(f"{model_id}: the tokenizer has no chat template; the engine renders chats with it")
     generation = model.generation_config
@@ -257,6 +275,7 @@ def _load_dir(path: Path, *, model_id: str, gpu_mode: str) -> LoadedModel:
         gpu_mode=gpu_mode,
         is_demo=False,
         load_seconds=0.0,
+        cpu_linear=cpu_linear,
     )
 
 

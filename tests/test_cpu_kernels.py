@@ -1,0 +1,136 @@
+"""The CPU fast paths: the transposed nn.Linear layout and per-request attention in the batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workers.cpu_attention import NAME as CPU_ATTENTION
+from workers.cpu_linear import choose_cpu_linear, transposed_linear
+from workers.cpu_threads import in_short_lived_thread
+from workers.engine import CacheSizing, Engine
+from workers.engine_types import GenerationRequest, ModelTags
+from workers.tiny_gptoss import build_harmony_tokenizer
+
+TAGS = ModelTags("transformers-cb", "tiny-llama", "1m", "cpu", "latency_first")
+
+
+@pytest.mark.parametrize("shape", [(1, 24), (2, 24), (5, 24), (1, 3, 24), (2, 7, 24)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_transposed_linear_computes_the_same_product(shape: tuple[int, ...], bias: bool) -> None:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, 40, bias=bias)
+    x = torch.randn(*shape[:-1], 48)[..., ::2]  # a strided input, as attention outputs often are
+    expected = layer(x)
+    got = transposed_linear(layer, x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_layout_is_installed_and_removed_on_the_models_linears() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    assert choose_cpu_linear(model, "transposed").layout == "transposed"
+    assert all("forward" in vars(m) for m in model if isinstance(m, torch.nn.Linear))
+    choose_cpu_linear(model, "stock")
+    assert not any("forward" in vars(m) for m in model)
+    chosen = choose_cpu_linear(model, "auto")  # measured on this machine: either is right
+    assert chosen.layout in {"stock", "transposed"} and chosen.stock_ms is not None
+    with pytest.raises(ValueError, match="GPTOSS_CPU_LINEAR"):
+        choose_cpu_linear(model, "fastest")
+
+
+def test_errors_of_a_short_lived_thread_reach_the_caller() -> None:
+    assert in_short_lived_thread(sum, [1, 2, 3]) == 6
+    with pytest.raises(ZeroDivisionError):
+        in_short_lived_thread(lambda: 1 / 0)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama() -> tuple[object, object]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_harmony_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)  # clear greedy winners, so float rounding cannot flip a token
+    model.set_attn_implementation("sdpa")
+    return model, tokenizer
+
+
+def test_batched_requests_with_per_request_attention_match_plain_generate(tiny_llama: tuple) -> None:
+    model, tokenizer = tiny_llama
+    prompts = [f"prompt {i}: " + "words " * (3 * i + 1) for i in range(5)]
+    requests = [
+        GenerationRequest(messages=({"role": "user", "content": p},), max_tokens=12, ignore_eos=True)
+        for p in prompts
+    ]
+    # 48 tokens per step: the longer prompts are prefilled in chunks, next to other requests' decodes.
+    engine = Engine(model, tokenizer, TAGS, is_harmony=False, max_batch=8, sizing=CacheSizing(16, 64, 48))
+    try:
+        assert engine.cpu_attention and model.config._attn_implementation == CPU_ATTENTION
+        expected = []
+        for request in requests:
+            ids = torch.tensor([engine.render_prompt(request)])
+            out = model.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=None)
+            expected.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+        handles = [engine.submit(request) for request in requests]
+        results = [handle.result(timeout=60) for handle in handles]
+    finally:
+        engine.shutdown()
+    assert model.config._attn_implementation == "sdpa"  # shutdown switched it back
+    assert [r.content for r in results] == expected
+
+
+class PackedCache:
+    """Stands in for transformers' PagedAttentionCache: hands back each request's whole keys/values."""
+
+    def __init__(self, key: torch.Tensor, value: torch.Tensor, starts_k: list[int]) -> None:
+        self.key, self.value, self.starts_k = key, value, starts_k
+
+    def update(self, key_states: object, value_states: object, layer_idx: int, kwargs: dict) -> tuple:
+        kwargs["cu_seq_lens_k"] = torch.tensor(self.starts_k, dtype=torch.int32)
+        return self.key, self.value
+
+
+# (new tokens, tokens with the cache) per request: decodes (together, or one alone), a prefill, a chunk.
+@pytest.mark.parametrize(
+    "lengths", [[(1, 9), (5, 5), (3, 11), (1, 4), (1, 7)], [(1, 9), (5, 5), (3, 11)], [(1, 3), (1, 12)]]
+)
+def test_per_request_attention_equals_masked_attention_over_the_packed_batch(lengths: list) -> None:
+    from workers.cpu_attention import cpu_paged_attention
+
+    torch.manual_seed(0)
+    heads, kv_heads, dim = 6, 2, 8
+    starts_q, starts_k = [0], [0]
+    for q_len, k_len in lengths:
+        starts_q.append(starts_q[-1] + q_len)
+        starts_k.append(starts_k[-1] + k_len)
+    query = torch.randn(1, heads, starts_q[-1], dim)
+    key, value = torch.randn(1, kv_heads, starts_k[-1], dim), torch.randn(1, kv_heads, starts_k[-1], dim)
+    module = type("Attention", (), {"layer_idx": 0})()
+    cache = PackedCache(key, value, starts_k)
+    got, _ = cpu_paged_attention(
+        module, query, key[:, :, :0], value[:, :, :0], None, scaling=0.5, cache=cache,
+        cu_seq_lens_q=torch.tensor(starts_q),
+    )  # fmt: skip
+    # Reference: every query against every key of the batch, masked block-diagonally and causally.
+    allowed = torch.zeros(starts_q[-1], starts_k[-1], dtype=torch.bool)
+    for i, (q_len, k_len) in enumerate(lengths):
+        block = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len)
+        allowed[starts_q[i] : starts_q[i + 1], starts_k[i] : starts_k[i + 1]] = block
+    repeated = [t.repeat_interleave(heads // kv_heads, dim=1) for t in (key, value)]
+    scores = (query @ repeated[0].transpose(-1, -2) * 0.5).masked_fill(~allowed, float("-inf"))
+    expected = (scores.softmax(-1) @ repeated[1]).transpose(1, 2)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
