@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 
@@ -24,7 +25,8 @@ def ask(text: str, **kwargs: object) -> GenerationRequest:
 def tiny() -> tuple[object, object]:
     model, tokenizer = build_tiny_gptoss()
     model.set_attn_implementation("eager")
-    return model, tokenizer
+    # GPTOSS_TEST_DEVICE=cuda runs these engine tests on a GPU (bench/device_check.py's machine).
+    return model.to(os.environ.get("GPTOSS_TEST_DEVICE", "cpu")), tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,9 @@ def reference_text(tiny: tuple[object, object]) -> str:
         ),
         add_special_tokens=False,
     )["input_ids"]
-    out = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, eos_token_id=None)  # type: ignore[attr-defined]
+    out = model.generate(
+        torch.tensor([ids], device=model.device), max_new_tokens=24, do_sample=False, eos_token_id=None
+    )  # type: ignore[attr-defined]
     return str(tokenizer.decode(out[0][len(ids) :]))  # type: ignore[attr-defined]
 
 
