@@ -1,10 +1,11 @@
-"""Attention for the continuous batch on CPU: one small SDPA call per request, not one masked call.
+"""Attention for the continuous batch on CPU: each request attends to its own keys, not the whole batch.
 
 transformers' "sdpa" path treats the packed batch as one sequence: every query token attends to
 every request's keys through a block-diagonal mask, after copying the key/value heads up to the
 query heads. With 32 requests decoding, that is 32x the needed attention and a copy of the whole
 batch's cache per layer: about 250 of a 310 ms decode step of the demo model on this project's
-2-core machines. Here each request attends to its own keys only, on its key/value heads.
+2-core machines. Here each request attends to its own keys only, on its key/value heads; all
+requests decoding one token share one SDPA call over their keys padded to the longest.
 
 Used for models whose attention is plain causal (no sliding window, no attention sinks); other
 models keep transformers' own path ("paged|eager" for gpt-oss).
