@@ -178,7 +178,10 @@ def reconcile_context(app: Flask) -> ReconcileContext:
     )
 
 
-@shared_task(name=RECONCILE_TASK, ignore_result=True)
+# Acked on receipt: a lost pass costs nothing (beat sends the next), while an unacked message in
+# flight when the broker goes away made kombu crash the whole batch worker as it closed the channel
+# (restore_unacked -> AttributeError on a cleared connection; seen in tests/faults' Redis restart).
+@shared_task(name=RECONCILE_TASK, ignore_result=True, acks_late=False)
 def reconcile() -> None:
     """One reconciler pass, unless another one is running."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]

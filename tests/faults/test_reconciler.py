@@ -17,6 +17,7 @@ from app import create_app, job_store
 from app.batch_models import Batch
 from app.db import db_session
 from app.models import Job, JobStatus, utcnow
+from app.reliability_settings import RECONCILE_TASK
 from app.worker_heartbeats import WorkerHeartbeat, write_heartbeat
 from tests.batch_fixtures import create_batch, ingest, request_line, run
 from workers.lost_jobs import MAX_ATTEMPTS
@@ -151,3 +152,15 @@ def test_celery_beat_runs_the_reconciler_on_the_batch_worker(idle_app: Flask) ->
     off = create_app({**idle_app.config, "RECONCILE_INTERVAL_S": 0})
     assert "reconcile-jobs" not in off.extensions["celery"].conf.beat_schedule
     off.extensions["gptoss_db_engine"].dispose()
+
+
+def test_the_reconcile_task_is_acked_on_receipt_unlike_jobs(idle_app: Flask) -> None:
+    """An unacked reconcile message in flight when Redis went away crashed the batch worker (kombu);
+    a lost pass costs nothing, so the task is acked before it runs. Jobs stay acked late."""
+    import workers.reconciler  # noqa: F401  (registers the task with the app's Celery)
+    import workers.tasks  # noqa: F401
+    from workers.celery_app import RUN_JOB_TASK
+
+    tasks = idle_app.extensions["celery"].tasks
+    assert tasks[RECONCILE_TASK].acks_late is False
+    assert tasks[RUN_JOB_TASK].acks_late is True
