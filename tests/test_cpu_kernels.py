@@ -106,7 +106,8 @@ class PackedCache:
 
 # (new tokens, tokens with the cache) per request: decodes (together, or one alone), a prefill, a chunk.
 @pytest.mark.parametrize(
-    "lengths", [[(1, 9), (5, 5), (3, 11), (1, 4), (1, 7)], [(1, 9), (5, 5), (3, 11)], [(1, 3), (1, 12)]]
+    "lengths",
+    [[(1, 9), (5, 5), (3, 11), (1, 4), (1, 7)], [(1, 9), (5, 5), (3, 11)], [(1, 3), (1, 12)], [(1, 6)]],
 )
 def test_per_request_attention_equals_masked_attention_over_the_packed_batch(lengths: list) -> None:
     from workers.cpu_attention import cpu_paged_attention

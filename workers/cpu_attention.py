@@ -69,6 +69,8 @@ def cpu_paged_attention(
     starts_q = kwargs["cu_seq_lens_q"].tolist()
     starts_k = kwargs["cu_seq_lens_k"].tolist()
     spans = list(zip(starts_q, starts_q[1:], starts_k, starts_k[1:], strict=False))
+    if len(spans) == 1 and query.shape[2] == 1:  # one request decoding: nothing to scatter
+        return _decode_one(query, key, value, scaling).transpose(1, 2), None
     out = query.new_empty(query.shape)
     decoding = [span for span in spans if span[1] - span[0] == 1]
     if len(decoding) > 1:
