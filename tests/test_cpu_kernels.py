@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -134,4 +136,92 @@ def test_per_request_attention_equals_masked_attention_over_the_packed_batch(len
     repeated = [t.repeat_interleave(heads // kv_heads, dim=1) for t in (key, value)]
     scores = (query @ repeated[0].transpose(-1, -2) * 0.5).masked_fill(~allowed, float("-inf"))
     expected = (scores.softmax(-1) @ repeated[1]).transpose(1, 2)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_batched_gptoss_requests_with_per_request_attention_match_plain_generate() -> None:
+    """Sinks and a sliding window (16 tokens) on the real gpt-oss code path; prompts of 220-250 tokens."""
+    from workers.tiny_gptoss import build_tiny_gptoss
+
+    model, tokenizer = build_tiny_gptoss()
+    chats = [({"role": "user", "content": "x" * 8 * i},) for i in range(4)]
+    requests = [GenerationRequest(messages=chat, max_tokens=10, ignore_eos=True) for chat in chats]
+    renderer = SimpleNamespace(tokenizer=tokenizer, is_harmony=True)
+    expected = []
+    for request in requests:
+        ids = torch.tensor([Engine.render_prompt(renderer, request)])  # type: ignore[arg-type]
+        out = model.generate(ids, max_new_tokens=10, do_sample=False, eos_token_id=None)
+        expected.append(out[0, ids.shape[1] :].tolist())
+    # 48 tokens per step: prompts are prefilled in chunks longer than the window, next to others' decodes.
+    engine = Engine(model, tokenizer, TAGS, is_harmony=True, max_batch=8, sizing=CacheSizing(16, 64, 48))
+    try:
+        assert engine.cpu_attention and model.config._attn_implementation == CPU_ATTENTION
+        with pytest.raises(RuntimeError, match="shut its engine down"):
+            model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=1)
+        handles = [engine.submit(request) for request in requests]
+        generated = [record_token_ids(handle) for handle in handles]
+        results = [handle.result(timeout=60) for handle in handles]
+    finally:
+        engine.shutdown()
+    assert model.config._attn_implementation == "eager"  # shutdown switched it back
+    assert all(r.completion_tokens == 10 for r in results)
+    assert generated == expected
+    assert len({tuple(ids) for ids in expected}) > 1  # the requests' outputs differ: a real comparison
+
+
+def record_token_ids(handle: object) -> list[int]:
+    """The token ids the engine hands to the request's stream (the result carries only text)."""
+    stream = handle.stream  # type: ignore[attr-defined]
+    seen: list[int] = []
+    on_output = stream.on_output
+
+    def recording(tokens: list[int], timestamps: list[float]) -> object:
+        seen[:] = tokens
+        return on_output(tokens, timestamps)
+
+    stream.on_output = recording
+    return seen
+
+
+@pytest.mark.parametrize("window", [0, 4])
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        [(1, 9), (5, 5), (3, 11), (1, 4), (1, 7)],
+        [(1, 3), (1, 12)],
+        [(1, 6)],
+        [(9, 9), (1, 3)],
+        [(6, 10), (1, 4)],
+    ],
+)
+def test_attention_with_sinks_and_window_equals_transformers_paged_eager(lengths: list, window: int) -> None:
+    """The reference is transformers' own paged|eager forward over its block-diagonal mask."""
+    from transformers.generation.continuous_batching.utils import build_attention_mask
+    from transformers.integrations.eager_paged import eager_paged_attention_forward
+
+    from workers.cpu_attention import cpu_paged_attention
+
+    if window:  # a sliding-window layer's cache hands back at most window - 1 earlier tokens
+        lengths = [(q_len, min(k_len, q_len + window - 1)) for q_len, k_len in lengths]
+    torch.manual_seed(0)
+    heads, kv_heads, dim = 6, 2, 8
+    starts_q, starts_k = [0], [0]
+    for q_len, k_len in lengths:
+        starts_q.append(starts_q[-1] + q_len)
+        starts_k.append(starts_k[-1] + k_len)
+    query = torch.randn(1, heads, starts_q[-1], dim)
+    key, value = torch.randn(1, kv_heads, starts_k[-1], dim), torch.randn(1, kv_heads, starts_k[-1], dim)
+    module = type("Attention", (), {"layer_idx": 0, "num_key_value_groups": heads // kv_heads})()
+    module.sinks = torch.randn(heads) * 2
+    cache = PackedCache(key, value, starts_k)
+    got, _ = cpu_paged_attention(
+        module, query, key[:, :, :0], value[:, :, :0], None, scaling=0.5, cache=cache,
+        cu_seq_lens_q=torch.tensor(starts_q), s_aux=module.sinks, sliding_window=window or None,
+    )  # fmt: skip
+    mask = torch.full((1, 1, starts_q[-1], starts_k[-1]), torch.finfo(torch.float32).min)
+    build_attention_mask(mask, starts_q, starts_k, sliding_window=window or 1)
+    expected, _ = eager_paged_attention_forward(
+        module, query, key[:, :, :0], value[:, :, :0], mask, 0.5, cache=PackedCache(key, value, starts_k),
+        cu_seq_lens_k={}, max_length_k={},
+    )  # fmt: skip
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
