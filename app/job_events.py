@@ -54,6 +54,22 @@ class JobEventLog:
         entry_id, _ = pipe.execute()
         return _text(entry_id)
 
+    def append_many(self, events: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+        """Add (job_id, event_type, data) events in order, in one round trip; returns their entry ids."""
+        pipe = self.client.pipeline(transaction=False)
+        for job_id, event_type, data in events:
+            key = events_key(job_id)
+            fields = {"type": event_type, "data": json.dumps(data, separators=(",", ":"))}
+            pipe.xadd(key, fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            if event_type in TERMINAL_EVENTS:
+                pipe.expire(key, self.ttl_s)
+        replies = pipe.execute()
+        ids, index = [], 0
+        for _job_id, event_type, _data in events:
+            ids.append(_text(replies[index]))
+            index += 2 if event_type in TERMINAL_EVENTS else 1
+        return ids
+
     def exists(self, job_id: str) -> bool:
         return bool(self.client.exists(events_key(job_id)))
 

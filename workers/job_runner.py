@@ -11,7 +11,6 @@ from typing import Any, Protocol
 from sqlalchemy import orm
 
 from app import job_store
-from app.job_events import JobEventLog
 from app.job_json import job_json
 from app.job_store import JobOutcome
 from app.models import Job, JobStatus
@@ -35,6 +34,12 @@ class GenerationEngine(Protocol):
     def submit(self, request: GenerationRequest) -> GenerationHandle: ...
 
 
+class EventSink(Protocol):
+    """Where a job's events go: app.job_events.JobEventLog, or workers.event_publisher's batching thread."""
+
+    def append(self, job_id: str, event_type: str, data: dict[str, Any]) -> Any: ...
+
+
 class JobObserver(Protocol):
     """Metrics and transition logs of the jobs a worker runs (workers/job_observer.py); never raises."""
 
@@ -50,7 +55,7 @@ class WorkerContext:
     engine_for: Callable[[str], GenerationEngine]  # profile name -> its engine
     cancel_watcher: CancelWatcher
     hostname: str
-    events: JobEventLog | None = None  # where token deltas and status events go (SSE readers)
+    events: EventSink | None = None  # where token deltas and status events go (SSE readers)
     observer: JobObserver | None = None  # metrics and transition logs
     is_worker_gone: IsGone | None = None  # lets a redelivered task take over a dead worker's job
     store_answer: Callable[[Job], Any] | None = None  # response cache (workers/answer_cache.py); never raises

@@ -21,6 +21,7 @@ from app.served_models import announce_served_model
 from workers.answer_cache import answer_cache_writer
 from workers.cancel_watcher import CancelWatcher
 from workers.engine_host import EngineHost
+from workers.event_publisher import BatchedEventPublisher
 from workers.job_observer import MetricsAndLogObserver
 from workers.job_runner import WorkerContext, recover_jobs_of_lost_worker
 from workers.lost_jobs import worker_is_gone
@@ -52,6 +53,7 @@ def _shared_state(app: Flask) -> tuple[EngineHost, CancelWatcher]:
             host = EngineHost(profiles, model_cache, pinned_profile=app.config["PROFILE"], on_loaded=announce)
             state = app.extensions["gptoss_worker_state"] = (host, CancelWatcher(client))
             app.extensions["gptoss_answer_cache"] = answer_cache_writer(app, client)
+            app.extensions["gptoss_event_publisher"] = BatchedEventPublisher(app.extensions["gptoss_events"])
         return state
 
 
@@ -65,7 +67,7 @@ def worker_context(hostname: str) -> WorkerContext:
         host.engine_for,
         watcher,
         hostname,
-        app.extensions["gptoss_events"],
+        app.extensions["gptoss_event_publisher"],
         observer=MetricsAndLogObserver(hostname),
         is_worker_gone=partial(worker_is_gone, watcher.client, settings.heartbeat_ttl_s),
         store_answer=app.extensions["gptoss_answer_cache"],
@@ -110,3 +112,4 @@ def connect_worker_signals(app: Flask) -> None:
         if state is not None:
             state[1].stop()
             state[0].shutdown()
+            app.extensions["gptoss_event_publisher"].stop()  # after the engines: their jobs' last events
