@@ -225,3 +225,39 @@ def test_attention_with_sinks_and_window_equals_transformers_paged_eager(lengths
         cu_seq_lens_k={}, max_length_k={},
     )  # fmt: skip
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_engines_openmp_threads_run_at_a_higher_nice_value_after_its_first_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+    import threading
+
+    from workers.cpu_priority import native_thread_ids
+    from workers.tiny_gptoss import build_tiny_gptoss
+
+    if torch.get_num_threads() < 2:
+        pytest.skip("torch runs on one thread here: there is no OpenMP pool to lower")
+    monkeypatch.setenv("GPTOSS_CPU_NICE", "7")
+    model, tokenizer = build_tiny_gptoss()
+    engine = in_short_lived_thread(Engine, model, tokenizer, TAGS, is_harmony=True, max_batch=2)
+    try:
+        request = GenerationRequest(messages=({"role": "user", "content": "hi"},), max_tokens=3)
+        assert engine.submit(request).result(timeout=60).completion_tokens == 3
+        niced = [tid for tid in native_thread_ids() if os.getpriority(os.PRIO_PROCESS, tid) == 7]
+        assert niced  # the generation thread's OpenMP workers
+        python_threads = [thread.native_id for thread in threading.enumerate()]
+        assert all(os.getpriority(os.PRIO_PROCESS, tid) != 7 for tid in python_threads if tid)
+    finally:
+        engine.shutdown()
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "20"])
+def test_a_bad_cpu_nice_value_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    from workers.cpu_priority import nice_from_env
+
+    monkeypatch.setenv("GPTOSS_CPU_NICE", value)
+    with pytest.raises(ValueError, match="GPTOSS_CPU_NICE"):
+        nice_from_env()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workers.cpu_attention import restore_attention, use_cpu_paged_attention
+from workers.cpu_priority import lower_pool_after_first_step, nice_from_env
 from workers.engine_types import GenerationRequest, GenerationResult, ModelTags, TokenDelta
 from workers.request_stream import RequestStream
 from workers.sampling import install_request_sampler
@@ -179,6 +180,8 @@ class Engine:
         )
         install_request_sampler(self.manager)
         self.cpu_attention = use_cpu_paged_attention(model)  # after the manager chose its attention
+        if model.device.type == "cpu":
+            lower_pool_after_first_step(self.manager, nice_from_env())
         self._loop = _ImmediateLoop()
         self.manager.start()
 
