@@ -261,3 +261,20 @@ def test_a_bad_cpu_nice_value_is_refused_naming_the_variable(
     monkeypatch.setenv("GPTOSS_CPU_NICE", value)
     with pytest.raises(ValueError, match="GPTOSS_CPU_NICE"):
         nice_from_env()
+
+
+def test_stock_attention_can_be_kept_and_a_bad_choice_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.tiny_gptoss import build_tiny_gptoss
+
+    model, tokenizer = build_tiny_gptoss()
+    monkeypatch.setenv("GPTOSS_CPU_ATTENTION", "stock")
+    engine = Engine(model, tokenizer, TAGS, is_harmony=True, max_batch=2)
+    try:
+        assert not engine.cpu_attention and model.config._attn_implementation == "paged|eager"
+        request = GenerationRequest(messages=({"role": "user", "content": "hi"},), max_tokens=3)
+        assert engine.submit(request).result(timeout=60).completion_tokens == 3
+    finally:
+        engine.shutdown()
+    monkeypatch.setenv("GPTOSS_CPU_ATTENTION", "fast")
+    with pytest.raises(ValueError, match="GPTOSS_CPU_ATTENTION"):
+        Engine(model, tokenizer, TAGS, is_harmony=True, max_batch=2)

@@ -19,15 +19,23 @@ from __future__ import annotations
 from typing import Any
 
 NAME = "gptoss_cpu_paged"  # no "sdpa" in it: transformers would check the model supports sdpa
+CHOICES = ("auto", "stock")
 _REPLACEABLE = ("sdpa", "paged|sdpa", "paged|eager")  # what continuous batching leaves on a CPU model
 _BEFORE = "_gptoss_attention_before"  # the model attribute that remembers what was replaced
 Spans = tuple[tuple[int, int, int, int], ...]  # per request: query start, query end, key start, key end
 
 
-def use_cpu_paged_attention(model: Any) -> bool:
+def attention_choice(value: str) -> str:
+    """GPTOSS_CPU_ATTENTION: "auto", or "stock" to keep transformers' own path."""
+    if value not in CHOICES:
+        raise ValueError(f"GPTOSS_CPU_ATTENTION must be one of {CHOICES}, not {value!r}")
+    return value
+
+
+def use_cpu_paged_attention(model: Any, choice: str = "auto") -> bool:
     """Switch a CPU model in continuous batching to per-request attention; True if switched."""
     before = model.config._attn_implementation
-    if model.device.type != "cpu" or before not in _REPLACEABLE:
+    if choice == "stock" or model.device.type != "cpu" or before not in _REPLACEABLE:
         return False
     if _has_sinks(model) and _sdpa_with_lse() is None:
         return False  # no fused kernel that reports the log-sum-exp in this torch: keep transformers' path

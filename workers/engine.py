@@ -9,6 +9,7 @@ waits behind a long one. Any number of threads may `submit` at once; each gets a
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from workers.cpu_attention import restore_attention, use_cpu_paged_attention
+from workers.cpu_attention import attention_choice, restore_attention, use_cpu_paged_attention
 from workers.cpu_priority import lower_pool_after_first_step, nice_from_env
 from workers.engine_types import GenerationRequest, GenerationResult, ModelTags, TokenDelta
 from workers.request_stream import RequestStream
@@ -146,6 +147,8 @@ class Engine:
     ) -> None:
         from transformers import ContinuousBatchingConfig, GenerationConfig
 
+        cpu_attention = attention_choice(os.environ.get("GPTOSS_CPU_ATTENTION", "auto"))  # read at start
+        cpu_nice = nice_from_env()
         self.model = model
         self.tokenizer = tokenizer
         self.tags = tags
@@ -179,9 +182,9 @@ class Engine:
             generation_config=generation_config, continuous_batching_config=cb_config
         )
         install_request_sampler(self.manager)
-        self.cpu_attention = use_cpu_paged_attention(model)  # after the manager chose its attention
+        self.cpu_attention = use_cpu_paged_attention(model, cpu_attention)  # after the manager chose
         if model.device.type == "cpu":
-            lower_pool_after_first_step(self.manager, nice_from_env())
+            lower_pool_after_first_step(self.manager, cpu_nice)
         self._loop = _ImmediateLoop()
         self.manager.start()
 
