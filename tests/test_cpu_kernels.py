@@ -139,11 +139,14 @@ def test_per_request_attention_equals_masked_attention_over_the_packed_batch(len
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_batched_gptoss_requests_with_per_request_attention_match_plain_generate() -> None:
-    """Sinks and a sliding window (16 tokens) on the real gpt-oss code path; prompts of 220-250 tokens."""
+@pytest.mark.parametrize("layout", ["stock", "transposed"])
+def test_batched_gptoss_requests_with_per_request_attention_match_plain_generate(layout: str) -> None:
+    """Sinks and a sliding window (16 tokens) on the real gpt-oss code path; prompts of 220-250 tokens.
+    The transposed linear layout hands attention q/k/v whose last dimension is not contiguous."""
     from workers.tiny_gptoss import build_tiny_gptoss
 
     model, tokenizer = build_tiny_gptoss()
+    choose_cpu_linear(model, layout)
     chats = [({"role": "user", "content": "x" * 8 * i},) for i in range(4)]
     requests = [GenerationRequest(messages=chat, max_tokens=10, ignore_eos=True) for chat in chats]
     renderer = SimpleNamespace(tokenizer=tokenizer, is_harmony=True)
@@ -183,6 +186,7 @@ def record_token_ids(handle: object) -> list[int]:
     return seen
 
 
+@pytest.mark.parametrize("strided", [False, True])
 @pytest.mark.parametrize("window", [0, 4])
 @pytest.mark.parametrize(
     "lengths",
@@ -194,7 +198,9 @@ def record_token_ids(handle: object) -> list[int]:
         [(6, 10), (1, 4)],
     ],
 )
-def test_attention_with_sinks_and_window_equals_transformers_paged_eager(lengths: list, window: int) -> None:
+def test_attention_with_sinks_and_window_equals_transformers_paged_eager(
+    lengths: list, window: int, strided: bool
+) -> None:
     """The reference is transformers' own paged|eager forward over its block-diagonal mask."""
     from transformers.generation.continuous_batching.utils import build_attention_mask
     from transformers.integrations.eager_paged import eager_paged_attention_forward
@@ -213,6 +219,8 @@ def test_attention_with_sinks_and_window_equals_transformers_paged_eager(lengths
     key, value = torch.randn(1, kv_heads, starts_k[-1], dim), torch.randn(1, kv_heads, starts_k[-1], dim)
     module = type("Attention", (), {"layer_idx": 0, "num_key_value_groups": heads // kv_heads})()
     module.sinks = torch.randn(heads) * 2
+    if strided:  # the same values with a non-contiguous last dimension, as the transposed layout gives
+        query, key, value = (t.transpose(-1, -2).contiguous().transpose(-1, -2) for t in (query, key, value))
     cache = PackedCache(key, value, starts_k)
     got, _ = cpu_paged_attention(
         module, query, key[:, :, :0], value[:, :, :0], None, scaling=0.5, cache=cache,

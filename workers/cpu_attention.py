@@ -132,6 +132,9 @@ def _attend(q: Any, k: Any, v: Any, allowed: Any, scaling: float | None, sink_ro
 
     if sink_rows is None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scaling)
+    # The fused kernel reads the last dimension as contiguous (sdpa's own checks make it so): the
+    # transposed nn.Linear layout (workers/cpu_linear.py) hands over q/k/v whose last dimension is not.
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     bias = None
     if allowed is not None:
         bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
