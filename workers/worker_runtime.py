@@ -22,6 +22,7 @@ from workers.answer_cache import answer_cache_writer
 from workers.cancel_watcher import CancelWatcher
 from workers.engine_host import EngineHost
 from workers.event_publisher import BatchedEventPublisher
+from workers.gil import set_gil_switch_interval
 from workers.job_observer import MetricsAndLogObserver
 from workers.job_runner import WorkerContext, recover_jobs_of_lost_worker
 from workers.lost_jobs import worker_is_gone
@@ -75,7 +76,10 @@ def worker_context(hostname: str) -> WorkerContext:
 
 
 def connect_worker_signals(app: Flask) -> None:
-    """When the worker is ready: requeue jobs a dead run left behind and load the model in the background."""
+    """When the worker is ready: requeue jobs a dead run left behind and load the model in the background.
+
+    Also sets the worker process's GIL switch interval (workers/gil.py)."""
+    set_gil_switch_interval(float(app.config["WORKER_GIL_SWITCH_MS"]))
     # before any task: a job this name claimed earlier than this belongs to a dead process
     app.extensions["gptoss_worker_started_at"] = time.time()
 

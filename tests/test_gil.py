@@ -1,0 +1,35 @@
+"""A worker's GIL switch interval: set from GPTOSS_WORKER_GIL_SWITCH_MS at worker start."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from app.config import resolve_settings
+from workers.gil import set_gil_switch_interval
+
+
+@pytest.fixture
+def restore_switch_interval() -> Iterator[None]:
+    before = sys.getswitchinterval()
+    yield
+    sys.setswitchinterval(before)
+
+
+def test_the_setting_defaults_to_half_a_millisecond_and_reads_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_settings()["WORKER_GIL_SWITCH_MS"] == 0.5
+    monkeypatch.setenv("GPTOSS_WORKER_GIL_SWITCH_MS", "2")
+    assert resolve_settings()["WORKER_GIL_SWITCH_MS"] == 2.0
+
+
+def test_it_sets_the_processs_switch_interval(restore_switch_interval: None) -> None:
+    set_gil_switch_interval(0.7)
+    assert sys.getswitchinterval() == pytest.approx(0.0007)
+
+
+@pytest.mark.parametrize("value", [0, -1, 1000])
+def test_a_bad_value_is_refused_naming_the_variable(value: float, restore_switch_interval: None) -> None:
+    with pytest.raises(ValueError, match="GPTOSS_WORKER_GIL_SWITCH_MS"):
+        set_gil_switch_interval(value)
