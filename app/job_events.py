@@ -44,18 +44,11 @@ class JobEventLog:
 
     def append(self, job_id: str, event_type: str, data: dict[str, Any]) -> str:
         """Add one event; a terminal event starts the stream's expiry clock."""
-        key = events_key(job_id)
-        fields = {"type": event_type, "data": json.dumps(data, separators=(",", ":"))}
-        if event_type not in TERMINAL_EVENTS:
-            return _text(self.client.xadd(key, fields, maxlen=STREAM_MAXLEN, approximate=True))  # type: ignore[arg-type]
-        pipe = self.client.pipeline()
-        pipe.xadd(key, fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        pipe.expire(key, self.ttl_s)
-        entry_id, _ = pipe.execute()
-        return _text(entry_id)
+        return self.append_many([(job_id, event_type, data)])[0]
 
     def append_many(self, events: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
-        """Add (job_id, event_type, data) events in order, in one round trip; returns their entry ids."""
+        """Add (job_id, event_type, data) events in order, in one round trip; returns their entry ids.
+        A terminal event starts its stream's expiry clock."""
         pipe = self.client.pipeline(transaction=False)
         for job_id, event_type, data in events:
             key = events_key(job_id)

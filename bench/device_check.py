@@ -27,17 +27,17 @@ sys.path.insert(0, str(ROOT))
 from workers.engine import Engine  # noqa: E402
 from workers.engine_types import GenerationRequest, GenerationResult, TokenDelta  # noqa: E402
 from workers.model_loader import load_model  # noqa: E402
-from workers.tiny_gptoss import build_harmony_tokenizer  # noqa: E402
+from workers.tiny_gptoss import build_harmony_tokenizer, gptoss_config, harmony_eos_ids  # noqa: E402
 
 
 def build_random_gptoss(directory: Path, layers: int) -> Path:
     """gpt-oss-20b's layer (2880 wide, 32 experts, top-4, 64 heads, 8 KV heads), `layers` deep."""
-    from transformers import GenerationConfig, GptOssConfig, GptOssForCausalLM
+    from transformers import GenerationConfig, GptOssForCausalLM
 
     tokenizer = build_harmony_tokenizer()
-    eos = [tokenizer.convert_tokens_to_ids(t) for t in ("<|return|>", "<|call|>")]
-    config = GptOssConfig(
-        vocab_size=len(tokenizer),
+    eos = harmony_eos_ids(tokenizer)
+    config = gptoss_config(
+        tokenizer,
         hidden_size=2880,
         intermediate_size=2880,
         num_hidden_layers=layers,
@@ -47,13 +47,7 @@ def build_random_gptoss(directory: Path, layers: int) -> Path:
         num_local_experts=32,
         num_experts_per_tok=4,
         sliding_window=128,
-        layer_types=["sliding_attention", "full_attention"] * (layers // 2)
-        + ["sliding_attention"] * (layers % 2),
         max_position_embeddings=8192,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=eos,
-        bos_token_id=tokenizer.bos_token_id,
-        tie_word_embeddings=False,
     )
     torch.manual_seed(0)
     with torch.device("cuda"):

@@ -106,6 +106,19 @@ class PackedCache:
         return self.key, self.value
 
 
+def packed_batch(lengths: list, heads: int, kv_heads: int, dim: int = 8) -> tuple:
+    """Random packed queries and keys/values for (new tokens, tokens with the cache) per request:
+    (query starts, key starts, query [1, heads, q, dim], key and value [1, kv_heads, k, dim])."""
+    torch.manual_seed(0)
+    starts_q, starts_k = [0], [0]
+    for q_len, k_len in lengths:
+        starts_q.append(starts_q[-1] + q_len)
+        starts_k.append(starts_k[-1] + k_len)
+    query = torch.randn(1, heads, starts_q[-1], dim)
+    key, value = torch.randn(1, kv_heads, starts_k[-1], dim), torch.randn(1, kv_heads, starts_k[-1], dim)
+    return starts_q, starts_k, query, key, value
+
+
 # (new tokens, tokens with the cache) per request: decodes (together, or one alone), a prefill, a chunk.
 @pytest.mark.parametrize(
     "lengths",
@@ -114,14 +127,8 @@ class PackedCache:
 def test_per_request_attention_equals_masked_attention_over_the_packed_batch(lengths: list) -> None:
     from workers.cpu_attention import cpu_paged_attention
 
-    torch.manual_seed(0)
-    heads, kv_heads, dim = 6, 2, 8
-    starts_q, starts_k = [0], [0]
-    for q_len, k_len in lengths:
-        starts_q.append(starts_q[-1] + q_len)
-        starts_k.append(starts_k[-1] + k_len)
-    query = torch.randn(1, heads, starts_q[-1], dim)
-    key, value = torch.randn(1, kv_heads, starts_k[-1], dim), torch.randn(1, kv_heads, starts_k[-1], dim)
+    heads, kv_heads = 6, 2
+    starts_q, starts_k, query, key, value = packed_batch(lengths, heads, kv_heads)
     module = type("Attention", (), {"layer_idx": 0})()
     cache = PackedCache(key, value, starts_k)
     got, _ = cpu_paged_attention(
@@ -209,14 +216,8 @@ def test_attention_with_sinks_and_window_equals_transformers_paged_eager(
 
     if window:  # a sliding-window layer's cache hands back at most window - 1 earlier tokens
         lengths = [(q_len, min(k_len, q_len + window - 1)) for q_len, k_len in lengths]
-    torch.manual_seed(0)
-    heads, kv_heads, dim = 6, 2, 8
-    starts_q, starts_k = [0], [0]
-    for q_len, k_len in lengths:
-        starts_q.append(starts_q[-1] + q_len)
-        starts_k.append(starts_k[-1] + k_len)
-    query = torch.randn(1, heads, starts_q[-1], dim)
-    key, value = torch.randn(1, kv_heads, starts_k[-1], dim), torch.randn(1, kv_heads, starts_k[-1], dim)
+    heads, kv_heads = 6, 2
+    starts_q, starts_k, query, key, value = packed_batch(lengths, heads, kv_heads)
     module = type("Attention", (), {"layer_idx": 0, "num_key_value_groups": heads // kv_heads})()
     module.sinks = torch.randn(heads) * 2
     if strided:  # the same values with a non-contiguous last dimension, as the transposed layout gives

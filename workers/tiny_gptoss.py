@@ -64,31 +64,52 @@ def build_harmony_tokenizer() -> Any:
     return tokenizer
 
 
+# The tiny model's shape; bench/device_check.py passes gpt-oss-20b's layer shape instead.
+TINY_SHAPE: dict[str, int] = {
+    "hidden_size": 64,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "num_local_experts": 4,
+    "num_experts_per_tok": 2,
+    "sliding_window": 16,
+    "max_position_embeddings": 4096,
+}
+
+
+def harmony_eos_ids(tokenizer: Any) -> list[int]:
+    """gpt-oss ends a turn with <|return|> or <|call|>."""
+    return [tokenizer.convert_tokens_to_ids(t) for t in ("<|return|>", "<|call|>")]
+
+
+def gptoss_config(tokenizer: Any, **shape: int) -> Any:
+    """A GptOssConfig for the harmony tokenizer: TINY_SHAPE with `shape` overrides; layers alternate
+    sliding-window and full attention, as gpt-oss's do."""
+    from transformers import GptOssConfig
+
+    sized: dict[str, Any] = {**TINY_SHAPE, **shape}
+    kinds = ("sliding_attention", "full_attention")
+    return GptOssConfig(
+        vocab_size=len(tokenizer),
+        layer_types=[kinds[i % 2] for i in range(sized["num_hidden_layers"])],
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=harmony_eos_ids(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        tie_word_embeddings=False,
+        **sized,
+    )
+
+
 def build_tiny_gptoss(seed: int = 0) -> tuple[Any, Any]:
     """Build (model, tokenizer): a random-weight GptOssForCausalLM small enough for CI."""
     import torch
-    from transformers import GenerationConfig, GptOssConfig, GptOssForCausalLM
+    from transformers import GenerationConfig, GptOssForCausalLM
 
     tokenizer = build_harmony_tokenizer()
-    eos_ids = [tokenizer.convert_tokens_to_ids(t) for t in ("<|return|>", "<|call|>")]
-    config = GptOssConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        num_local_experts=4,
-        num_experts_per_tok=2,
-        sliding_window=16,
-        layer_types=["sliding_attention", "full_attention"],
-        max_position_embeddings=4096,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=eos_ids,
-        bos_token_id=tokenizer.bos_token_id,
-        tie_word_embeddings=False,
-    )
+    eos_ids = harmony_eos_ids(tokenizer)
+    config = gptoss_config(tokenizer)
     torch.manual_seed(seed)
     model = GptOssForCausalLM(config).float().eval()
     # Random init is near-uniform; scale the head so greedy decoding has clear winners.
