@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "SSE_HEARTBEAT_S": 15.0,  # an idle event stream sends a comment this often
     "EVENTS_TTL_S": 3600,  # a job's event stream lives this long after the job ends
     "PROFILE": None,  # set in a worker process: the profile whose model it loads
+    "ENGINE_PROCESS": 1,  # 1: a worker runs each engine in a child process (workers/engine_process.py)
     "WORKER_GIL_SWITCH_MS": 0.5,  # a worker's GIL switch interval (Python's default 5 ms; workers/gil.py)
     **OBSERVABILITY_DEFAULTS,  # worker metrics port, heartbeats, stats window
     **RELIABILITY_DEFAULTS,  # API keys, rate limits, the reconciler (app/reliability_settings.py)

@@ -150,7 +150,7 @@ class Overheads:
 
 
 class ProcessCpu:
-    """CPU seconds used by named processes (and their children) since construction."""
+    """CPU seconds used by named processes, and apart by their children, since construction."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         import psutil
@@ -161,13 +161,16 @@ class ProcessCpu:
     def _now(self) -> dict[str, float]:
         totals = {}
         for name, process in self.processes.items():
-            times = [p.cpu_times() for p in (process, *process.children(recursive=True))]
-            totals[name] = sum(t.user + t.system for t in times)
+            own = process.cpu_times()
+            totals[name] = own.user + own.system
+            children = [p.cpu_times() for p in process.children(recursive=True)]
+            if children:  # the worker's engine process (workers/engine_process.py)
+                totals[f"{name}'s children"] = sum(t.user + t.system for t in children)
         return totals
 
     def used(self) -> dict[str, float]:
         now = self._now()
-        return {name: now[name] - self.start[name] for name in now}
+        return {name: now[name] - self.start.get(name, 0.0) for name in now}
 
 
 def pipeline_results(database_url: str, ids: list[str], start: float) -> tuple[Phase, Overheads]:

@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from workers.cpu_attention import attention_choice, restore_attention, use_cpu_paged_attention
 from workers.cpu_priority import lower_pool_after_first_step, nice_from_env
-from workers.engine_types import GenerationRequest, GenerationResult, ModelTags, TokenDelta
+from workers.engine_types import GenerationRequest, ModelTags
+from workers.request_handle import CANCELLED, DeltaCallback, RequestHandle
 from workers.request_stream import RequestStream
 from workers.sampling import install_request_sampler
 
 log = logging.getLogger(__name__)
 
 ENGINE_NAME = "transformers-cb"
-_CANCELLED = object()  # queued to a handle when its request is cancelled
 
 
 @dataclass(frozen=True)
@@ -61,76 +60,6 @@ class _ImmediateLoop:
 
     def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
         callback(*args)
-
-
-class RequestHandle:
-    """One submitted request: iterate its events, wait for its result, or cancel it."""
-
-    def __init__(self, engine: Engine, stream: RequestStream) -> None:
-        self.engine = engine
-        self.stream = stream
-        self.request_id = stream.request_id
-        self.outputs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._done = False
-
-    def events(self, timeout: float | None = None) -> Iterator[TokenDelta | GenerationResult]:
-        """Yield TokenDelta events, then exactly one GenerationResult."""
-        if self._done:
-            return
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                item = self._next_output(deadline)
-                if item is None:
-                    yield from self._close("error", "generation loop stopped before the request finished")
-                    return
-                if item is _CANCELLED:
-                    yield from self._close("cancelled")
-                    return
-                delta = self.stream.on_output(item.generated_tokens, item.timestamps)
-                if delta is not None:
-                    yield delta
-                if self.stream.stopped_by_string:
-                    self.engine.drop(self.request_id)
-                    yield from self._close("stop")
-                    return
-                if item.error is not None:
-                    yield from self._close("error", str(item.error))
-                    return
-                if item.is_finished():
-                    yield from self._close(None)
-                    return
-        finally:
-            self.engine.forget(self.request_id)
-
-    def result(self, timeout: float | None = None) -> GenerationResult:
-        """Wait for the final result (consuming the events)."""
-        for event in self.events(timeout):
-            if isinstance(event, GenerationResult):
-                return event
-        raise RuntimeError(f"request {self.request_id} already consumed")
-
-    def cancel(self) -> None:
-        """Stop generating; the result keeps the text produced so far."""
-        self.engine.cancel(self.request_id)
-
-    def _next_output(self, deadline: float | None) -> Any:
-        while True:
-            try:
-                return self.outputs.get(timeout=0.25)
-            except queue.Empty:
-                if not self.engine.is_running():
-                    return None
-                if deadline is not None and time.monotonic() > deadline:
-                    self.engine.cancel(self.request_id)
-                    return _CANCELLED
-
-    def _close(self, reason: Any, error: str | None = None) -> Iterator[TokenDelta | GenerationResult]:
-        self._done = True
-        tail, result = self.stream.finish(reason, error)
-        if tail is not None:
-            yield tail
-        yield result
 
 
 class Engine:
@@ -200,24 +129,16 @@ class Engine:
 
     def render_prompt(self, request: GenerationRequest) -> list[int]:
         """Prompt token ids: chat messages through the model's chat template (harmony for gpt-oss)."""
-        messages = list(request.messages or [{"role": "user", "content": request.prompt or ""}])
-        extra = {"reasoning_effort": request.reasoning_effort or "medium"} if self.is_harmony else {}
-        text = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False, **extra
-        )
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return render_prompt_ids(self.tokenizer, self.is_harmony, request)
 
     def prompt_tokens(self, request: GenerationRequest) -> int:
         return len(self.render_prompt(request))
 
-    def submit(self, request: GenerationRequest) -> RequestHandle:
-        """Queue a request into the running batch; thread-safe."""
+    def submit(self, request: GenerationRequest, on_delta: DeltaCallback | None = None) -> RequestHandle:
+        """Queue a request into the running batch; thread-safe. Its text is decoded on the thread that
+        iterates the handle's events (workers/request_handle.py)."""
         input_ids = self.render_prompt(request)
-        if len(input_ids) + request.max_tokens > self.max_context:
-            raise ValueError(
-                f"prompt ({len(input_ids)} tokens) + max_tokens ({request.max_tokens}) exceeds "
-                f"the model's context of {self.max_context} tokens"
-            )
+        check_fits_context(len(input_ids), request.max_tokens, self.max_context)
         request_id = request.request_id or uuid.uuid4().hex
         stream = RequestStream(
             request_id,
@@ -228,14 +149,31 @@ class Engine:
             self.eos_ids,
             self._clock_offset,
         )
-        handle = RequestHandle(self, stream)
+        handle = RequestHandle(self, stream, on_delta)
         with self._lock:
             if request_id in self._handles:
                 raise ValueError(f"request id {request_id} is already running")
             self._handles[request_id] = handle
+        try:
+            self.add_prepared(request_id, input_ids, request, handle.outputs.put)
+        except RuntimeError:
+            self.forget(request_id)
+            raise
+        return handle
+
+    def add_prepared(
+        self,
+        request_id: str,
+        input_ids: list[int],
+        request: GenerationRequest,
+        on_output: Callable[[Any], None],
+        loop: Any = None,
+    ) -> None:
+        """Add rendered prompt ids to the batch; each of its outputs goes to `on_output`, called through
+        `loop.call_soon_threadsafe` (default: in place, on the generation thread)."""
         router = self.manager.output_router
         with router._lock:
-            router.result_handlers[request_id] = (handle.outputs.put, self._loop)
+            router.result_handlers[request_id] = (on_output, loop or self._loop)
         sampling: dict[str, Any] = {"temperature": float(request.temperature), "top_p": float(request.top_p)}
         if request.seed is not None:
             sampling["seed"] = int(request.seed)
@@ -249,9 +187,9 @@ class Engine:
             **sampling,
         )
         if added is None:
-            self.forget(request_id)
+            with router._lock:
+                router.result_handlers.pop(request_id, None)
             raise RuntimeError("the engine is not accepting requests (stopping or failed)")
-        return handle
 
     def cancel(self, request_id: str) -> None:
         """Cancel a running request; its handle finishes with finish_reason 'cancelled'."""
@@ -259,7 +197,7 @@ class Engine:
             handle = self._handles.get(request_id)
         self.drop(request_id)
         if handle is not None:
-            handle.outputs.put(_CANCELLED)
+            handle.outputs.put(CANCELLED)
 
     def drop(self, request_id: str) -> None:
         """Remove a request from the batch without telling its handle."""
@@ -293,6 +231,22 @@ class Engine:
         if self.manager.is_running():
             self.manager.stop(block=True, timeout=timeout)
         restore_attention(self.model)
+
+
+def render_prompt_ids(tokenizer: Any, is_harmony: bool, request: GenerationRequest) -> list[int]:
+    """Prompt token ids: chat messages through the model's chat template (harmony for gpt-oss)."""
+    messages = list(request.messages or [{"role": "user", "content": request.prompt or ""}])
+    extra = {"reasoning_effort": request.reasoning_effort or "medium"} if is_harmony else {}
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def check_fits_context(prompt_tokens: int, max_tokens: int, max_context: int) -> None:
+    if prompt_tokens + max_tokens > max_context:
+        raise ValueError(
+            f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds "
+            f"the model's context of {max_context} tokens"
+        )
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -13,6 +13,9 @@ from workers.cpu_threads import in_short_lived_thread
 
 if TYPE_CHECKING:
     from workers.engine import Engine
+    from workers.engine_process import EngineProcess
+
+    ServingEngine = Engine | EngineProcess
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,8 @@ class EngineHost:
         profiles: dict[str, Profile],
         model_cache_dir: Path,
         pinned_profile: str | None,
-        on_loaded: Callable[[Engine], None] | None = None,
+        on_loaded: Callable[[ServingEngine], None] | None = None,
+        engine_process: bool = False,
     ) -> None:
         if pinned_profile is not None and pinned_profile not in profiles:
             raise WrongProfileError(f"GPTOSS_PROFILE={pinned_profile!r} is not in the profiles file")
@@ -37,18 +41,25 @@ class EngineHost:
         self.model_cache_dir = model_cache_dir
         self.pinned_profile = pinned_profile
         self.on_loaded = on_loaded  # e.g. announce which model really serves the profile
-        self._engines: dict[str, Engine] = {}
+        self.engine_process = engine_process  # each engine in a child process (workers/engine_process.py)
+        self._engines: dict[str, ServingEngine] = {}
         self.load_seconds: dict[str, float] = {}  # profile -> how long its model took to load
         self._lock = threading.Lock()
 
-    def engine_for(self, profile_name: str) -> Engine:
-        """The profile's engine, loading its model first if this process has not yet."""
+    def engine_for(self, profile_name: str) -> ServingEngine:
+        """The profile's engine, loading its model first if this process has not yet (or again, when the
+        engine stopped: its process died or its generation loop failed)."""
         if self.pinned_profile is not None and profile_name != self.pinned_profile:
             raise WrongProfileError(
                 f"this worker serves profile {self.pinned_profile!r}, not {profile_name!r}; check the queues"
             )
         with self._lock:  # the first task threads wait here while the model loads
             engine = self._engines.get(profile_name)
+            if engine is not None and not engine.is_running():
+                log.error("profile %s: the engine stopped; loading it again", profile_name)
+                self._engines.pop(profile_name)
+                engine.shutdown()
+                engine = None
             if engine is None:
                 engine = self._engines[profile_name] = self._build(self.profiles[profile_name])
         return engine
@@ -62,7 +73,7 @@ class EngineHost:
         except Exception:
             log.exception("loading the model of profile %s failed; jobs will retry it", self.pinned_profile)
 
-    def loaded_engines(self) -> list[Engine]:
+    def loaded_engines(self) -> list[ServingEngine]:
         """The engines loaded so far, without waiting for one that is loading (metrics, heartbeats)."""
         return list(self._engines.copy().values())  # dict.copy is atomic; the lock is held while loading
 
@@ -72,21 +83,42 @@ class EngineHost:
         for engine in engines:
             engine.shutdown()
 
-    def _build(self, profile: Profile) -> Engine:
+    def _build(self, profile: Profile) -> ServingEngine:
+        log.info("profile %s: loading model %s (%s)", profile.name, profile.model, profile.gpu_mode)
+        engine = self._build_in_process(profile) if not self.engine_process else self._build_process(profile)
+        seconds = self.load_seconds[profile.name]
+        log.info("profile %s: serving %s in %.1f s", profile.name, engine.tags, seconds)
+        if self.on_loaded is not None:
+            try:
+                self.on_loaded(engine)
+            except Exception:
+                log.exception("profile %s: on_loaded hook failed", profile.name)
+        return engine
+
+    def _build_in_process(self, profile: Profile) -> Engine:
         from workers.engine import Engine
         from workers.model_loader import load_model
 
-        log.info("profile %s: loading model %s (%s)", profile.name, profile.model, profile.gpu_mode)
         loaded = load_model(profile.model, gpu_mode=profile.gpu_mode, cache_dir=self.model_cache_dir)
         # Like the load, off this (long-lived task) thread: its torch thread pool would slow the engine's.
         engine = in_short_lived_thread(
             Engine.from_loaded, loaded, profile=profile.name, max_batch=profile.max_batch
         )
         self.load_seconds[profile.name] = loaded.load_seconds
-        log.info("profile %s: serving %s in %.1f s", profile.name, engine.tags, loaded.load_seconds)
-        if self.on_loaded is not None:
-            try:
-                self.on_loaded(engine)
-            except Exception:
-                log.exception("profile %s: on_loaded hook failed", profile.name)
+        return engine
+
+    def _build_process(self, profile: Profile) -> EngineProcess:
+        from workers.cpu_priority import nice_from_env
+        from workers.engine_process import EngineProcess, EngineSpec
+
+        spec = EngineSpec(
+            model=profile.model,
+            gpu_mode=profile.gpu_mode,
+            profile=profile.name,
+            max_batch=profile.max_batch,
+            cache_dir=str(self.model_cache_dir),
+            nice=nice_from_env(),
+        )
+        engine = EngineProcess(spec)
+        self.load_seconds[profile.name] = engine.load_seconds
         return engine

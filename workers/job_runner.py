@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -16,7 +17,7 @@ from app.job_store import JobOutcome
 from app.models import Job, JobStatus
 from app.quality import quality_signals
 from workers.cancel_watcher import CancelWatcher
-from workers.engine_types import GenerationRequest, GenerationResult, ModelTags
+from workers.engine_types import GenerationRequest, GenerationResult, ModelTags, TokenDelta
 from workers.lost_jobs import MAX_ATTEMPTS as MAX_ATTEMPTS  # re-exported: the bound on a job's runs
 from workers.lost_jobs import IsGone, requeue_or_give_up, take_over_lost_job
 
@@ -31,7 +32,9 @@ class GenerationHandle(Protocol):
 class GenerationEngine(Protocol):
     tags: ModelTags
 
-    def submit(self, request: GenerationRequest) -> GenerationHandle: ...
+    def submit(
+        self, request: GenerationRequest, on_delta: Callable[[TokenDelta], None] | None = None
+    ) -> GenerationHandle: ...
 
 
 class EventSink(Protocol):
@@ -59,6 +62,13 @@ class WorkerContext:
     observer: JobObserver | None = None  # metrics and transition logs
     is_worker_gone: IsGone | None = None  # lets a redelivered task take over a dead worker's job
     store_answer: Callable[[Job], Any] | None = None  # response cache (workers/answer_cache.py); never raises
+    write_lock: AbstractContextManager[Any] = field(default_factory=nullcontext)  # app.db.write_lock_for
+
+    @contextmanager
+    def writing(self) -> Iterator[orm.Session]:
+        """A session for one write transaction, holding the process's write lock (SQLite) meanwhile."""
+        with self.write_lock, self.sessions() as session:
+            yield session
 
     def publish(self, job_id: str, event_type: str, data: dict[str, Any]) -> None:
         """Append to the job's event stream; a Redis hiccup never fails the job (the DB has the result)."""
@@ -72,15 +82,15 @@ class WorkerContext:
 
 def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
     """Run the job if it is still queued; returns its final status, or None when it was not claimable."""
-    with worker.sessions() as session:
+    with worker.writing() as session:
         job = job_store.claim_job(session, job_id, worker.hostname)
         if job is None and worker.is_worker_gone is not None:
             job = take_over_lost_job(session, job_id, worker.hostname, worker.is_worker_gone)
         if job is None:
             log.info("job %s is not queued (running elsewhere, finished or cancelled); skipping", job_id)
             return None
-        request, profile = dict(job.request), job.profile
-        worker.publish(job_id, "started", {"id": job_id, "worker": worker.hostname, "attempts": job.attempts})
+        request, profile, attempts = dict(job.request), job.profile, job.attempts
+    worker.publish(job_id, "started", {"id": job_id, "worker": worker.hostname, "attempts": attempts})
     engine: GenerationEngine | None = None
     try:
         engine = worker.engine_for(profile)
@@ -92,7 +102,7 @@ def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
         tags = engine.tags.as_dict() if engine is not None else None  # the model it failed on, when known
         error = f"{type(exc).__name__}: {exc}"
         outcome = JobOutcome(JobStatus.FAILED, finish_reason="error", error=error, tags=tags)
-    with worker.sessions() as session:
+    with worker.writing() as session:
         finished = job_store.finish_job(session, job_id, outcome)
         stored = session.get(Job, job_id)
         final = job_json(stored) if stored is not None else {"id": job_id, "status": str(outcome.status)}
@@ -127,8 +137,18 @@ def build_generation_request(request: dict[str, Any], job_id: str) -> Generation
 def generate(
     engine: GenerationEngine, request: GenerationRequest, job_id: str, worker: WorkerContext
 ) -> JobOutcome:
-    """Submit to the engine and publish its deltas, cancelling when the job's cancel key appears."""
-    handle = engine.submit(request)
+    """Submit to the engine and publish its deltas, cancelling when the job's cancel key appears.
+
+    The deltas are published from whichever thread decodes them (workers/request_handle.py); this
+    thread wakes for the first one, to stamp first_token_at, and for the result."""
+
+    def publish_delta(event: TokenDelta) -> None:
+        delta = {"content": event.content, "reasoning": event.reasoning}
+        worker.publish(
+            job_id, "delta", {**delta, "completion_tokens": event.completion_tokens, "time": event.time}
+        )
+
+    handle = engine.submit(request, on_delta=publish_delta)
     result: GenerationResult | None = None
     first_token_seen = False
     with worker.cancel_watcher.watch(job_id, handle):
@@ -136,13 +156,9 @@ def generate(
             if isinstance(event, GenerationResult):
                 result = event
                 continue
-            delta = {"content": event.content, "reasoning": event.reasoning}
-            worker.publish(
-                job_id, "delta", {**delta, "completion_tokens": event.completion_tokens, "time": event.time}
-            )
             if not first_token_seen:
                 first_token_seen = True
-                with worker.sessions() as session:
+                with worker.writing() as session:
                     job_store.record_first_token(session, job_id, datetime.fromtimestamp(event.time, UTC))
     if result is None:
         raise RuntimeError("the engine ended the request without a result")

@@ -30,7 +30,7 @@ from workers.model_revision import model_revision
 from workers.worker_observability import start_worker_observability
 
 if TYPE_CHECKING:
-    from workers.engine import Engine
+    from workers.engine_host import ServingEngine
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,18 @@ def _shared_state(app: Flask) -> tuple[EngineHost, CancelWatcher]:
             model_cache = Path(app.config["DATA_DIR"]).resolve() / "models"
             client = redis.Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5)
 
-            def announce(engine: Engine) -> None:
+            def announce(engine: ServingEngine) -> None:
                 announce_served_model(client, engine.tags.profile, engine.tags.as_dict())
                 revision = model_revision(profiles[engine.tags.profile].model, engine.tags.model_id)
                 announce_model_revision(client, engine.tags.profile, revision)  # keys the response cache
 
-            host = EngineHost(profiles, model_cache, pinned_profile=app.config["PROFILE"], on_loaded=announce)
+            host = EngineHost(
+                profiles,
+                model_cache,
+                pinned_profile=app.config["PROFILE"],
+                on_loaded=announce,
+                engine_process=bool(app.config["ENGINE_PROCESS"]),
+            )
             state = app.extensions["gptoss_worker_state"] = (host, CancelWatcher(client))
             app.extensions["gptoss_answer_cache"] = answer_cache_writer(app, client)
             app.extensions["gptoss_event_publisher"] = BatchedEventPublisher(app.extensions["gptoss_events"])
@@ -72,6 +78,7 @@ def worker_context(hostname: str) -> WorkerContext:
         observer=MetricsAndLogObserver(hostname),
         is_worker_gone=partial(worker_is_gone, watcher.client, settings.heartbeat_ttl_s),
         store_answer=app.extensions["gptoss_answer_cache"],
+        write_lock=app.extensions["gptoss_db_write_lock"],
     )
 
 

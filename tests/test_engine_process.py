@@ -1,0 +1,184 @@
+"""The engine in a child process (workers/engine_process.py) on the tiny random gpt-oss model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workers.engine import Engine
+from workers.engine_process import EngineProcess, EngineSpec, EngineStartError
+from workers.engine_types import GenerationRequest, GenerationResult
+from workers.model_loader import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ask(text: str, **kwargs: object) -> GenerationRequest:
+    return GenerationRequest(messages=({"role": "user", "content": text},), **kwargs)  # type: ignore[arg-type]
+
+
+def spec_for(model_dir: Path, tmp: Path, nice: int = 0) -> EngineSpec:
+    return EngineSpec(str(model_dir), "pipeline", "latency_first", 8, str(tmp / "models"), nice=nice)
+
+
+@pytest.fixture(scope="module")
+def remote(tiny_model_dir: Path, test_dir: Path) -> Iterator[EngineProcess]:
+    engine = EngineProcess(spec_for(tiny_model_dir, test_dir, nice=7))
+    yield engine
+    engine.shutdown()
+
+
+def run_all(engine: Engine | EngineProcess, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    results: list[GenerationResult | None] = [None] * len(requests)
+
+    def worker(index: int) -> None:
+        results[index] = engine.submit(requests[index]).result(timeout=120)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [r for r in results if r is not None]
+
+
+def test_same_answers_as_the_engine_in_this_process(remote: EngineProcess, tiny_model_dir: Path) -> None:
+    requests = [ask(f"question {i} " * (i + 1), max_tokens=6 + 5 * i, seed=i) for i in range(6)]
+    requests.append(ask("sampled", max_tokens=12, temperature=0.9, seed=7))
+    requests.append(ask("stops", max_tokens=40, stop=("a",)))
+    remote_results = run_all(remote, requests)
+    loaded = load_model(str(tiny_model_dir))
+    local = Engine.from_loaded(loaded, profile="latency_first", max_batch=8)
+    try:
+        local_results = run_all(local, requests)
+    finally:
+        local.shutdown()
+    assert remote.tags == local.tags
+    assert len(remote_results) == len(requests)
+    for mine, theirs in zip(remote_results, local_results, strict=True):
+        assert (mine.content, mine.reasoning, mine.finish_reason, mine.completion_tokens) == (
+            theirs.content,
+            theirs.reasoning,
+            theirs.finish_reason,
+            theirs.completion_tokens,
+        )
+        assert mine.prompt_tokens == theirs.prompt_tokens
+        assert len(mine.token_times) == mine.completion_tokens
+        assert mine.token_times == sorted(mine.token_times)
+        assert abs(mine.token_times[-1] - time.time()) < 60  # wall-clock times, not the child's counter
+
+
+def test_events_stream_deltas_then_one_result(remote: EngineProcess) -> None:
+    events = list(remote.submit(ask("stream me", max_tokens=15, ignore_eos=True)).events(timeout=60))
+    assert isinstance(events[-1], GenerationResult)
+    assert not any(isinstance(event, GenerationResult) for event in events[:-1])
+    assert events[-1].completion_tokens == 15
+    streamed = [event for event in events[:-1]]
+    assert "".join(e.reasoning + e.content for e in streamed) == events[-1].reasoning + events[-1].content
+
+
+def test_cancel_keeps_the_partial_text(remote: EngineProcess) -> None:
+    handle = remote.submit(ask("long", max_tokens=3000, ignore_eos=True))
+    first = next(iter(handle.events(timeout=60)))  # a token has come back
+    handle.cancel()
+    result = handle.result(timeout=30)
+    assert result.finish_reason == "cancelled"
+    assert 0 < result.completion_tokens < 3000
+    assert first is not None
+    assert remote.submit(ask("after cancel", max_tokens=3)).result(timeout=60).completion_tokens == 3
+
+
+def test_sigterm_to_the_process_group_leaves_the_child_serving(remote: EngineProcess) -> None:
+    """A warm shutdown signals the whole group; the worker's running jobs must still finish."""
+    handle = remote.submit(ask("through the signal", max_tokens=40, ignore_eos=True))
+    assert remote._process.pid is not None
+    os.kill(remote._process.pid, signal.SIGTERM)
+    os.kill(remote._process.pid, signal.SIGINT)
+    result = handle.result(timeout=60)
+    assert (result.finish_reason, result.completion_tokens) == ("length", 40)
+    assert remote.is_running()
+
+
+def test_prompt_too_long_fails_here_without_reaching_the_child(remote: EngineProcess) -> None:
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        remote.submit(ask("x", max_tokens=remote.max_context))
+
+
+def test_every_thread_of_the_child_runs_at_the_nice_value(remote: EngineProcess) -> None:
+    pid = remote._process.pid
+    assert pid is not None and pid != os.getpid()
+    threads = [int(name) for name in os.listdir(f"/proc/{pid}/task")]
+    assert len(threads) >= 2  # the main thread and the generation thread at least
+    assert {os.getpriority(os.PRIO_PROCESS, thread) for thread in threads} == {7}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # this process keeps its own
+
+
+def test_a_dead_child_ends_its_requests_with_an_error(tiny_model_dir: Path, test_dir: Path) -> None:
+    engine = EngineProcess(spec_for(tiny_model_dir, test_dir))
+    try:
+        handle = engine.submit(ask("doomed", max_tokens=3000, ignore_eos=True))
+        next(iter(handle.events(timeout=60)))
+        assert engine._process.pid is not None
+        os.kill(engine._process.pid, signal.SIGKILL)
+        result = handle.result(timeout=30)
+        assert result.finish_reason == "error"
+        assert "generation loop stopped" in (result.error or "")
+        assert not engine.is_running()
+        with pytest.raises(RuntimeError, match="not accepting requests"):
+            engine.submit(ask("too late", max_tokens=3))
+    finally:
+        engine.shutdown(timeout=5)
+
+
+def test_a_model_that_cannot_load_raises_the_childs_error(tiny_model_dir: Path, test_dir: Path) -> None:
+    bad = EngineSpec(str(tiny_model_dir), "sideways", "latency_first", 8, str(test_dir / "models"))
+    with pytest.raises(EngineStartError, match="gpu_mode must be one of"):
+        EngineProcess(bad)
+
+
+CHILD_OWNER = """
+import sys, time
+from workers.engine_process import EngineProcess, EngineSpec
+if __name__ == "__main__":
+    engine = EngineProcess(EngineSpec(sys.argv[1], "pipeline", "latency_first", 4, sys.argv[2]))
+    print(engine._process.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_the_child_exits_when_the_worker_is_killed(tiny_model_dir: Path, test_dir: Path) -> None:
+    script = test_dir / "engine_owner.py"
+    script.write_text(CHILD_OWNER)
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    owner = subprocess.Popen(
+        [sys.executable, str(script), str(tiny_model_dir), str(test_dir / "models")],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert owner.stdout is not None
+        child = int(owner.stdout.readline())
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{child}").exists() and _state(child) != "Z":
+            assert time.monotonic() < deadline, "the engine process outlived its worker"
+            time.sleep(0.1)
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"

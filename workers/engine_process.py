@@ -1,0 +1,368 @@
+"""The engine in a process of its own, so that the worker's job threads never wait behind it.
+
+In one process, the generation loop and the worker's Celery and job threads share one GIL and, on a
+CPU box, the same cores: a job's claim, its DB writes and its token events waited for both. Here the
+worker process keeps the Celery consumer, the job threads, the DB and Redis work, and the tokenizer
+(prompt rendering and detokenizing); a child process (spawned, never forked) loads the model and runs
+workers.engine.Engine. The child runs at GPTOSS_CPU_NICE as a whole, which one process could not do
+without stalling the GIL holder: a woken job thread, the API or Redis gets a core at once, and the
+engine takes every cycle they leave.
+
+Protocol, over two one-way pipes:
+  worker -> engine  ("submit", request_id, prompt ids, GenerationRequest) | ("cancel", request_id) | ("stop",)
+  engine -> worker  ("ready", EngineInfo) | ("failed", message), then per decode step
+                    ("outputs", [(request_id, new token ids, their timestamps, error, finished)], load)
+The child exits when the worker's end of the pipe closes (the worker died), so it never outlives it.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from workers.engine import check_fits_context, render_prompt_ids
+from workers.engine_types import GenerationRequest, ModelTags
+from workers.request_handle import CANCELLED, DeltaCallback, RequestHandle
+from workers.request_stream import RequestStream
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What the child loads: a profile's model, its batch width, and the nice value it runs at."""
+
+    model: str
+    gpu_mode: str
+    profile: str
+    max_batch: int
+    cache_dir: str
+    nice: int = 0
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the worker needs of the loaded engine: its tags and what renders and decodes its text."""
+
+    tags: ModelTags
+    tokenizer: Any
+    is_harmony: bool
+    max_context: int
+    eos_ids: frozenset[int]
+    load_seconds: float
+
+
+@dataclass
+class RemoteOutput:
+    """One step's output of a request, cumulative like transformers' GenerationOutput."""
+
+    generated_tokens: list[int]
+    timestamps: list[float]
+    error: str | None
+    finished: bool
+
+    def is_finished(self) -> bool:
+        return self.finished
+
+
+@dataclass
+class _Progress:
+    tokens: list[int] = field(default_factory=list)
+    timestamps: list[float] = field(default_factory=list)
+
+
+class EngineStartError(RuntimeError):
+    """The engine process could not load its model (the message is the child's error)."""
+
+
+class EngineProcess:
+    """A profile's engine in a child process; submit/cancel/tags/load/shutdown like workers.engine.Engine."""
+
+    def __init__(self, spec: EngineSpec, start_timeout_s: float | None = None) -> None:
+        context = multiprocessing.get_context("spawn")  # a fork would copy the worker's threads and sockets
+        commands_out, commands_in = context.Pipe(duplex=False)
+        outputs_out, outputs_in = context.Pipe(duplex=False)
+        self.spec = spec
+        self._process = context.Process(
+            target=serve_engine,
+            args=(commands_out, outputs_in, spec),
+            name=f"gptoss-engine-{spec.profile}",
+            daemon=True,
+        )
+        self._process.start()
+        commands_out.close()
+        outputs_in.close()
+        self._commands = commands_in
+        self._outputs = outputs_out
+        self._send_lock = threading.Lock()
+        self._handles: dict[str, RequestHandle] = {}
+        self._progress: dict[str, _Progress] = {}  # only the reader thread touches it
+        self._lock = threading.Lock()
+        self._load = {"running": 0, "waiting": 0}
+        self._clock_offset = time.time() - time.perf_counter()  # perf_counter is system-wide on Linux
+        try:
+            self.info = self._wait_ready(start_timeout_s)
+        except BaseException:
+            self._stop_process(timeout=5)
+            raise
+        self.tags = self.info.tags
+        self.tokenizer = self.info.tokenizer
+        self.is_harmony = self.info.is_harmony
+        self.max_context = self.info.max_context
+        self.eos_ids = set(self.info.eos_ids)
+        self.load_seconds = self.info.load_seconds
+        self.max_batch = spec.max_batch
+        self._alive = True
+        self._reader = threading.Thread(target=self._read_outputs, name=f"engine-{spec.profile}-outputs")
+        self._reader.daemon = True
+        self._reader.start()
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def render_prompt(self, request: GenerationRequest) -> list[int]:
+        return render_prompt_ids(self.tokenizer, self.is_harmony, request)
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        return len(self.render_prompt(request))
+
+    def submit(self, request: GenerationRequest, on_delta: DeltaCallback | None = None) -> RequestHandle:
+        """Render the prompt here and queue it in the child's batch; thread-safe. With `on_delta`, the
+        request's text is decoded on this proxy's output thread (workers/request_handle.py)."""
+        input_ids = self.render_prompt(request)
+        check_fits_context(len(input_ids), request.max_tokens, self.max_context)
+        request_id = request.request_id or uuid.uuid4().hex
+        stream = RequestStream(
+            request_id,
+            request,
+            self.tokenizer,
+            self.is_harmony,
+            len(input_ids),
+            self.eos_ids,
+            self._clock_offset,
+        )
+        handle = RequestHandle(self, stream, on_delta)
+        with self._lock:
+            if request_id in self._handles:
+                raise ValueError(f"request id {request_id} is already running")
+            self._handles[request_id] = handle
+        try:
+            self._send(("submit", request_id, input_ids, request))
+        except (OSError, ValueError) as exc:
+            self.forget(request_id)
+            raise RuntimeError(f"the engine process is not accepting requests: {exc}") from exc
+        return handle
+
+    def cancel(self, request_id: str) -> None:
+        """Cancel a running request; its handle finishes with finish_reason 'cancelled'."""
+        with self._lock:
+            handle = self._handles.get(request_id)
+        self.drop(request_id)
+        if handle is not None:
+            handle.outputs.put(CANCELLED)
+
+    def drop(self, request_id: str) -> None:
+        """Remove a request from the child's batch without telling its handle."""
+        try:
+            self._send(("cancel", request_id))
+        except (OSError, ValueError):
+            pass  # the child is gone: nothing runs there any more
+
+    def forget(self, request_id: str) -> None:
+        with self._lock:
+            self._handles.pop(request_id, None)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def is_running(self) -> bool:
+        return self._alive and self._process.is_alive()
+
+    def load(self) -> dict[str, int]:
+        """Running and waiting request counts, as of the child's last step."""
+        return dict(self._load)
+
+    def shutdown(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Stop the child (its unfinished requests end with an error) and wait for it."""
+        try:
+            self._send(("stop",))
+        except (OSError, ValueError):
+            pass
+        self._stop_process(timeout)
+        self._reader.join(timeout=5)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            self._commands.send(message)
+
+    def _wait_ready(self, timeout_s: float | None) -> EngineInfo:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not self._outputs.poll(1.0):
+            if not self._process.is_alive():
+                raise EngineStartError(f"the engine process exited with code {self._process.exitcode}")
+            if deadline is not None and time.monotonic() > deadline:
+                raise EngineStartError(f"the engine process did not load its model in {timeout_s} s")
+        try:
+            kind, payload = self._outputs.recv()
+        except EOFError as exc:
+            raise EngineStartError("the engine process exited while loading its model") from exc
+        if kind != "ready":
+            raise EngineStartError(payload)
+        return payload  # type: ignore[no-any-return]
+
+    def _read_outputs(self) -> None:
+        """Hand each step's outputs to their handles' queues (the job threads decode them)."""
+        try:
+            while True:
+                kind, items, load = self._outputs.recv()
+                if kind != "outputs":
+                    continue
+                self._load = load
+                items.sort(key=lambda item: not item[4])  # finished ones first: their jobs store results
+                for request_id, tokens, timestamps, error, finished in items:
+                    handle = self._handles.get(request_id)
+                    if handle is None:  # forgotten or dropped: nobody reads it
+                        self._progress.pop(request_id, None)
+                        continue
+                    progress = self._progress.setdefault(request_id, _Progress())
+                    progress.timestamps.extend(timestamps)  # before the tokens: a reader sees both or fewer
+                    progress.tokens.extend(tokens)
+                    if finished or error is not None:
+                        del self._progress[request_id]
+                    output = RemoteOutput(progress.tokens, progress.timestamps, error, finished)
+                    if handle.on_delta is None:
+                        handle.outputs.put(output)  # decoded by the thread that reads the events
+                    else:
+                        handle.push(output)
+        except (EOFError, OSError):
+            pass  # the child exited: handles still waiting end with an error (see RequestHandle)
+        finally:
+            self._alive = False
+
+    def _stop_process(self, timeout: float) -> None:
+        self._process.join(timeout)
+        if self._process.is_alive():
+            log.warning("engine process %s still runs after %.0f s; killing it", self._process.pid, timeout)
+            self._process.terminate()
+            self._process.join(5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
+        self._commands.close()
+
+
+# -- the child --------------------------------------------------------------------------------
+
+
+class _OutputForwarder:
+    """In the child: sends each decode step's outputs to the worker in one message.
+
+    transformers' output router calls `call_soon_threadsafe` once per step with a function that runs
+    every request's handler; the handlers collect, and the message goes when that function returns."""
+
+    def __init__(self, connection: Connection, engine: Any) -> None:
+        self.connection = connection
+        self.engine = engine
+        self.sent: dict[str, int] = {}  # request id -> tokens already sent
+        self.pending: list[tuple[Any, ...]] = []
+        self.lock = threading.Lock()
+
+    def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
+        with self.lock:
+            callback(*args)
+            self.flush()
+
+    def on_output(self, output: Any) -> None:
+        tokens = list(output.generated_tokens)
+        start = self.sent.get(output.request_id, 0)
+        timestamps = list(output.timestamps or [])[start : len(tokens)]
+        finished = bool(output.is_finished())
+        error = None if output.error is None else str(output.error)
+        if finished or error is not None:
+            self.sent.pop(output.request_id, None)
+        else:
+            self.sent[output.request_id] = len(tokens)
+        self.pending.append((output.request_id, tokens[start:], timestamps, error, finished))
+
+    def reject(self, request_id: str, message: str) -> None:
+        with self.lock:
+            self.pending.append((request_id, [], [], message, True))
+            self.flush()
+
+    def forget(self, request_id: str) -> None:
+        with self.lock:
+            self.sent.pop(request_id, None)
+
+    def flush(self) -> None:
+        if self.pending:
+            items, self.pending = self.pending, []
+            self.connection.send(("outputs", items, self.engine.load()))
+
+
+def serve_engine(commands: Connection, outputs: Connection, spec: EngineSpec) -> None:
+    """The child's main: load the model, then serve commands until told to stop or the worker goes.
+
+    It ignores SIGINT and SIGTERM: a terminal's Ctrl-C, honcho or a supervisor signals the whole
+    process group, and the worker's warm shutdown must still finish its running jobs here. The worker
+    stops it when it shuts down, and its pipe's end tells it when the worker died."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if spec.nice > 0:
+        os.nice(spec.nice)  # before any thread starts: the generation thread and torch's pool inherit it
+    os.environ["GPTOSS_CPU_NICE"] = str(spec.nice)  # what the Engine gives its pool: the same (cpu_priority)
+    logging.basicConfig(level=logging.INFO, format=f"[engine {spec.profile}] %(levelname)s %(message)s")
+    from pathlib import Path
+
+    from workers.cpu_threads import in_short_lived_thread
+    from workers.engine import Engine
+    from workers.model_loader import load_model
+
+    try:
+        loaded = load_model(spec.model, gpu_mode=spec.gpu_mode, cache_dir=Path(spec.cache_dir))
+        engine = in_short_lived_thread(
+            Engine.from_loaded, loaded, profile=spec.profile, max_batch=spec.max_batch
+        )
+    except Exception as exc:
+        log.exception("loading %s failed", spec.model)
+        outputs.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    info = EngineInfo(
+        engine.tags,
+        engine.tokenizer,
+        engine.is_harmony,
+        engine.max_context,
+        frozenset(engine.eos_ids),
+        loaded.load_seconds,
+    )
+    outputs.send(("ready", info))
+    forwarder = _OutputForwarder(outputs, engine)
+    try:
+        while engine.is_running():
+            if not commands.poll(0.5):
+                continue
+            command = commands.recv()
+            if command[0] == "submit":
+                _, request_id, input_ids, request = command
+                try:
+                    engine.add_prepared(request_id, input_ids, request, forwarder.on_output, forwarder)
+                except Exception as exc:
+                    forwarder.reject(request_id, f"{type(exc).__name__}: {exc}")
+            elif command[0] == "cancel":
+                engine.drop(command[1])
+                forwarder.forget(command[1])
+            elif command[0] == "stop":
+                break
+    except (EOFError, OSError):
+        pass  # the worker is gone
+    finally:
+        engine.shutdown()
