@@ -16,6 +16,7 @@ runs 64 jobs in about 0.5 s on 2 cores, less than 64 HTTP submits take: its rati
 stack, not what the pipeline costs a model that does real work.
 
     python bench/pipeline.py [--model demo|tiny|PATH] [--jobs 64] [--max-tokens 32] [--clients 16]
+                             [--pace SECONDS]
 """
 
 from __future__ import annotations
@@ -117,13 +118,16 @@ def wait_ready(client: httpx.Client, processes: list[subprocess.Popen[bytes]]) -
 
 
 def run_pipeline(
-    client: httpx.Client, jobs: int, max_tokens: int, clients: int
+    client: httpx.Client, jobs: int, max_tokens: int, clients: int, pace_s: float = 0.0
 ) -> tuple[float, list[str], list[float]]:
-    """POST every prompt (`clients` at a time), then wait until none is queued or running.
+    """POST every prompt (`clients` at a time; or one at a time, `pace_s` apart), then wait until none
+    is queued or running.
 
     Returns (start time, job ids, HTTP submit round trips in seconds)."""
 
     def submit(i: int) -> tuple[str, float]:
+        if pace_s:
+            time.sleep(pace_s)
         sent = time.perf_counter()
         response = client.post(
             "/v1/jobs", json={"messages": chat(i), "max_tokens": max_tokens, "profile": PROFILE}
@@ -132,7 +136,7 @@ def run_pipeline(
         return response.json()["id"], time.perf_counter() - sent
 
     start = time.time()
-    with ThreadPoolExecutor(clients) as pool:
+    with ThreadPoolExecutor(1 if pace_s else clients) as pool:
         submitted = list(pool.map(submit, range(jobs)))
     while any(client.get("/v1/jobs", params={"status": status, "limit": 1}).json()["data"]
               for status in ("queued", "running")):  # fmt: skip
@@ -198,6 +202,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--clients", type=int, default=16, help="concurrent submitting clients")
+    parser.add_argument(
+        "--pace",
+        type=float,
+        default=0.0,
+        help="submit one job at a time, this many seconds apart: the overhead of an idle stack "
+        "(the throughput ratio then means nothing)",
+    )
     parser.add_argument("--database-url", help="default: a fresh SQLite file")
     args = parser.parse_args()
 
@@ -216,7 +227,8 @@ def main() -> None:
     database_url = args.database_url or f"sqlite:///{work / 'bench.db'}"
 
     print(f"engine only: {args.jobs} jobs x {args.max_tokens} tokens on {args.model} ...", flush=True)
-    print(f"pipeline: {args.clients} concurrent clients submit", flush=True)
+    how = f"one job every {args.pace} s" if args.pace else f"{args.clients} concurrent clients"
+    print(f"pipeline: {how} submit", flush=True)
     engine_phase = run_engine_only(model, cache_dir, args.jobs, args.max_tokens)
 
     redis_server, redis_url = start_private_redis(work / "redis")
@@ -236,7 +248,7 @@ def main() -> None:
             print("pipeline: starting gunicorn + worker ...", flush=True)
             wait_ready(client, processes)
             cpu = ProcessCpu({"web": processes[0].pid, "worker": processes[1].pid, "redis": redis_server.pid})
-            start, ids, submit_s = run_pipeline(client, args.jobs, args.max_tokens, args.clients)
+            start, ids, submit_s = run_pipeline(client, args.jobs, args.max_tokens, args.clients, args.pace)
             cpu_s = cpu.used()
     finally:
         for process in processes:

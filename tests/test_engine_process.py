@@ -15,8 +15,9 @@ import pytest
 
 from workers.engine import Engine
 from workers.engine_process import EngineProcess, EngineSpec, EngineStartError
-from workers.engine_types import GenerationRequest, GenerationResult
+from workers.engine_types import GenerationRequest, GenerationResult, TokenDelta
 from workers.model_loader import load_model
+from workers.request_stream import RequestStream
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,8 +82,40 @@ def test_events_stream_deltas_then_one_result(remote: EngineProcess) -> None:
     assert isinstance(events[-1], GenerationResult)
     assert not any(isinstance(event, GenerationResult) for event in events[:-1])
     assert events[-1].completion_tokens == 15
-    streamed = [event for event in events[:-1]]
+    streamed = [event for event in events[:-1] if isinstance(event, TokenDelta)]
     assert "".join(e.reasoning + e.content for e in streamed) == events[-1].reasoning + events[-1].content
+
+
+def test_with_a_delta_callback_the_job_thread_sees_only_the_first_delta_and_the_result(
+    remote: EngineProcess,
+) -> None:
+    request = ask("push me", max_tokens=15, ignore_eos=True)
+    pulled = list(remote.submit(request).events(timeout=60))
+    called: list[TokenDelta] = []
+    pushed = list(remote.submit(request, on_delta=called.append).events(timeout=60))
+    assert [type(event) for event in pushed] == [TokenDelta, GenerationResult]
+    assert pushed[0] == called[0]
+    assert [(d.content, d.reasoning, d.completion_tokens) for d in called] == [
+        (d.content, d.reasoning, d.completion_tokens) for d in pulled[:-1] if isinstance(d, TokenDelta)
+    ]
+    assert isinstance(pulled[-1], GenerationResult) and isinstance(pushed[-1], GenerationResult)
+    assert (pushed[-1].content, pushed[-1].reasoning) == (pulled[-1].content, pulled[-1].reasoning)
+
+
+def test_a_request_whose_text_cannot_be_decoded_fails_alone(
+    remote: EngineProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> None:
+        raise UnicodeError("broken decoder")
+
+    monkeypatch.setattr(RequestStream, "on_output", broken)
+    result = remote.submit(ask("bad", max_tokens=5), on_delta=lambda _: None).result(timeout=60)
+    assert result.finish_reason == "error" and "broken decoder" in (result.error or "")
+    monkeypatch.undo()
+    assert (
+        remote.submit(ask("good", max_tokens=5), on_delta=lambda _: None).result(timeout=60).completion_tokens
+        == 5
+    )
 
 
 def test_cancel_keeps_the_partial_text(remote: EngineProcess) -> None:

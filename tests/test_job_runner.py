@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,7 +21,9 @@ from app.models import Job, JobStatus
 from app.profiles import load_profiles
 from workers.cancel_watcher import CancelWatcher
 from workers.engine_host import EngineHost
+from workers.engine_types import GenerationRequest, GenerationResult, ModelTags
 from workers.job_runner import MAX_ATTEMPTS, WorkerContext, recover_jobs_of_lost_worker, run_job
+from workers.request_handle import ENGINE_STOPPED
 
 CANCEL_REDIS_DB = 10
 HELLO = [{"role": "user", "content": "hello"}]
@@ -158,3 +161,30 @@ def test_jobs_left_running_by_a_dead_worker_are_requeued_then_given_up(
     assert stored(sessions, retry).status == "queued"
     lost = stored(sessions, give_up)
     assert lost.status == "failed" and "died" in (lost.error or "")
+
+
+class _StoppedEngine:
+    """An engine whose process dies under every request (as workers/engine_process.py reports it)."""
+
+    tags = ModelTags("transformers-cb", "tiny-gptoss", "0.2m", "cpu", "latency_first")
+
+    def submit(self, request: GenerationRequest, on_delta: Any = None) -> Any:
+        rid = request.request_id or ""
+        result = GenerationResult(rid, "", "", "error", 3, 0, None, 0.1, error=ENGINE_STOPPED)
+        return SimpleNamespace(events=lambda timeout=None: iter([result]), cancel=lambda: None)
+
+
+def test_a_job_whose_engine_stopped_is_requeued_then_given_up(worker: WorkerContext) -> None:
+    enqueued: list[tuple[str, str, str]] = []
+    worker.engine_for = lambda profile: _StoppedEngine()
+    worker.enqueue = lambda *args: enqueued.append(args)
+    job_id = queued_job(worker.sessions)
+    assert run_job(job_id, worker) is JobStatus.QUEUED
+    assert enqueued == [(job_id, "latency_first", "t")]
+    job = stored(worker.sessions, job_id)
+    assert (job.status, job.attempts, job.finished_at, job.error) == ("queued", 1, None, None)
+    for _ in range(MAX_ATTEMPTS - 1):
+        run_job(job_id, worker)
+    job = stored(worker.sessions, job_id)
+    assert (job.status, job.attempts, len(enqueued)) == ("failed", MAX_ATTEMPTS, MAX_ATTEMPTS - 1)
+    assert "gave up after 3 attempts" in (job.error or "")

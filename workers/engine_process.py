@@ -3,16 +3,17 @@
 In one process, the generation loop and the worker's Celery and job threads share one GIL and, on a
 CPU box, the same cores: a job's claim, its DB writes and its token events waited for both. Here the
 worker process keeps the Celery consumer, the job threads, the DB and Redis work, and the tokenizer
-(prompt rendering and detokenizing); a child process (spawned, never forked) loads the model and runs
-workers.engine.Engine. The child runs at GPTOSS_CPU_NICE as a whole, which one process could not do
-without stalling the GIL holder: a woken job thread, the API or Redis gets a core at once, and the
-engine takes every cycle they leave.
+(prompt rendering and detokenizing); a child process (`python -m workers.engine_process`, in a
+session of its own) loads the model and runs workers.engine.Engine. The child runs at
+GPTOSS_CPU_NICE as a whole, which one process could not do without stalling the GIL holder: a woken
+job thread, the API or Redis gets a core at once, and the engine takes every cycle they leave.
 
 Protocol, over two one-way pipes:
-  worker -> engine  ("submit", request_id, prompt ids, GenerationRequest) | ("cancel", request_id) | ("stop",)
+  worker -> engine  EngineSpec, then ("submit", request_id, prompt ids, GenerationRequest)
+                    | ("cancel", request_id) | ("stop",)
   engine -> worker  ("ready", EngineInfo) | ("failed", message), then per decode step
                     ("outputs", [(request_id, new token ids, their timestamps, error, finished)], load)
-The child exits when the worker's end of the pipe closes (the worker died), so it never outlives it.
+The child exits when told to, when the worker's end of the pipe closes, or when the worker is gone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -89,21 +92,22 @@ class EngineProcess:
     """A profile's engine in a child process; submit/cancel/tags/load/shutdown like workers.engine.Engine."""
 
     def __init__(self, spec: EngineSpec, start_timeout_s: float | None = None) -> None:
-        context = multiprocessing.get_context("spawn")  # a fork would copy the worker's threads and sockets
-        commands_out, commands_in = context.Pipe(duplex=False)
-        outputs_out, outputs_in = context.Pipe(duplex=False)
+        commands_child, commands = multiprocessing.Pipe(duplex=False)  # (receiving end, sending end)
+        outputs, outputs_child = multiprocessing.Pipe(duplex=False)
+        child_fds = (commands_child.fileno(), outputs_child.fileno())
         self.spec = spec
-        self._process = context.Process(
-            target=serve_engine,
-            args=(commands_out, outputs_in, spec),
-            name=f"gptoss-engine-{spec.profile}",
-            daemon=True,
+        # Its own session: the signals a terminal, honcho or the tests send to the worker's process group
+        # (a warm shutdown's SIGTERM) must not reach it, since the worker's running jobs still need it.
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "workers.engine_process", *map(str, child_fds)],
+            pass_fds=child_fds,
+            start_new_session=True,
         )
-        self._process.start()
-        commands_out.close()
-        outputs_in.close()
-        self._commands = commands_in
-        self._outputs = outputs_out
+        commands_child.close()
+        outputs_child.close()
+        self._commands = commands
+        self._outputs = outputs
+        self._commands.send(spec)
         self._send_lock = threading.Lock()
         self._handles: dict[str, RequestHandle] = {}
         self._progress: dict[str, _Progress] = {}  # only the reader thread touches it
@@ -184,7 +188,7 @@ class EngineProcess:
     # -- state ------------------------------------------------------------------------------
 
     def is_running(self) -> bool:
-        return self._alive and self._process.is_alive()
+        return self._alive and self._process.poll() is None
 
     def load(self) -> dict[str, int]:
         """Running and waiting request counts, as of the child's last step."""
@@ -208,8 +212,8 @@ class EngineProcess:
     def _wait_ready(self, timeout_s: float | None) -> EngineInfo:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while not self._outputs.poll(1.0):
-            if not self._process.is_alive():
-                raise EngineStartError(f"the engine process exited with code {self._process.exitcode}")
+            if self._process.poll() is not None:
+                raise EngineStartError(f"the engine process exited with code {self._process.returncode}")
             if deadline is not None and time.monotonic() > deadline:
                 raise EngineStartError(f"the engine process did not load its model in {timeout_s} s")
         try:
@@ -242,22 +246,28 @@ class EngineProcess:
                     output = RemoteOutput(progress.tokens, progress.timestamps, error, finished)
                     if handle.on_delta is None:
                         handle.outputs.put(output)  # decoded by the thread that reads the events
-                    else:
+                        continue
+                    try:
                         handle.push(output)
+                    except Exception as exc:  # one request's text, not the other requests' thread
+                        log.exception("request %s: decoding its output failed", request_id)
+                        handle.fail(f"decoding the output failed: {type(exc).__name__}: {exc}")
         except (EOFError, OSError):
             pass  # the child exited: handles still waiting end with an error (see RequestHandle)
         finally:
             self._alive = False
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def _stop_process(self, timeout: float) -> None:
-        self._process.join(timeout)
-        if self._process.is_alive():
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:  # it ignores SIGTERM (see main)
             log.warning("engine process %s still runs after %.0f s; killing it", self._process.pid, timeout)
-            self._process.terminate()
-            self._process.join(5)
-        if self._process.is_alive():
             self._process.kill()
-            self._process.join(5)
+            self._process.wait(10)
         self._commands.close()
 
 
@@ -283,6 +293,12 @@ class _OutputForwarder:
             self.flush()
 
     def on_output(self, output: Any) -> None:
+        try:
+            self._collect(output)
+        except Exception:  # never into transformers' generation loop, which would stop for every request
+            log.exception("request %s: could not forward its output", output.request_id)
+
+    def _collect(self, output: Any) -> None:
         tokens = list(output.generated_tokens)
         start = self.sent.get(output.request_id, 0)
         timestamps = list(output.timestamps or [])[start : len(tokens)]
@@ -309,17 +325,37 @@ class _OutputForwarder:
             self.connection.send(("outputs", items, self.engine.load()))
 
 
-def serve_engine(commands: Connection, outputs: Connection, spec: EngineSpec) -> None:
-    """The child's main: load the model, then serve commands until told to stop or the worker goes.
+def main(argv: list[str]) -> None:
+    """`python -m workers.engine_process <commands fd> <outputs fd>`: the spec comes first on commands.
 
-    It ignores SIGINT and SIGTERM: a terminal's Ctrl-C, honcho or a supervisor signals the whole
-    process group, and the worker's warm shutdown must still finish its running jobs here. The worker
-    stops it when it shuts down, and its pipe's end tells it when the worker died."""
+    SIGINT and SIGTERM are ignored: the worker stops this process when it shuts down (after its
+    running jobs, in a warm shutdown), and the end of its pipe says when the worker died. A supervisor
+    that signals every process of the worker's cgroup therefore cannot take the engine from under a
+    warm shutdown."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+    commands, outputs = Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False)
+    try:
+        spec = commands.recv()
+    except EOFError:
+        return  # the worker went away before sending it
+    serve_engine(commands, outputs, spec, parent)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Leave as soon as the worker is gone, even while still loading a model (minutes, for big ones)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def serve_engine(commands: Connection, outputs: Connection, spec: EngineSpec, parent: int) -> None:
+    """Load the model, then serve commands until told to stop or the worker goes."""
     if spec.nice > 0:
         os.nice(spec.nice)  # before any thread starts: the generation thread and torch's pool inherit it
     os.environ["GPTOSS_CPU_NICE"] = str(spec.nice)  # what the Engine gives its pool: the same (cpu_priority)
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
     logging.basicConfig(level=logging.INFO, format=f"[engine {spec.profile}] %(levelname)s %(message)s")
     from pathlib import Path
 
@@ -366,3 +402,9 @@ def serve_engine(commands: Connection, outputs: Connection, spec: EngineSpec) ->
         pass  # the worker is gone
     finally:
         engine.shutdown()
+
+
+if __name__ == "__main__":  # run main from the importable module: what it pickles must name that module
+    from workers import engine_process
+
+    engine_process.main(sys.argv[1:])

@@ -19,7 +19,8 @@ from app.quality import quality_signals
 from workers.cancel_watcher import CancelWatcher
 from workers.engine_types import GenerationRequest, GenerationResult, ModelTags, TokenDelta
 from workers.lost_jobs import MAX_ATTEMPTS as MAX_ATTEMPTS  # re-exported: the bound on a job's runs
-from workers.lost_jobs import IsGone, requeue_or_give_up, take_over_lost_job
+from workers.lost_jobs import Enqueue, IsGone, requeue_or_give_up, take_over_lost_job
+from workers.request_handle import ENGINE_STOPPED
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class WorkerContext:
     is_worker_gone: IsGone | None = None  # lets a redelivered task take over a dead worker's job
     store_answer: Callable[[Job], Any] | None = None  # response cache (workers/answer_cache.py); never raises
     write_lock: AbstractContextManager[Any] = field(default_factory=nullcontext)  # app.db.write_lock_for
+    enqueue: Enqueue | None = None  # puts a job back on its queue when the engine died under it
 
     @contextmanager
     def writing(self) -> Iterator[orm.Session]:
@@ -102,6 +104,8 @@ def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
         tags = engine.tags.as_dict() if engine is not None else None  # the model it failed on, when known
         error = f"{type(exc).__name__}: {exc}"
         outcome = JobOutcome(JobStatus.FAILED, finish_reason="error", error=error, tags=tags)
+    if outcome.error == ENGINE_STOPPED and worker.enqueue is not None:
+        return _requeue_after_engine_stopped(job_id, worker, worker.enqueue)
     with worker.writing() as session:
         finished = job_store.finish_job(session, job_id, outcome)
         stored = session.get(Job, job_id)
@@ -113,6 +117,20 @@ def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
         worker.store_answer(stored)
     log.info("job %s %s", job_id, outcome.status)
     return outcome.status
+
+
+def _requeue_after_engine_stopped(job_id: str, worker: WorkerContext, enqueue: Enqueue) -> JobStatus | None:
+    """The engine process died (or its loop failed) under the job: run it again, like a job whose worker
+    died, up to MAX_ATTEMPTS; the next run loads the engine again (workers/engine_host.py)."""
+    with worker.writing() as session:
+        job = session.get(Job, job_id)
+        what = requeue_or_give_up(session, job, enqueue) if job is not None else None
+        status = JobStatus(job.status) if job is not None else None
+        final = job_json(job) if job is not None and what == "failed" else None
+    log.warning("job %s: the engine stopped while it ran; %s", job_id, what or "it moved on meanwhile")
+    if final is not None:
+        worker.publish(job_id, "error", final)
+    return status
 
 
 TERMINAL_EVENTS = {JobStatus.SUCCEEDED: "done", JobStatus.FAILED: "error", JobStatus.CANCELLED: "cancelled"}

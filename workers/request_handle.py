@@ -26,7 +26,7 @@ from workers.request_stream import RequestStream
 log = logging.getLogger(__name__)
 
 CANCELLED = object()  # queued to a handle when its request is cancelled
-STOPPED = "generation loop stopped before the request finished"
+ENGINE_STOPPED = "generation loop stopped before the request finished"  # the engine died, not the request
 
 DeltaCallback = Callable[[TokenDelta], None]
 
@@ -78,7 +78,7 @@ class RequestHandle:
                     yield item
                     continue
                 if item is None:
-                    made = self._close_once("error", STOPPED)
+                    made = self._close_once("error", ENGINE_STOPPED)
                 elif item is CANCELLED:
                     made = self._close_once("cancelled")
                 else:
@@ -110,6 +110,12 @@ class RequestHandle:
         """Decode one engine output here; queue the first delta and the result for `events()`."""
         for event in self._advance(item):
             if isinstance(event, GenerationResult) or self._deliver(event):
+                self.outputs.put(event)
+
+    def fail(self, error: str) -> None:
+        """End the request with an error now (its delivery went wrong); no-op once it has ended."""
+        for event in self._close_once("error", error):
+            if isinstance(event, GenerationResult):
                 self.outputs.put(event)
 
     # -- internals --------------------------------------------------------------------------

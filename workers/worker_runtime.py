@@ -79,6 +79,7 @@ def worker_context(hostname: str) -> WorkerContext:
         is_worker_gone=partial(worker_is_gone, watcher.client, settings.heartbeat_ttl_s),
         store_answer=app.extensions["gptoss_answer_cache"],
         write_lock=app.extensions["gptoss_db_write_lock"],
+        enqueue=app.extensions["gptoss_enqueue"],
     )
 
 

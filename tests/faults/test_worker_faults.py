@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import psutil
 import pytest
 import redis
 
@@ -84,6 +85,25 @@ def test_a_job_that_kills_every_worker_fails_after_max_attempts_without_a_loop(c
     assert cluster.job(job_id) == job  # never run again
     proof = cluster.submit(messages=HELLO, max_tokens=4)  # and the workers still serve
     assert cluster.wait_finished(proof)["status"] == "succeeded"
+
+
+def test_a_job_whose_engine_process_is_killed_runs_again_on_a_reloaded_engine(cluster: Cluster) -> None:
+    job_id = cluster.submit(messages=HELLO, max_tokens=300)
+    running = cluster.wait_until(job_id, lambda job: job["first_token_at"] is not None)
+    name = running["worker"].split("@")[0]
+    children = psutil.Process(cluster.workers[name].pid).children()
+    engines = [child for child in children if "workers.engine_process" in child.cmdline()]
+    assert len(engines) == 1, [child.cmdline() for child in children]  # the engine process
+    engines[0].send_signal(signal.SIGKILL)  # e.g. the kernel's OOM killer: the worker itself lives on
+
+    done = cluster.wait_finished(job_id, timeout=120)
+    assert (done["status"], done["attempts"]) == ("succeeded", 2), done
+    assert done["usage"]["completion_tokens"] == 300 and done["error"] is None
+    assert cluster.workers[name].poll() is None  # the same worker process
+    assert cluster.terminal_events(job_id) == ["done"]
+    log = cluster.log(name)
+    assert f"job {job_id}: the engine stopped while it ran; requeued" in log
+    assert "the engine stopped; loading it again" in log or done["worker"] != running["worker"]
 
 
 def test_sigterm_lets_running_jobs_finish_and_loses_none(cluster: Cluster) -> None:
