@@ -111,7 +111,7 @@ def wait_ready(client: httpx.Client, processes: list[subprocess.Popen[bytes]]) -
             pass
         assert time.monotonic() < deadline, "the API did not start"
         time.sleep(0.2)
-    job = client.post("/v1/jobs", json={"messages": chat(-1), "max_tokens": 4, "profile": PROFILE}).json()
+    job = client.post("/v1/jobs", json={"messages": chat(-1), "max_tokens": 1, "profile": PROFILE}).json()
     while client.get(f"/v1/jobs/{job['id']}").json()["status"] not in FINISHED:
         assert time.monotonic() < deadline, "the warm-up job did not finish"
         time.sleep(0.1)
