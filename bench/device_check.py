@@ -15,7 +15,6 @@ import argparse
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.engine_runs import run_all  # noqa: E402
 from workers.engine import Engine  # noqa: E402
 from workers.engine_types import GenerationRequest, GenerationResult, TokenDelta  # noqa: E402
 from workers.model_loader import load_model  # noqa: E402
@@ -65,19 +65,7 @@ def ask(text: str, **kwargs: object) -> GenerationRequest:
 
 
 def concurrent(engine: Engine, requests: list[GenerationRequest]) -> list[GenerationResult]:
-    results: list[GenerationResult | None] = [None] * len(requests)
-    barrier = threading.Barrier(len(requests))
-
-    def run(index: int) -> None:
-        barrier.wait()
-        results[index] = engine.submit(requests[index]).result(timeout=300)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return [r for r in results if r is not None]
+    return run_all(engine, requests, timeout=300)
 
 
 def checks(model_dir: Path) -> dict:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 
 import pytest
 import torch
 
+from tests.engine_runs import run_all
 from workers.engine import Engine
 from workers.engine_types import GenerationRequest, GenerationResult, ModelTags, TokenDelta
 from workers.request_stream import RequestStream
@@ -54,24 +54,6 @@ def engine(tiny: tuple[object, object], reference_text: str) -> Iterator[Engine]
     eng = Engine(model, tokenizer, TAGS, is_harmony=True, max_batch=8)
     yield eng
     eng.shutdown()
-
-
-def run_all(engine: Engine, requests: list[GenerationRequest]) -> list[GenerationResult]:
-    """Submit every request from its own thread at once; return results in order."""
-    results: list[GenerationResult | None] = [None] * len(requests)
-    barrier = threading.Barrier(len(requests))
-
-    def worker(index: int) -> None:
-        barrier.wait()
-        results[index] = engine.submit(requests[index]).result(timeout=120)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(requests))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert all(r is not None for r in results)
-    return [r for r in results if r is not None]
 
 
 def test_eight_threads_share_the_batch_and_get_exact_token_counts(engine: Engine) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.engine_runs import run_all
 from workers.engine import Engine
 from workers.engine_process import EngineProcess, EngineSpec, EngineStartError
 from workers.engine_types import GenerationRequest, GenerationResult, TokenDelta
@@ -35,20 +36,6 @@ def remote(tiny_model_dir: Path, test_dir: Path) -> Iterator[EngineProcess]:
     engine = EngineProcess(spec_for(tiny_model_dir, test_dir, nice=7))
     yield engine
     engine.shutdown()
-
-
-def run_all(engine: Engine | EngineProcess, requests: list[GenerationRequest]) -> list[GenerationResult]:
-    results: list[GenerationResult | None] = [None] * len(requests)
-
-    def worker(index: int) -> None:
-        results[index] = engine.submit(requests[index]).result(timeout=120)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(requests))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return [r for r in results if r is not None]
 
 
 def test_same_answers_as_the_engine_in_this_process(remote: EngineProcess, tiny_model_dir: Path) -> None:

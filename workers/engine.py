@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +63,71 @@ class _ImmediateLoop:
         callback(*args)
 
 
-class Engine:
+class RequestTable(ABC):
+    """The requests an engine runs, by id, and how a request becomes prompt ids and a handle: what
+    Engine and the engine-process proxy (workers/engine_process.py) share of `submit`."""
+
+    tokenizer: Any
+    is_harmony: bool
+    eos_ids: set[int]
+    max_context: int
+
+    def __init__(self) -> None:
+        self._handles: dict[str, RequestHandle] = {}
+        self._lock = threading.Lock()
+        self._clock_offset = time.time() - time.perf_counter()  # perf_counter is system-wide on Linux
+
+    def render_prompt(self, request: GenerationRequest) -> list[int]:
+        """Prompt token ids: chat messages through the model's chat template (harmony for gpt-oss)."""
+        return render_prompt_ids(self.tokenizer, self.is_harmony, request)
+
+    def prompt_tokens(self, request: GenerationRequest) -> int:
+        return len(self.render_prompt(request))
+
+    def open_request(
+        self, request: GenerationRequest, on_delta: DeltaCallback | None
+    ) -> tuple[RequestHandle, list[int]]:
+        """Render and check the prompt, and register the request's handle (forget it if it never runs)."""
+        input_ids = self.render_prompt(request)
+        check_fits_context(len(input_ids), request.max_tokens, self.max_context)
+        request_id = request.request_id or uuid.uuid4().hex
+        stream = RequestStream(
+            request_id,
+            request,
+            self.tokenizer,
+            self.is_harmony,
+            len(input_ids),
+            self.eos_ids,
+            self._clock_offset,
+        )
+        handle = RequestHandle(self, stream, on_delta)
+        with self._lock:
+            if request_id in self._handles:
+                raise ValueError(f"request id {request_id} is already running")
+            self._handles[request_id] = handle
+        return handle, input_ids
+
+    def cancel(self, request_id: str) -> None:
+        """Cancel a running request; its handle finishes with finish_reason 'cancelled'."""
+        with self._lock:
+            handle = self._handles.get(request_id)
+        self.drop(request_id)
+        if handle is not None:
+            handle.outputs.put(CANCELLED)
+
+    def forget(self, request_id: str) -> None:
+        with self._lock:
+            self._handles.pop(request_id, None)
+
+    @abstractmethod
+    def drop(self, request_id: str) -> None:
+        """Remove a request from the batch without telling its handle."""
+
+    @abstractmethod
+    def is_running(self) -> bool: ...
+
+
+class Engine(RequestTable):
     """A loaded model behind a running continuous-batching manager."""
 
     def __init__(
@@ -85,9 +150,7 @@ class Engine:
         self.max_batch = max_batch
         self.max_context = int(getattr(model.config.get_text_config(), "max_position_embeddings", 4096))
         self.eos_ids = set(_eos_ids(model, tokenizer))
-        self._clock_offset = time.time() - time.perf_counter()
-        self._handles: dict[str, RequestHandle] = {}
-        self._lock = threading.Lock()
+        super().__init__()
         if sizing is None:
             attention = str(model.config._attn_implementation)
             cuda = model.device.type == "cuda"
@@ -127,37 +190,14 @@ class Engine:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def render_prompt(self, request: GenerationRequest) -> list[int]:
-        """Prompt token ids: chat messages through the model's chat template (harmony for gpt-oss)."""
-        return render_prompt_ids(self.tokenizer, self.is_harmony, request)
-
-    def prompt_tokens(self, request: GenerationRequest) -> int:
-        return len(self.render_prompt(request))
-
     def submit(self, request: GenerationRequest, on_delta: DeltaCallback | None = None) -> RequestHandle:
         """Queue a request into the running batch; thread-safe. Its text is decoded on the thread that
         iterates the handle's events (workers/request_handle.py)."""
-        input_ids = self.render_prompt(request)
-        check_fits_context(len(input_ids), request.max_tokens, self.max_context)
-        request_id = request.request_id or uuid.uuid4().hex
-        stream = RequestStream(
-            request_id,
-            request,
-            self.tokenizer,
-            self.is_harmony,
-            len(input_ids),
-            self.eos_ids,
-            self._clock_offset,
-        )
-        handle = RequestHandle(self, stream, on_delta)
-        with self._lock:
-            if request_id in self._handles:
-                raise ValueError(f"request id {request_id} is already running")
-            self._handles[request_id] = handle
+        handle, input_ids = self.open_request(request, on_delta)
         try:
-            self.add_prepared(request_id, input_ids, request, handle.outputs.put)
+            self.add_prepared(handle.request_id, input_ids, request, handle.outputs.put)
         except RuntimeError:
-            self.forget(request_id)
+            self.forget(handle.request_id)
             raise
         return handle
 
@@ -191,14 +231,6 @@ class Engine:
                 router.result_handlers.pop(request_id, None)
             raise RuntimeError("the engine is not accepting requests (stopping or failed)")
 
-    def cancel(self, request_id: str) -> None:
-        """Cancel a running request; its handle finishes with finish_reason 'cancelled'."""
-        with self._lock:
-            handle = self._handles.get(request_id)
-        self.drop(request_id)
-        if handle is not None:
-            handle.outputs.put(CANCELLED)
-
     def drop(self, request_id: str) -> None:
         """Remove a request from the batch without telling its handle."""
         router = self.manager.output_router
@@ -207,8 +239,7 @@ class Engine:
         self.manager.cancel_request(request_id)
 
     def forget(self, request_id: str) -> None:
-        with self._lock:
-            self._handles.pop(request_id, None)
+        super().forget(request_id)
         router = self.manager.output_router
         with router._lock:
             router.result_handlers.pop(request_id, None)

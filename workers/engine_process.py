@@ -26,15 +26,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-from workers.engine import check_fits_context, render_prompt_ids
+from workers.engine import RequestTable
 from workers.engine_types import GenerationRequest, ModelTags
-from workers.request_handle import CANCELLED, DeltaCallback, RequestHandle
-from workers.request_stream import RequestStream
+from workers.request_handle import DeltaCallback, RequestHandle
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +86,7 @@ class EngineStartError(RuntimeError):
     """The engine process could not load its model (the message is the child's error)."""
 
 
-class EngineProcess:
+class EngineProcess(RequestTable):
     """A profile's engine in a child process; submit/cancel/tags/load/shutdown like workers.engine.Engine."""
 
     def __init__(self, spec: EngineSpec, start_timeout_s: float | None = None) -> None:
@@ -108,12 +106,10 @@ class EngineProcess:
         self._commands = commands
         self._outputs = outputs
         self._commands.send(spec)
+        super().__init__()
         self._send_lock = threading.Lock()
-        self._handles: dict[str, RequestHandle] = {}
         self._progress: dict[str, _Progress] = {}  # only the reader thread touches it
-        self._lock = threading.Lock()
         self._load = {"running": 0, "waiting": 0}
-        self._clock_offset = time.time() - time.perf_counter()  # perf_counter is system-wide on Linux
         try:
             self.info = self._wait_ready(start_timeout_s)
         except BaseException:
@@ -133,46 +129,16 @@ class EngineProcess:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def render_prompt(self, request: GenerationRequest) -> list[int]:
-        return render_prompt_ids(self.tokenizer, self.is_harmony, request)
-
-    def prompt_tokens(self, request: GenerationRequest) -> int:
-        return len(self.render_prompt(request))
-
     def submit(self, request: GenerationRequest, on_delta: DeltaCallback | None = None) -> RequestHandle:
         """Render the prompt here and queue it in the child's batch; thread-safe. With `on_delta`, the
         request's text is decoded on this proxy's output thread (workers/request_handle.py)."""
-        input_ids = self.render_prompt(request)
-        check_fits_context(len(input_ids), request.max_tokens, self.max_context)
-        request_id = request.request_id or uuid.uuid4().hex
-        stream = RequestStream(
-            request_id,
-            request,
-            self.tokenizer,
-            self.is_harmony,
-            len(input_ids),
-            self.eos_ids,
-            self._clock_offset,
-        )
-        handle = RequestHandle(self, stream, on_delta)
-        with self._lock:
-            if request_id in self._handles:
-                raise ValueError(f"request id {request_id} is already running")
-            self._handles[request_id] = handle
+        handle, input_ids = self.open_request(request, on_delta)
         try:
-            self._send(("submit", request_id, input_ids, request))
+            self._send(("submit", handle.request_id, input_ids, request))
         except (OSError, ValueError) as exc:
-            self.forget(request_id)
+            self.forget(handle.request_id)
             raise RuntimeError(f"the engine process is not accepting requests: {exc}") from exc
         return handle
-
-    def cancel(self, request_id: str) -> None:
-        """Cancel a running request; its handle finishes with finish_reason 'cancelled'."""
-        with self._lock:
-            handle = self._handles.get(request_id)
-        self.drop(request_id)
-        if handle is not None:
-            handle.outputs.put(CANCELLED)
 
     def drop(self, request_id: str) -> None:
         """Remove a request from the child's batch without telling its handle."""
@@ -180,10 +146,6 @@ class EngineProcess:
             self._send(("cancel", request_id))
         except (OSError, ValueError):
             pass  # the child is gone: nothing runs there any more
-
-    def forget(self, request_id: str) -> None:
-        with self._lock:
-            self._handles.pop(request_id, None)
 
     # -- state ------------------------------------------------------------------------------
 
