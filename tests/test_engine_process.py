@@ -121,9 +121,8 @@ def test_cancel_keeps_the_partial_text(remote: EngineProcess) -> None:
 def test_sigterm_to_the_process_group_leaves_the_child_serving(remote: EngineProcess) -> None:
     """A warm shutdown signals the whole group; the worker's running jobs must still finish."""
     handle = remote.submit(ask("through the signal", max_tokens=40, ignore_eos=True))
-    assert remote._process.pid is not None
-    os.kill(remote._process.pid, signal.SIGTERM)
-    os.kill(remote._process.pid, signal.SIGINT)
+    os.kill(remote.pid, signal.SIGTERM)
+    os.kill(remote.pid, signal.SIGINT)
     result = handle.result(timeout=60)
     assert (result.finish_reason, result.completion_tokens) == ("length", 40)
     assert remote.is_running()
@@ -135,8 +134,8 @@ def test_prompt_too_long_fails_here_without_reaching_the_child(remote: EnginePro
 
 
 def test_every_thread_of_the_child_runs_at_the_nice_value(remote: EngineProcess) -> None:
-    pid = remote._process.pid
-    assert pid is not None and pid != os.getpid()
+    pid = remote.pid
+    assert pid != os.getpid()
     threads = [int(name) for name in os.listdir(f"/proc/{pid}/task")]
     assert len(threads) >= 2  # the main thread and the generation thread at least
     assert {os.getpriority(os.PRIO_PROCESS, thread) for thread in threads} == {7}
@@ -148,8 +147,7 @@ def test_a_dead_child_ends_its_requests_with_an_error(tiny_model_dir: Path, test
     try:
         handle = engine.submit(ask("doomed", max_tokens=3000, ignore_eos=True))
         next(iter(handle.events(timeout=60)))
-        assert engine._process.pid is not None
-        os.kill(engine._process.pid, signal.SIGKILL)
+        os.kill(engine.pid, signal.SIGKILL)
         result = handle.result(timeout=30)
         assert result.finish_reason == "error"
         assert "generation loop stopped" in (result.error or "")
@@ -171,7 +169,7 @@ import sys, time
 from workers.engine_process import EngineProcess, EngineSpec
 if __name__ == "__main__":
     engine = EngineProcess(EngineSpec(sys.argv[1], "pipeline", "latency_first", 4, sys.argv[2]))
-    print(engine._process.pid, flush=True)
+    print(engine.pid, flush=True)
     time.sleep(600)
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy import orm
 
 from app import job_store
 from app.cancel_signal import signal_cancel
-from app.db import make_engine
+from app.db import make_engine, write_lock_for
 from app.models import Job, JobStatus
 from app.profiles import load_profiles
 from workers.cancel_watcher import CancelWatcher
@@ -188,3 +189,45 @@ def test_a_job_whose_engine_stopped_is_requeued_then_given_up(worker: WorkerCont
     job = stored(worker.sessions, job_id)
     assert (job.status, job.attempts, len(enqueued)) == ("failed", MAX_ATTEMPTS, MAX_ATTEMPTS - 1)
     assert "gave up after 3 attempts" in (job.error or "")
+
+
+class _CountingLock:
+    """A write lock that counts how often it is taken and checks it is never taken twice at once."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        assert self._lock.acquire(blocking=False), "the write lock was taken twice at once"
+        self.taken += 1
+
+    def __exit__(self, *_: object) -> None:
+        self._lock.release()
+
+
+class _RecordedEvents:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def append(self, job_id: str, event_type: str, data: dict[str, Any]) -> None:
+        self.events.append((event_type, data))
+
+
+def test_claim_first_token_and_result_are_written_under_the_write_lock_and_every_delta_is_published(
+    worker: WorkerContext,
+) -> None:
+    worker.write_lock = lock = _CountingLock()
+    worker.events = recorded = _RecordedEvents()
+    job_id = queued_job(worker.sessions, max_tokens=12)
+    assert run_job(job_id, worker) is JobStatus.SUCCEEDED
+    assert lock.taken == 3  # claim, first_token_at, the result
+    kinds = [kind for kind, _ in recorded.events]
+    assert kinds[0] == "started" and kinds[-1] == "done" and set(kinds[1:-1]) == {"delta"}
+    counts = [data["completion_tokens"] for kind, data in recorded.events if kind == "delta"]
+    assert len(counts) > 1 and counts == sorted(counts)
+
+
+def test_only_sqlite_gets_a_write_lock() -> None:
+    assert isinstance(write_lock_for("sqlite:///jobs.db"), type(threading.Lock()))
+    assert isinstance(write_lock_for("postgresql+psycopg://postgres@127.0.0.1/test"), nullcontext)

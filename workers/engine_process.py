@@ -93,7 +93,6 @@ class EngineProcess(RequestTable):
         commands_child, commands = multiprocessing.Pipe(duplex=False)  # (receiving end, sending end)
         outputs, outputs_child = multiprocessing.Pipe(duplex=False)
         child_fds = (commands_child.fileno(), outputs_child.fileno())
-        self.spec = spec
         # Its own session: the signals a terminal, honcho or the tests send to the worker's process group
         # (a warm shutdown's SIGTERM) must not reach it, since the worker's running jobs still need it.
         self._process = subprocess.Popen(
@@ -111,17 +110,16 @@ class EngineProcess(RequestTable):
         self._progress: dict[str, _Progress] = {}  # only the reader thread touches it
         self._load = {"running": 0, "waiting": 0}
         try:
-            self.info = self._wait_ready(start_timeout_s)
+            info = self._wait_ready(start_timeout_s)
         except BaseException:
             self._stop_process(timeout=5)
             raise
-        self.tags = self.info.tags
-        self.tokenizer = self.info.tokenizer
-        self.is_harmony = self.info.is_harmony
-        self.max_context = self.info.max_context
-        self.eos_ids = set(self.info.eos_ids)
-        self.load_seconds = self.info.load_seconds
-        self.max_batch = spec.max_batch
+        self.tags = info.tags
+        self.tokenizer = info.tokenizer
+        self.is_harmony = info.is_harmony
+        self.max_context = info.max_context
+        self.eos_ids = set(info.eos_ids)
+        self.load_seconds = info.load_seconds
         self._alive = True
         self._reader = threading.Thread(target=self._read_outputs, name=f"engine-{spec.profile}-outputs")
         self._reader.daemon = True
@@ -151,6 +149,10 @@ class EngineProcess(RequestTable):
 
     def is_running(self) -> bool:
         return self._alive and self._process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
 
     def load(self) -> dict[str, int]:
         """Running and waiting request counts, as of the child's last step."""
@@ -187,7 +189,8 @@ class EngineProcess(RequestTable):
         return payload  # type: ignore[no-any-return]
 
     def _read_outputs(self) -> None:
-        """Hand each step's outputs to their handles' queues (the job threads decode them)."""
+        """Give each step's outputs to their handles: decoded here when a handle has a delta callback
+        (push), else queued for the thread that reads its events (pull)."""
         try:
             while True:
                 kind, items, load = self._outputs.recv()
@@ -218,10 +221,6 @@ class EngineProcess(RequestTable):
             pass  # the child exited: handles still waiting end with an error (see RequestHandle)
         finally:
             self._alive = False
-
-    @property
-    def pid(self) -> int:
-        return self._process.pid
 
     def _stop_process(self, timeout: float) -> None:
         try:
