@@ -51,7 +51,7 @@ def build_random_gptoss(directory: Path, layers: int) -> Path:
     )
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = GptOssForCausalLM(config).to(torch.bfloat16).eval()
+        model = GptOssForCausalLM(config).bfloat16().eval()
     model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
