@@ -89,6 +89,19 @@ def test_with_a_delta_callback_the_job_thread_sees_only_the_first_delta_and_the_
     assert (pushed[-1].content, pushed[-1].reasoning) == (pulled[-1].content, pulled[-1].reasoning)
 
 
+def test_with_a_delta_callback_a_request_that_ends_with_its_first_token_yields_only_its_result(
+    remote: EngineProcess,
+) -> None:
+    request = ask("one token", max_tokens=1, ignore_eos=True)
+    pulled = list(remote.submit(request).events(timeout=60))
+    assert [type(event) for event in pulled] == [TokenDelta, GenerationResult]  # without a callback
+    called: list[TokenDelta] = []
+    pushed = list(remote.submit(request, on_delta=called.append).events(timeout=60))
+    assert [type(event) for event in pushed] == [GenerationResult]
+    assert pushed[0].completion_tokens == 1 and len(pushed[0].token_times) == 1
+    assert [(d.content, d.reasoning) for d in called] == [(pulled[0].content, pulled[0].reasoning)]
+
+
 def test_a_request_whose_text_cannot_be_decoded_fails_alone(
     remote: EngineProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -231,3 +231,18 @@ def test_claim_first_token_and_result_are_written_under_the_write_lock_and_every
 def test_only_sqlite_gets_a_write_lock() -> None:
     assert isinstance(write_lock_for("sqlite:///jobs.db"), type(threading.Lock()))
     assert isinstance(write_lock_for("postgresql+psycopg://postgres@127.0.0.1/test"), nullcontext)
+
+
+def test_a_job_that_ends_with_its_first_token_is_written_twice_and_keeps_first_token_at(
+    worker: WorkerContext,
+) -> None:
+    worker.write_lock = lock = _CountingLock()
+    worker.events = recorded = _RecordedEvents()
+    job_id = queued_job(worker.sessions, max_tokens=1)
+    assert run_job(job_id, worker) is JobStatus.SUCCEEDED
+    assert lock.taken == 2  # claim and the result: the result brings first_token_at
+    job = stored(worker.sessions, job_id)
+    assert job.completion_tokens == 1 and job.first_token_at is not None
+    assert job.started_at is not None and job.finished_at is not None
+    assert job.started_at <= job.first_token_at <= job.finished_at
+    assert [kind for kind, _ in recorded.events] == ["started", "delta", "done"]

@@ -8,7 +8,9 @@ become text through the request's RequestStream. That work runs on one of two th
         every request's step, so a step wakes no job thread).
 With `on_delta`, every TokenDelta goes to that callback (on whichever thread decoded it), and
 `events()` yields only the first delta (generation has begun) and the result: a job thread then
-wakes twice per job, not once per token.
+wakes twice per job, not once per token. When the request ends in the output that brought its first
+token, `events()` yields the result alone: it tells that generation began (its token times), and the
+job thread, which stamps first_token_at on the first delta, would only delay the result.
 """
 
 from __future__ import annotations
@@ -83,12 +85,13 @@ class RequestHandle:
                     made = self._close_once("cancelled")
                 else:
                     made = self._advance(item)
+                ending = _ends(made)
                 for event in made:  # empty when push() closed it meanwhile: its result is queued
                     if isinstance(event, GenerationResult):
                         self._consumed = True
                         yield event
                         return
-                    if self._deliver(event):
+                    if self._deliver(event, ending):
                         yield event
         finally:
             self.engine.forget(self.request_id)
@@ -108,8 +111,10 @@ class RequestHandle:
 
     def push(self, item: Any) -> None:
         """Decode one engine output here; queue the first delta and the result for `events()`."""
-        for event in self._advance(item):
-            if isinstance(event, GenerationResult) or self._deliver(event):
+        made = self._advance(item)
+        ending = _ends(made)
+        for event in made:
+            if isinstance(event, GenerationResult) or self._deliver(event, ending):
                 self.outputs.put(event)
 
     def fail(self, error: str) -> None:
@@ -120,8 +125,9 @@ class RequestHandle:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _deliver(self, delta: TokenDelta) -> bool:
-        """Hand a delta to `on_delta`; True when it should also reach `events()`."""
+    def _deliver(self, delta: TokenDelta, ending: bool) -> bool:
+        """Hand a delta to `on_delta`; True when it should also reach `events()`: every delta without
+        `on_delta`; with it, the first one, unless the request ends in the same output (`ending`)."""
         if self.on_delta is None:
             return True
         try:
@@ -129,7 +135,7 @@ class RequestHandle:
         except Exception:
             log.exception("request %s: the delta callback failed", self.request_id)
         first, self._yielded_delta = not self._yielded_delta, True
-        return first
+        return first and not ending
 
     def _advance(self, item: Any) -> list[TokenDelta | GenerationResult]:
         """The events one engine output makes; closes the stream when the request ended."""
@@ -168,3 +174,8 @@ class RequestHandle:
                 if deadline is not None and time.monotonic() > deadline:
                     self.engine.cancel(self.request_id)
                     return CANCELLED
+
+
+def _ends(made: list[TokenDelta | GenerationResult]) -> bool:
+    """The events of one output include the request's result."""
+    return bool(made) and isinstance(made[-1], GenerationResult)
