@@ -148,28 +148,33 @@ class JobOutcome:
     token_times: tuple[float, ...] = ()  # time.time() of each token, for inter-token metrics (not stored)
 
 
-def finish_job(session: orm.Session, job_id: str, outcome: JobOutcome) -> bool:
-    """running -> succeeded | failed | cancelled with the result; False when the job was not running."""
+def finish_job(session: orm.Session, job_id: str, outcome: JobOutcome) -> Job | None:
+    """running -> succeeded | failed | cancelled with the result; the stored job (read back by the
+    same UPDATE), or None when the job was not running."""
     assert outcome.status in FINISHED_STATUSES
     tags = {f"tag_{name}": value for name, value in (outcome.tags or {}).items()}
-    return _transition(
-        session,
-        job_id,
-        Job.status == JobStatus.RUNNING,
-        status=outcome.status,
-        content=outcome.content,
-        reasoning=outcome.reasoning,
-        finish_reason=outcome.finish_reason,
-        error=outcome.error,
-        prompt_tokens=outcome.prompt_tokens,
-        completion_tokens=outcome.completion_tokens,
-        ttft_s=outcome.ttft_s,
-        e2e_s=outcome.e2e_s,
-        first_token_at=outcome.first_token_at,
-        finished_at=utcnow(),
-        **tags,
-        **(outcome.quality or {}),
+    job = session.scalar(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+        .values(
+            status=outcome.status,
+            content=outcome.content,
+            reasoning=outcome.reasoning,
+            finish_reason=outcome.finish_reason,
+            error=outcome.error,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            ttft_s=outcome.ttft_s,
+            e2e_s=outcome.e2e_s,
+            first_token_at=outcome.first_token_at,
+            finished_at=utcnow(),
+            **tags,
+            **(outcome.quality or {}),
+        )
+        .returning(Job)
     )
+    session.commit()
+    return job
 
 
 def running_jobs_of_worker(session: orm.Session, worker_hostname: str) -> list[Job]:

@@ -96,9 +96,9 @@ def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
     engine: GenerationEngine | None = None
     try:
         engine = worker.engine_for(profile)
-        if worker.observer is not None:
-            worker.observer.job_started(job, engine.tags)
-        outcome = generate(engine, build_generation_request(request, job_id), job_id, worker)
+        observer, model_tags = worker.observer, engine.tags
+        log_start = (lambda: observer.job_started(job, model_tags)) if observer is not None else None
+        outcome = generate(engine, build_generation_request(request, job_id), job_id, worker, log_start)
     except Exception as exc:
         log.exception("job %s failed", job_id)
         tags = engine.tags.as_dict() if engine is not None else None  # the model it failed on, when known
@@ -107,8 +107,10 @@ def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
     if outcome.error == ENGINE_STOPPED and worker.enqueue is not None:
         return _requeue_after_engine_stopped(job_id, worker, worker.enqueue)
     with worker.writing() as session:
-        finished = job_store.finish_job(session, job_id, outcome)
-        stored = session.get(Job, job_id)
+        stored = job_store.finish_job(session, job_id, outcome)
+        finished = stored is not None
+        if stored is None:  # cancelled or taken over meanwhile: report it as it is
+            stored = session.get(Job, job_id)
         final = job_json(stored) if stored is not None else {"id": job_id, "status": str(outcome.status)}
     worker.publish(job_id, TERMINAL_EVENTS[outcome.status], final)  # after the DB: readers then see it stored
     if finished and stored is not None and worker.observer is not None:  # counted once, as stored
@@ -153,9 +155,15 @@ def build_generation_request(request: dict[str, Any], job_id: str) -> Generation
 
 
 def generate(
-    engine: GenerationEngine, request: GenerationRequest, job_id: str, worker: WorkerContext
+    engine: GenerationEngine,
+    request: GenerationRequest,
+    job_id: str,
+    worker: WorkerContext,
+    after_submit: Callable[[], None] | None = None,
 ) -> JobOutcome:
     """Submit to the engine and publish its deltas, cancelling when the job's cancel key appears.
+    `after_submit` runs once the engine took the request, or refused it: the job's `started` log line
+    follows the submit rather than hold it up.
 
     The deltas are published from whichever thread decodes them (workers/request_handle.py); this
     thread wakes for the first one, to stamp first_token_at, and for the result."""
@@ -166,7 +174,11 @@ def generate(
             job_id, "delta", {**delta, "completion_tokens": event.completion_tokens, "time": event.time}
         )
 
-    handle = engine.submit(request, on_delta=publish_delta)
+    try:
+        handle = engine.submit(request, on_delta=publish_delta)
+    finally:
+        if after_submit is not None:
+            after_submit()
     result: GenerationResult | None = None
     first_token_seen = False
     with worker.cancel_watcher.watch(job_id, handle):

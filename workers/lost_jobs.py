@@ -53,9 +53,9 @@ def give_up(session: orm.Session, job: Job) -> bool:
     failed = job_store.finish_job(
         session, job.id, JobOutcome(JobStatus.FAILED, finish_reason="error", error=error)
     )
-    if failed:
+    if failed is not None:
         log.error("job %s failed: %s", job.id, error)
-    return failed
+    return failed is not None
 
 
 def requeue_or_give_up(session: orm.Session, job: Job, enqueue: Enqueue) -> str | None:
