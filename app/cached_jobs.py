@@ -33,7 +33,7 @@ from app.response_cache import (
     served_revision,
 )
 from app.schemas import JobCreate
-from app.served_models import served_tags
+from app.served_models import served_tags_in_request
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class CachedJobs:
         """The finished job made from a cached answer, or None (then the job goes to a worker)."""
         profile = body.queue_profile
         try:
-            tags = served_tags(self.client, [profile]).get(profile)
+            tags = served_tags_in_request(self.client, profile)
             labels = tag_values(tags, profile)
             if not is_cacheable(request):
                 RESPONSE_CACHE_LOOKUPS.labels(**labels, result="bypass").inc()

@@ -6,7 +6,7 @@ from flask import Flask
 
 from app.job_log import configure_job_log, logging_enqueue
 from app.metrics import init_api_metrics
-from app.served_models import served_tags
+from app.served_models import served_tags_in_request
 
 
 def init_observability(app: Flask) -> None:
@@ -16,6 +16,6 @@ def init_observability(app: Flask) -> None:
     client = app.extensions["gptoss_redis"]
 
     def announced_tags(profile: str) -> dict[str, str] | None:
-        return served_tags(client, [profile]).get(profile)
+        return served_tags_in_request(client, profile)
 
     app.extensions["gptoss_enqueue"] = logging_enqueue(app.extensions["gptoss_enqueue"], announced_tags)

@@ -25,5 +25,18 @@ def served_tags(client: redis.Redis, profiles: list[str]) -> dict[str, dict[str,
     return {p: json.loads(v) for p, v in zip(profiles, values, strict=True) if v is not None}
 
 
+def served_tags_in_request(client: redis.Redis, profile: str) -> dict[str, str] | None:
+    """A profile's announced tags, read from Redis once per HTTP request: a submit asks twice (the
+    response cache's key, then the `job.queued` log line). Outside a request, read each time."""
+    from flask import g, has_request_context
+
+    if not has_request_context():
+        return served_tags(client, [profile]).get(profile)
+    memo: dict[str, dict[str, str] | None] = g.setdefault("gptoss_served_tags", {})
+    if profile not in memo:
+        memo[profile] = served_tags(client, [profile]).get(profile)
+    return memo[profile]
+
+
 def served_model_ids(client: redis.Redis, profiles: list[str]) -> dict[str, str]:
     return {profile: tags["model_id"] for profile, tags in served_tags(client, profiles).items()}

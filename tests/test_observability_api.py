@@ -241,3 +241,35 @@ def test_the_dashboard_queries_only_metrics_that_exist(api: Flask) -> None:
     used = {name for query in queries for name in re.findall(r"gptoss_\w+", query)}
     assert len(used) >= 10 and used <= exported, used - exported
     assert {"profile", "model_id"} <= {variable["name"] for variable in dashboard["templating"]["list"]}
+
+
+def test_a_submit_reads_the_served_tags_once_for_the_cache_and_the_log(
+    test_dir: Path,
+    profiles_file: Path,
+    fresh_database_url: str,
+    redis_base_url: str,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    redis_url = f"{redis_base_url}/{API_REDIS_DB}"
+    config = app_config(test_dir, profiles_file, fresh_database_url, redis_url) | {"CACHE_MAX_ENTRIES": 100}
+    api = create_app(config)
+    client_redis = api.extensions["gptoss_redis"]
+    client_redis.flushdb()
+    announce_served_model(client_redis, "latency_first", TAGS | {"profile": "latency_first"})
+    assert api.extensions.get("gptoss_cached_jobs") is not None  # the cache reads them too
+    reads: list[object] = []
+    real_mget = client_redis.mget
+
+    def counted_mget(keys: object, *args: object) -> object:
+        reads.append(keys)
+        return real_mget(keys, *args)
+
+    monkeypatch.setattr(client_redis, "mget", counted_mget)
+    client = api.test_client()
+    job_id = client.post("/v1/jobs", json={"prompt": "once", "max_tokens": 4}).get_json()["id"]
+    assert len(reads) == 1
+    lines = [line for line in job_lines(capfd.readouterr().err) if line["job_id"] == job_id]
+    assert {k: lines[0][k] for k in FIVE_TAGS} == TAGS | {"profile": "latency_first"}
+    client_redis.flushdb()
+    api.extensions["gptoss_db_engine"].dispose()
