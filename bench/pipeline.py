@@ -1,24 +1,29 @@
 """Benchmark: jobs through API -> Redis -> worker -> DB against the same prompts straight into the engine.
 
-In one run, on one machine:
+In one run, on one machine, --rounds times (default 3), each round with prompts of its own:
   engine    one in-process Engine, all prompts submitted at once (the ceiling);
   pipeline  gunicorn (the Procfile's web command) + one worker process + SQLite (or --database-url)
             + a private Redis: every prompt POSTed to /v1/jobs by --clients concurrent clients, then
             the job list polled (twice a second) until none is queued or running.
-Prints pipeline/engine throughput (target >= 0.9); the p50 overhead per job (target <= 10 ms): from
-the client sending its POST to the job's `done` event (published once its result is committed), minus
-the engine's own e2e, in four parts (HTTP in, queue, worker, store); the POST round trip, whose tail
-after the row is created runs while the job is queued, so it is shown apart and not added; and the
-CPU seconds each process used in the pipeline phase.
-Both phases use a batch as wide as the job count, so no job waits for a free slot in one phase and not
-in the other.
+The stack starts once and idles through the engine-only phases, as that engine does through the
+pipeline phases. Both phases use a batch as wide as the job count, so no job waits for a free slot
+in one phase and not in the other.
+
+Prints:
+  - each round's throughput ratio pipeline/engine (against the engine-only phase just before it) and
+    their median (target >= 0.9);
+  - the p50 overhead per job over every round's jobs (target <= 10 ms): from the client sending its
+    POST to the job's `done` event (published once its result is committed), minus the engine's own
+    e2e, in four parts (HTTP in, queue, worker, store);
+  - the POST round trip, apart: its tail after the row is created overlaps the queue time;
+  - the CPU seconds each stack process used.
 
 The default model is the demo model that `make run` serves. The tiny random gpt-oss (--model tiny)
 runs 64 jobs in about 0.5 s on 2 cores, less than 64 HTTP submits take: its ratio measures the web
 stack, not what the pipeline costs a model that does real work.
 
     python bench/pipeline.py [--model demo|tiny|PATH] [--jobs 64] [--max-tokens 32] [--clients 16]
-                             [--pace SECONDS]
+                             [--pace SECONDS] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -62,29 +67,32 @@ def chat(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"Question {i}: name one fact about the number {i}."}]
 
 
-def run_engine_only(model: str, cache_dir: Path, jobs: int, max_tokens: int) -> Phase:
-    """All prompts into one in-process engine at once; the engine is shut down afterwards."""
-    from workers.cpu_threads import in_short_lived_thread
-    from workers.engine import Engine
-    from workers.model_loader import load_model
+class EngineOnly:
+    """One in-process Engine, made as EngineHost makes it, for the engine-only phases."""
 
-    loaded = load_model(model, cache_dir=cache_dir)
-    engine = in_short_lived_thread(
-        Engine.from_loaded, loaded, profile=PROFILE, max_batch=jobs
-    )  # as EngineHost
-    try:
-        engine.submit(GenerationRequest(messages=tuple(chat(-1)), max_tokens=4)).result()  # warm-up
+    def __init__(self, model: str, cache_dir: Path, max_batch: int) -> None:
+        from workers.cpu_threads import in_short_lived_thread
+        from workers.engine import Engine
+        from workers.model_loader import load_model
+
+        loaded = load_model(model, cache_dir=cache_dir)
+        self.engine = in_short_lived_thread(Engine.from_loaded, loaded, profile=PROFILE, max_batch=max_batch)
+        self.engine.submit(GenerationRequest(messages=tuple(chat(-1)), max_tokens=4)).result()  # warm-up
+
+    def run(self, prompts: range, max_tokens: int) -> Phase:
+        """All prompts submitted at once; until the last result."""
         start = time.time()
         handles = [
-            engine.submit(GenerationRequest(messages=tuple(chat(i)), max_tokens=max_tokens))
-            for i in range(jobs)
+            self.engine.submit(GenerationRequest(messages=tuple(chat(i)), max_tokens=max_tokens))
+            for i in prompts
         ]
         results = [handle.result() for handle in handles]
         wall = time.time() - start
-    finally:
-        engine.shutdown()
-    assert all(result.finish_reason in {"stop", "length"} for result in results), results
-    return Phase(wall, sum(result.completion_tokens for result in results))
+        assert all(result.finish_reason in {"stop", "length"} for result in results), results
+        return Phase(wall, sum(result.completion_tokens for result in results))
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()
 
 
 def start_stack(env: dict[str, str], port: int, logs: Path) -> list[subprocess.Popen[bytes]]:
@@ -128,7 +136,7 @@ class Submit:
 
 
 def run_pipeline(
-    client: httpx.Client, jobs: int, max_tokens: int, clients: int, pace_s: float = 0.0
+    client: httpx.Client, prompts: range, max_tokens: int, clients: int, pace_s: float = 0.0
 ) -> tuple[float, list[Submit]]:
     """POST every prompt (`clients` at a time; or one at a time, `pace_s` apart), then wait until none
     is queued or running. Returns (start time, the submits)."""
@@ -145,7 +153,7 @@ def run_pipeline(
 
     start = time.time()
     with ThreadPoolExecutor(1 if pace_s else clients) as pool:
-        submitted = list(pool.map(submit, range(jobs)))
+        submitted = list(pool.map(submit, prompts))
     while any(client.get("/v1/jobs", params={"status": status, "limit": 1}).json()["data"]
               for status in ("queued", "running")):  # fmt: skip
         time.sleep(0.5)  # the phase's end comes from the rows' finished_at, not from this poll
@@ -166,6 +174,10 @@ class Overheads:
     def per_job(self) -> list[float]:
         parts = (self.http_in, self.queue, self.worker, self.store)
         return [sum(job) for job in zip(*parts, strict=True)]
+
+    def extend(self, other: Overheads) -> None:
+        for name, values in vars(other).items():
+            getattr(self, name).extend(values)
 
 
 def done_times(redis_url: str, job_ids: list[str]) -> dict[str, float]:
@@ -226,7 +238,8 @@ def pipeline_results(
     engine.dispose()
     failed = [row.error for row in rows if row.status != "succeeded"]
     assert len(rows) == len(submits) and not failed, failed
-    assert len(done) == len(rows), f"{len(rows) - len(done)} job(s) without a done event"
+    missing = [row.id for row in rows if row.id not in done]
+    assert not missing, f"job(s) without a done event: {missing}"
     wall = max(row.finished_at.timestamp() for row in rows) - start
     http_in = [row.created_at.timestamp() - sent[row.id] for row in rows]
     queue = [(row.started_at - row.created_at).total_seconds() for row in rows]
@@ -251,6 +264,7 @@ def main() -> None:
         help="submit one job at a time, this many seconds apart: the overhead of an idle stack "
         "(the throughput ratio then means nothing)",
     )
+    parser.add_argument("--rounds", type=int, default=3, help="engine-only + pipeline phase pairs")
     parser.add_argument("--database-url", help="default: a fresh SQLite file")
     args = parser.parse_args()
 
@@ -268,10 +282,10 @@ def main() -> None:
     )
     database_url = args.database_url or f"sqlite:///{work / 'bench.db'}"
 
-    print(f"engine only: {args.jobs} jobs x {args.max_tokens} tokens on {args.model} ...", flush=True)
     how = f"one job every {args.pace} s" if args.pace else f"{args.clients} concurrent clients"
-    print(f"pipeline: {how} submit", flush=True)
-    engine_phase = run_engine_only(model, cache_dir, args.jobs, args.max_tokens)
+    shape = f"{args.jobs} jobs x {args.max_tokens} tokens on {args.model}"
+    print(f"{args.rounds} rounds of {shape}: engine only, then the pipeline ({how} submit)", flush=True)
+    engine_only = EngineOnly(model, cache_dir, args.jobs)
 
     redis_server, redis_url = start_private_redis(work / "redis")
     env = os.environ | {
@@ -285,38 +299,51 @@ def main() -> None:
     subprocess.run(migrate, cwd=ROOT, env=env, check=True, capture_output=True)
     port = free_port()
     processes = start_stack(env, port, work)
+    rounds: list[tuple[Phase, float, list[Submit]]] = []  # engine phase, pipeline start, its submits
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             print("pipeline: starting gunicorn + worker ...", flush=True)
             wait_ready(client, processes)
             cpu = ProcessCpu({"web": processes[0].pid, "worker": processes[1].pid, "redis": redis_server.pid})
-            start, submits = run_pipeline(client, args.jobs, args.max_tokens, args.clients, args.pace)
-            cpu_s = cpu.used()
-        done = done_times(redis_url, [submit.job_id for submit in submits])
+            for index in range(args.rounds):
+                prompts = range(index * args.jobs, (index + 1) * args.jobs)
+                engine_phase = engine_only.run(prompts, args.max_tokens)
+                start, submits = run_pipeline(client, prompts, args.max_tokens, args.clients, args.pace)
+                rounds.append((engine_phase, start, submits))
+            cpu_s = cpu.used()  # the stack idles while the engine-only phases run
+        done = done_times(redis_url, [submit.job_id for _, _, submits in rounds for submit in submits])
     finally:
+        engine_only.shutdown()
         for process in processes:
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
         stop_private_redis(redis_server)
-    pipeline_phase, overheads = pipeline_results(database_url, submits, done, start)
 
-    ratio = pipeline_phase.jobs_per_s(args.jobs) / engine_phase.jobs_per_s(args.jobs)
-    for name, phase in (("engine only", engine_phase), ("pipeline", pipeline_phase)):
-        rate = phase.jobs_per_s(args.jobs)
-        print(f"{name:12s}: {rate:7.2f} jobs/s  {phase.wall_s:6.2f} s  {phase.completion_tokens} tokens")
-    print(f"throughput ratio pipeline/engine: {ratio:.3f}  (target >= 0.9)")
+    ratios, overheads, all_submits = [], Overheads([], [], [], []), []
+    for index, (engine_phase, start, submits) in enumerate(rounds, 1):
+        pipeline_phase, round_overheads = pipeline_results(database_url, submits, done, start)
+        ratio = pipeline_phase.jobs_per_s(args.jobs) / engine_phase.jobs_per_s(args.jobs)
+        ratios.append(ratio)
+        overheads.extend(round_overheads)
+        all_submits += submits
+        round_p50 = statistics.median(round_overheads.per_job()) * 1000
+        walls = f"engine only {engine_phase.wall_s:6.2f} s, pipeline {pipeline_phase.wall_s:6.2f} s"
+        tokens = f"{pipeline_phase.completion_tokens} tokens"
+        print(f"round {index}: {walls} ({tokens}): ratio {ratio:.3f}, p50 overhead {round_p50:.1f} ms")
+    print(f"throughput ratio pipeline/engine: {statistics.median(ratios):.3f}  (target >= 0.9; median of "
+          f"{len(ratios)} rounds, each against the engine-only phase just before it)")  # fmt: skip
     p50 = {name: statistics.median(values) * 1000 for name, values in vars(overheads).items()}
     total = statistics.median(overheads.per_job()) * 1000
-    print(f"p50 overhead per job: {total:.1f} ms  (target <= 10 ms) = POST sent -> done event, minus "
-          f"engine e2e [p50s: HTTP in {p50['http_in']:.1f} + queue {p50['queue']:.1f} "
+    print(f"p50 overhead per job: {total:.1f} ms  (target <= 10 ms; all rounds' jobs) = POST sent -> done "
+          f"event, minus engine e2e [p50s: HTTP in {p50['http_in']:.1f} + queue {p50['queue']:.1f} "
           f"+ worker {p50['worker']:.1f} + store {p50['store']:.1f}]")  # fmt: skip
-    round_trip = statistics.median(submit.round_trip_s for submit in submits) * 1000
+    round_trip = statistics.median(submit.round_trip_s for submit in all_submits) * 1000
     print(
         f"p50 POST /v1/jobs round trip: {round_trip:.1f} ms (the job runs meanwhile: its tail after the "
         "row is created overlaps the queue time)"
     )
-    print("CPU seconds in the pipeline phase: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu_s.items()))
+    print("CPU seconds in the pipeline phases: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu_s.items()))
     print(f"logs and database: {work}")
 
 
