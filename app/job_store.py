@@ -80,6 +80,15 @@ def _transition(session: orm.Session, job_id: str, guard: sa.ColumnElement[bool]
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def _transition_returning(
+    session: orm.Session, job_id: str, guard: sa.ColumnElement[bool], **values: Any
+) -> Job | None:
+    """UPDATE the job WHERE guard holds; commit; the updated job, or None when the guard did not hold."""
+    job = session.scalar(sa.update(Job).where(Job.id == job_id, guard).values(**values).returning(Job))
+    session.commit()
+    return job
+
+
 def cancel_queued_job(session: orm.Session, job_id: str) -> bool:
     """queued -> cancelled, now; False when the job is no longer queued."""
     now = utcnow()
@@ -108,19 +117,15 @@ def request_cancel_of_running_job(session: orm.Session, job_id: str) -> bool:
 
 def claim_job(session: orm.Session, job_id: str, worker_hostname: str) -> Job | None:
     """queued -> running for this worker, attempts + 1; the job, or None if another has it or it ended."""
-    job = session.scalar(
-        sa.update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-        .values(
-            status=JobStatus.RUNNING,
-            started_at=utcnow(),
-            attempts=Job.attempts + 1,
-            worker_hostname=worker_hostname,
-        )
-        .returning(Job)
+    return _transition_returning(
+        session,
+        job_id,
+        Job.status == JobStatus.QUEUED,
+        status=JobStatus.RUNNING,
+        started_at=utcnow(),
+        attempts=Job.attempts + 1,
+        worker_hostname=worker_hostname,
     )
-    session.commit()
-    return job
 
 
 def record_first_token(session: orm.Session, job_id: str, moment: datetime) -> bool:
@@ -153,28 +158,24 @@ def finish_job(session: orm.Session, job_id: str, outcome: JobOutcome) -> Job | 
     same UPDATE), or None when the job was not running."""
     assert outcome.status in FINISHED_STATUSES
     tags = {f"tag_{name}": value for name, value in (outcome.tags or {}).items()}
-    job = session.scalar(
-        sa.update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-        .values(
-            status=outcome.status,
-            content=outcome.content,
-            reasoning=outcome.reasoning,
-            finish_reason=outcome.finish_reason,
-            error=outcome.error,
-            prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens,
-            ttft_s=outcome.ttft_s,
-            e2e_s=outcome.e2e_s,
-            first_token_at=outcome.first_token_at,
-            finished_at=utcnow(),
-            **tags,
-            **(outcome.quality or {}),
-        )
-        .returning(Job)
+    return _transition_returning(
+        session,
+        job_id,
+        Job.status == JobStatus.RUNNING,
+        status=outcome.status,
+        content=outcome.content,
+        reasoning=outcome.reasoning,
+        finish_reason=outcome.finish_reason,
+        error=outcome.error,
+        prompt_tokens=outcome.prompt_tokens,
+        completion_tokens=outcome.completion_tokens,
+        ttft_s=outcome.ttft_s,
+        e2e_s=outcome.e2e_s,
+        first_token_at=outcome.first_token_at,
+        finished_at=utcnow(),
+        **tags,
+        **(outcome.quality or {}),
     )
-    session.commit()
-    return job
 
 
 def running_jobs_of_worker(session: orm.Session, worker_hostname: str) -> list[Job]:
@@ -199,21 +200,14 @@ def take_over_job(
     session: orm.Session, job_id: str, dead_hostname: str, attempts: int, worker_hostname: str
 ) -> Job | None:
     """running on a dead worker -> running on this one, attempts + 1; None if another moved it first."""
-    job = session.scalar(
-        sa.update(Job)
-        .where(
-            Job.id == job_id,
-            Job.status == JobStatus.RUNNING,
-            Job.worker_hostname == dead_hostname,
-            Job.attempts == attempts,
-        )
-        .values(
-            worker_hostname=worker_hostname,
-            attempts=Job.attempts + 1,
-            started_at=utcnow(),
-            first_token_at=None,
-        )
-        .returning(Job)
+    return _transition_returning(
+        session,
+        job_id,
+        sa.and_(
+            Job.status == JobStatus.RUNNING, Job.worker_hostname == dead_hostname, Job.attempts == attempts
+        ),
+        worker_hostname=worker_hostname,
+        attempts=Job.attempts + 1,
+        started_at=utcnow(),
+        first_token_at=None,
     )
-    session.commit()
-    return job

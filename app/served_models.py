@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import redis
+from flask import g, has_request_context
 
 SERVED_KEY_PREFIX = "gptoss:served:"
 
@@ -28,8 +29,6 @@ def served_tags(client: redis.Redis, profiles: list[str]) -> dict[str, dict[str,
 def served_tags_in_request(client: redis.Redis, profile: str) -> dict[str, str] | None:
     """A profile's announced tags, read from Redis once per HTTP request: a submit asks twice (the
     response cache's key, then the `job.queued` log line). Outside a request, read each time."""
-    from flask import g, has_request_context
-
     if not has_request_context():
         return served_tags(client, [profile]).get(profile)
     memo: dict[str, dict[str, str] | None] = g.setdefault("gptoss_served_tags", {})

@@ -214,13 +214,19 @@ class _RecordedEvents:
         self.events.append((event_type, data))
 
 
+def run_recorded(worker: WorkerContext, max_tokens: int) -> tuple[_CountingLock, _RecordedEvents, str]:
+    """Run a job to success with a counting write lock and recorded events."""
+    worker.write_lock = lock = _CountingLock()
+    worker.events = recorded = _RecordedEvents()
+    job_id = queued_job(worker.sessions, max_tokens=max_tokens)
+    assert run_job(job_id, worker) is JobStatus.SUCCEEDED
+    return lock, recorded, job_id
+
+
 def test_claim_first_token_and_result_are_written_under_the_write_lock_and_every_delta_is_published(
     worker: WorkerContext,
 ) -> None:
-    worker.write_lock = lock = _CountingLock()
-    worker.events = recorded = _RecordedEvents()
-    job_id = queued_job(worker.sessions, max_tokens=12)
-    assert run_job(job_id, worker) is JobStatus.SUCCEEDED
+    lock, recorded, _ = run_recorded(worker, max_tokens=12)
     assert lock.taken == 3  # claim, first_token_at, the result
     kinds = [kind for kind, _ in recorded.events]
     assert kinds[0] == "started" and kinds[-1] == "done" and set(kinds[1:-1]) == {"delta"}
@@ -236,10 +242,7 @@ def test_only_sqlite_gets_a_write_lock() -> None:
 def test_a_job_that_ends_with_its_first_token_is_written_twice_and_keeps_first_token_at(
     worker: WorkerContext,
 ) -> None:
-    worker.write_lock = lock = _CountingLock()
-    worker.events = recorded = _RecordedEvents()
-    job_id = queued_job(worker.sessions, max_tokens=1)
-    assert run_job(job_id, worker) is JobStatus.SUCCEEDED
+    lock, recorded, job_id = run_recorded(worker, max_tokens=1)
     assert lock.taken == 2  # claim and the result: the result brings first_token_at
     job = stored(worker.sessions, job_id)
     assert job.completion_tokens == 1 and job.first_token_at is not None

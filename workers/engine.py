@@ -79,7 +79,12 @@ class RequestTable(ABC):
 
     def render_prompt(self, request: GenerationRequest) -> list[int]:
         """Prompt token ids: chat messages through the model's chat template (harmony for gpt-oss)."""
-        return render_prompt_ids(self.tokenizer, self.is_harmony, request)
+        messages = list(request.messages or [{"role": "user", "content": request.prompt or ""}])
+        extra = {"reasoning_effort": request.reasoning_effort or "medium"} if self.is_harmony else {}
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False, **extra
+        )
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def prompt_tokens(self, request: GenerationRequest) -> int:
         return len(self.render_prompt(request))
@@ -89,7 +94,11 @@ class RequestTable(ABC):
     ) -> tuple[RequestHandle, list[int]]:
         """Render and check the prompt, and register the request's handle (forget it if it never runs)."""
         input_ids = self.render_prompt(request)
-        check_fits_context(len(input_ids), request.max_tokens, self.max_context)
+        if len(input_ids) + request.max_tokens > self.max_context:
+            raise ValueError(
+                f"prompt ({len(input_ids)} tokens) + max_tokens ({request.max_tokens}) exceeds "
+                f"the model's context of {self.max_context} tokens"
+            )
         request_id = request.request_id or uuid.uuid4().hex
         stream = RequestStream(
             request_id,
@@ -262,22 +271,6 @@ class Engine(RequestTable):
         if self.manager.is_running():
             self.manager.stop(block=True, timeout=timeout)
         restore_attention(self.model)
-
-
-def render_prompt_ids(tokenizer: Any, is_harmony: bool, request: GenerationRequest) -> list[int]:
-    """Prompt token ids: chat messages through the model's chat template (harmony for gpt-oss)."""
-    messages = list(request.messages or [{"role": "user", "content": request.prompt or ""}])
-    extra = {"reasoning_effort": request.reasoning_effort or "medium"} if is_harmony else {}
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def check_fits_context(prompt_tokens: int, max_tokens: int, max_context: int) -> None:
-    if prompt_tokens + max_tokens > max_context:
-        raise ValueError(
-            f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds "
-            f"the model's context of {max_context} tokens"
-        )
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

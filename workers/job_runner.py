@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 from sqlalchemy import orm
@@ -96,8 +97,8 @@ def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
     engine: GenerationEngine | None = None
     try:
         engine = worker.engine_for(profile)
-        observer, model_tags = worker.observer, engine.tags
-        log_start = (lambda: observer.job_started(job, model_tags)) if observer is not None else None
+        observer = worker.observer
+        log_start = partial(observer.job_started, job, engine.tags) if observer is not None else None
         outcome = generate(engine, build_generation_request(request, job_id), job_id, worker, log_start)
     except Exception as exc:
         log.exception("job %s failed", job_id)
