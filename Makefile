@@ -26,7 +26,7 @@ migrate: $(STAMP)
 	$(BIN)/alembic upgrade head
 
 run: migrate
-	$(BIN)/python -m app.private_redis $(BIN)/honcho start --port $${PORT:-8000}
+	$(BIN)/python -m app.ops.private_redis $(BIN)/honcho start --port $${PORT:-8000}
 
 test: $(STAMP)
 	$(BIN)/pytest -q -rs $(PYTEST_ARGS); status=$$?; \

@@ -48,7 +48,7 @@ def on_starting(server: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     """Load the tokenizers the prompt-length check needs while the worker already serves."""
-    from app.prompt_budget import warm_up_in_background
+    from app.jobs.budget import warm_up_in_background
 
     app = getattr(worker, "wsgi", None)
     if app is not None and hasattr(app, "extensions"):

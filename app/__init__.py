@@ -9,16 +9,16 @@ import redis
 from flask import Flask
 
 from app.auth import init_auth
-from app.cached_jobs import init_response_cache
-from app.config import resolve_settings
+from app.cache.jobs import init_response_cache
 from app.db import init_db
 from app.errors import register_error_handlers
-from app.job_events import JobEventLog, announcing_enqueue
-from app.observability import init_observability
+from app.jobs.events import JobEventLog, announcing_enqueue
+from app.limits import init_rate_limits
+from app.ops.observability import init_observability
 from app.profiles import load_profiles
-from app.rate_limits import init_rate_limits
-from app.routing_load import init_routing
-from workers.celery_app import celery_init_app
+from app.queue import celery_init_app
+from app.routing.load import init_routing
+from app.settings import resolve_settings
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -49,18 +49,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
 
     from app import (
-        batches_api,
-        chat_api,
-        events_api,
-        files_api,
-        gate_api,
-        health_api,
-        jobs_api,
         metrics,
         openapi,
-        profiles_api,
-        stats_api,
     )
+    from app.batches import files_views as files_api
+    from app.batches import views as batches_api
+    from app.chat import views as chat_api
+    from app.gate_runs import views as gate_api
+    from app.jobs import stream as events_api
+    from app.jobs import views as jobs_api
+    from app.ops import health as health_api
+    from app.ops import profiles_views as profiles_api
+    from app.ops import stats_views as stats_api
 
     app.register_blueprint(jobs_api.bp)
     app.register_blueprint(events_api.bp)

@@ -2,7 +2,7 @@
 
 Several gunicorn worker processes: set PROMETHEUS_MULTIPROC_DIR (an empty folder, wiped at each
 start) in the web process's environment before it starts; /metrics then sums every process's files.
-Workers run their own /metrics (workers/worker_metrics.py) and must not have that variable.
+Workers run their own /metrics (workers/metrics.py) and must not have that variable.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from app.served_models import served_tags
+from app.ops.served_models import served_tags
 
 log = logging.getLogger(__name__)
 

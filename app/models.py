@@ -90,10 +90,10 @@ class Job(Base):
     ttft_s: orm.Mapped[float | None]  # engine: submit to first token
     e2e_s: orm.Mapped[float | None]  # engine: submit to last token
 
-    # profile "auto" (app/routing.py): routed_from is "auto" and the reason the profile was chosen
+    # profile "auto" (app/routing/auto.py): routed_from is "auto" and the reason the profile was chosen
     routed_from: orm.Mapped[str | None] = orm.mapped_column(sa.String(16))
     route_reason: orm.Mapped[str | None] = orm.mapped_column(sa.String(500))
-    # served from the response cache (app/cached_jobs.py): the job whose answer this one copies
+    # served from the response cache (app/cache/jobs.py): the job whose answer this one copies
     cached_from: orm.Mapped[str | None] = orm.mapped_column(sa.String(40))
     # answer-quality signals of a succeeded job (app/quality.py)
     quality_harmony_ok: orm.Mapped[bool | None]

@@ -9,7 +9,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 from pydantic import BaseModel
 
 from app.openapi_operations import HEADER_DOCS, JSON, OPERATIONS, Operation
-from app.routing import AUTO_PROFILE
+from app.routing.auto import AUTO_PROFILE
 
 bp = Blueprint("openapi", __name__)
 

@@ -7,13 +7,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.batches_api import BatchCreate, BatchListQuery
-from app.chat_schemas import ChatCompletionCreate
-from app.files_api import FileListQuery
-from app.gate_api import GateRunCreate, GateRunListQuery
-from app.jobs_api import JobListQuery
-from app.schemas import JobCreate
-from app.stats_api import StatsQuery
+from app.batches.files_views import FileListQuery
+from app.batches.views import BatchCreate, BatchListQuery
+from app.chat.schemas import ChatCompletionCreate
+from app.gate_runs.views import GateRunCreate, GateRunListQuery
+from app.jobs.schemas import JobCreate
+from app.jobs.views import JobListQuery
+from app.ops.stats_views import StatsQuery
 
 JSON = "application/json"
 SSE = "text/event-stream"

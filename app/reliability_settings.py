@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# The config keys (env GPTOSS_<KEY>, through app/config.py DEFAULTS) and their defaults.
+# The config keys (env GPTOSS_<KEY>, through app/settings.py DEFAULTS) and their defaults.
 RELIABILITY_DEFAULTS: dict[str, Any] = {
     "API_KEYS": "",  # comma-separated; set: every route but /healthz needs `Authorization: Bearer <key>`
     "RATE_LIMIT_PER_MIN": 6000,  # job submits per client (API key, else IP) per minute; 0: no limit
@@ -53,7 +53,7 @@ RECONCILE_TASK = "workers.reconciler.reconcile"
 
 def reconcile_beat_schedule(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The celery beat entry of the reconciler: on the batch worker's queue (it loads no model)."""
-    from app.batch_queue import BATCHES_QUEUE
+    from app.batches.queue import BATCHES_QUEUE
 
     interval = ReliabilitySettings.from_config(config).reconcile_interval_s
     if interval <= 0:

@@ -31,7 +31,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/batches.py` puts bench/, not the repo root, on sys.path
 
-from app.private_redis import start_private_redis, stop_private_redis  # noqa: E402
+from app.ops.private_redis import start_private_redis, stop_private_redis  # noqa: E402
 
 PROFILE = "latency_first"
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -61,7 +61,9 @@ def migrate(database_url: str, env: dict[str, str]) -> None:
 
 def make_app(config: dict[str, Any]) -> Any:
     """The API with the files and batches blueprints (registered here until create_app registers them)."""
-    from app import batches_api, create_app, files_api
+    from app import create_app
+    from app.batches import files_views as files_api
+    from app.batches import views as batches_api
 
     app = create_app(config)
     for blueprint in (files_api.bp, batches_api.bp):
@@ -94,7 +96,7 @@ class RssSampler:
 
 def ingest_child(path: Path, config: dict[str, Any]) -> dict[str, Any]:
     """Upload, create and ingest one batch file in this process; returns times, counts and peak RSS."""
-    from app.batch_ingest import ingest_batch
+    from app.batches.ingest import ingest_batch
     from workers.batch_tasks import ingest_context
 
     app = make_app(config)
@@ -150,7 +152,7 @@ def run_ingest(
 
 def start_workers(env: dict[str, str], logs: Path) -> list[subprocess.Popen[bytes]]:
     """One model worker (as the Procfile starts it) and the batch worker."""
-    model = [sys.executable, "-m", "workers.start_worker", PROFILE, "--loglevel", "WARNING"]
+    model = [sys.executable, "-m", "workers.start", PROFILE, "--loglevel", "WARNING"]
     commands = {"worker": model, "batches": [sys.executable, *BATCH_WORKER]}
     return [
         subprocess.Popen(
@@ -283,7 +285,7 @@ def main() -> None:
         return
 
     work = Path(tempfile.mkdtemp(prefix="bench-batches-"))
-    from workers.tiny_gptoss import save_tiny_gptoss
+    from engine.tiny import save_tiny_gptoss
 
     model = save_tiny_gptoss(work / "tiny-gptoss")
     profiles = work / "profiles.toml"

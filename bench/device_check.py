@@ -1,10 +1,10 @@
 """The engine on a CUDA GPU: a random-weight gpt-oss with gpt-oss-20b's layer shape, fewer layers.
 
 No gpt-oss weights can be fetched on a lent GPU machine, so this builds one (random weights,
-bf16, the harmony tokenizer of workers/tiny_gptoss.py), saves it, and then runs what a worker
+bf16, the harmony tokenizer of engine/tiny.py), saves it, and then runs what a worker
 runs: `load_model` (device, dtype, attention), `Engine` (the CB manager sized by transformers
 for the GPU), 8 concurrent threads with exact token counts, greedy agreement alone vs in a batch,
-and cancel. Then `bench/engine.py --model <dir>` measures scenarios a-d on it.
+and cancel. Then `bench/engine_speed.py --model <dir>` measures scenarios a-d on it.
 
     python bench/device_check.py [--layers 4] [--out DIR] [--skip-bench]
 """
@@ -23,11 +23,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from engine.engine import Engine  # noqa: E402
+from engine.loader import load_model  # noqa: E402
+from engine.tiny import build_harmony_tokenizer, gptoss_config, harmony_eos_ids  # noqa: E402
+from engine.types import GenerationRequest, GenerationResult, TokenDelta  # noqa: E402
 from tests.engine_runs import run_all  # noqa: E402
-from workers.engine import Engine  # noqa: E402
-from workers.engine_types import GenerationRequest, GenerationResult, TokenDelta  # noqa: E402
-from workers.model_loader import load_model  # noqa: E402
-from workers.tiny_gptoss import build_harmony_tokenizer, gptoss_config, harmony_eos_ids  # noqa: E402
 
 
 def build_random_gptoss(directory: Path, layers: int) -> Path:

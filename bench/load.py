@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/load.py` puts bench/, not the repo root, on sys.path
 
 from app.db import make_engine  # noqa: E402
-from app.private_redis import free_port, start_private_redis, stop_private_redis  # noqa: E402
+from app.ops.private_redis import free_port, start_private_redis, stop_private_redis  # noqa: E402
 
 PROFILE = "latency_first"
 

@@ -47,8 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/pipeline.py` puts bench/, not the repo root, on sys.path
 
 from app.db import make_engine  # noqa: E402
-from app.private_redis import free_port, start_private_redis, stop_private_redis  # noqa: E402
-from workers.engine_types import GenerationRequest  # noqa: E402
+from app.ops.private_redis import free_port, start_private_redis, stop_private_redis  # noqa: E402
+from engine.types import GenerationRequest  # noqa: E402
 
 PROFILE = "latency_first"
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -71,9 +71,9 @@ class EngineOnly:
     """One in-process Engine, made as EngineHost makes it, for the engine-only phases."""
 
     def __init__(self, model: str, cache_dir: Path, max_batch: int) -> None:
-        from workers.cpu_threads import in_short_lived_thread
-        from workers.engine import Engine
-        from workers.model_loader import load_model
+        from engine.cpu.threads import in_short_lived_thread
+        from engine.engine import Engine
+        from engine.loader import load_model
 
         loaded = load_model(model, cache_dir=cache_dir)
         self.engine = in_short_lived_thread(Engine.from_loaded, loaded, profile=PROFILE, max_batch=max_batch)
@@ -98,7 +98,7 @@ class EngineOnly:
 def start_stack(env: dict[str, str], port: int, logs: Path) -> list[subprocess.Popen[bytes]]:
     """The Procfile's web command and one worker, as `make run` starts them."""
     web = ["gunicorn", "--workers", "1", "--threads", "16", "--bind", f"127.0.0.1:{port}", "app:create_app()"]
-    worker = [sys.executable, "-m", "workers.start_worker", PROFILE, "--loglevel", "WARNING"]
+    worker = [sys.executable, "-m", "workers.start", PROFILE, "--loglevel", "WARNING"]
     bin_dir = str(Path(sys.executable).parent)
     env = {**env, "PATH": f"{bin_dir}:{env.get('PATH', '')}"}
     return [
@@ -185,7 +185,7 @@ def done_times(redis_url: str, job_ids: list[str]) -> dict[str, float]:
     same clock as time.time() here; the id truncates, so this reads up to 1 ms early)."""
     import redis
 
-    from app.job_events import events_key
+    from app.jobs.events import events_key
 
     client = redis.Redis.from_url(redis_url)
     times = {}
@@ -213,7 +213,7 @@ class ProcessCpu:
             own = process.cpu_times()
             totals[name] = own.user + own.system
             children = [p.cpu_times() for p in process.children(recursive=True)]
-            if children:  # the worker's engine process (workers/engine_process.py)
+            if children:  # the worker's engine process (engine/process.py)
                 totals[f"{name}'s children"] = sum(t.user + t.system for t in children)
         return totals
 
@@ -272,7 +272,7 @@ def main() -> None:
     cache_dir = ROOT / ".data" / "models"
     model = args.model
     if model == "tiny":
-        from workers.tiny_gptoss import save_tiny_gptoss
+        from engine.tiny import save_tiny_gptoss
 
         model = str(save_tiny_gptoss(work / "tiny-gptoss"))
     profiles = work / "profiles.toml"

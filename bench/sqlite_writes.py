@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))  # `python bench/sqlite_writes.py` puts bench/, no
 
 from sqlalchemy import orm  # noqa: E402
 
-from app import job_store  # noqa: E402
 from app.db import make_engine, write_lock_for  # noqa: E402
-from app.job_store import JobOutcome  # noqa: E402
+from app.jobs import store as job_store  # noqa: E402
+from app.jobs.store import JobOutcome  # noqa: E402
 from app.models import JobStatus  # noqa: E402
 
 

@@ -26,14 +26,14 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from app.private_redis import free_port, start_private_redis, stop_private_redis  # noqa: E402
+from app.ops.private_redis import free_port, start_private_redis, stop_private_redis  # noqa: E402
 from tests.conftest import migrate  # noqa: E402
 from tests.live_server import parse_sse  # noqa: E402
 
 
 def model_source(name: str, folder: Path) -> str:
     if name == "tiny":
-        from workers.tiny_gptoss import save_tiny_gptoss
+        from engine.tiny import save_tiny_gptoss
 
         return str(save_tiny_gptoss(folder / "tiny-gptoss"))
     return name
@@ -63,7 +63,7 @@ def start_stack(
     }
     logs = open(folder / "stack.log", "wb")  # noqa: SIM115 - lives as long as the processes
     worker = subprocess.Popen(
-        [sys.executable, "-m", "workers.start_worker", "latency_first"],
+        [sys.executable, "-m", "workers.start", "latency_first"],
         cwd=REPO,
         env=env,
         stdout=logs,

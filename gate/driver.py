@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from app.gate_models import GATE_METADATA_KEY
+from app.gate_runs.models import GATE_METADATA_KEY
 from gate.suite import GatePrompt
 
 TERMINAL_EVENTS = frozenset({"done", "error", "cancelled"})

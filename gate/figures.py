@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from app.ops.stats import percentile
 from app.quality import quality_summary
-from app.stats import percentile
 from gate.driver import RequestSample
 
 

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from app.gate_models import new_gate_run_id
+from app.gate_runs.models import new_gate_run_id
 from gate.arrivals import ArrivalProcess, arrival_times
 from gate.driver import LoadPlan, drive_load
 from gate.figures import compute_figures

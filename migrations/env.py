@@ -4,13 +4,11 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from app import (
-    batch_models,  # noqa: F401  (registers the files and batches tables on Base.metadata)
-    gate_models,  # noqa: F401  (registers the gate_runs table on Base.metadata)
-)
-from app.config import resolve_settings
+from app.batches import models as batch_models  # noqa: F401  (registers the files and batches tables)
 from app.db import make_engine
+from app.gate_runs import models as gate_models  # noqa: F401  (registers the gate_runs table)
 from app.models import Base
+from app.settings import resolve_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -12,12 +12,13 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app import create_app, job_store
-from app.batch_ingest import ingest_batch
+from app import create_app
+from app.batches.ingest import ingest_batch
 from app.db import db_session
-from app.job_store import JobOutcome
+from app.jobs import store as job_store
+from app.jobs.store import JobOutcome
 from app.models import JobStatus
-from app.private_redis import start_private_redis, stop_private_redis
+from app.ops.private_redis import start_private_redis, stop_private_redis
 from tests.conftest import app_config
 from workers.batch_tasks import ingest_context
 
@@ -44,7 +45,8 @@ def private_redis(data_dir: Path) -> Iterator[str]:
 def batch_app(test_dir: Path, profiles_file: Path, database_url: str, redis_url: str, **config: Any) -> Flask:
     """The API with the files and batches blueprints (registered here until create_app registers them)."""
     app = create_app({**app_config(test_dir, profiles_file, database_url, redis_url), **config})
-    from app import batches_api, files_api
+    from app.batches import files_views as files_api
+    from app.batches import views as batches_api
 
     for blueprint in (files_api.bp, batches_api.bp):
         if blueprint.name not in app.blueprints:

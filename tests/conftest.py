@@ -21,7 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.private_redis import redis_answers, start_private_redis, stop_private_redis
+from app.ops.private_redis import redis_answers, start_private_redis, stop_private_redis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKER_REDIS_DB = 11  # the db real workers consume
@@ -121,7 +121,7 @@ def profiles_file(test_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(test_dir: Path) -> Path:
     """The tiny random-weight gpt-oss model the profiles file points at, written once."""
-    from workers.tiny_gptoss import save_tiny_gptoss
+    from engine.tiny import save_tiny_gptoss
 
     return save_tiny_gptoss(test_dir / "tiny-gptoss")
 
@@ -180,10 +180,10 @@ class Pipeline:
 
 
 def start_worker(profile: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """`python -m workers.start_worker <profile>`, exactly as the Procfile starts it."""
+    """`python -m workers.start <profile>`, exactly as the Procfile starts it."""
     with open(log_path, "wb") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "workers.start_worker", profile, "--loglevel", "INFO"],
+            [sys.executable, "-m", "workers.start", profile, "--loglevel", "INFO"],
             cwd=REPO_ROOT,
             env=env,
             stdout=log,

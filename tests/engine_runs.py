@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
-from workers.engine_types import GenerationRequest, GenerationResult
+from engine.types import GenerationRequest, GenerationResult
 
 
 class _Handle(Protocol):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from app.gate_models import new_gate_run_id
+from app.gate_runs.models import new_gate_run_id
 from gate.driver import LoadPlan, LoadResult, RequestSample
 from gate.figures import compute_figures
 from gate.plot import latency_plot_png

@@ -18,8 +18,8 @@ from flask.testing import FlaskClient
 
 import app.auth
 from app import create_app
-from app.cli import main as gptoss
-from app.private_redis import free_port
+from app.ops.private_redis import free_port
+from cli.main import main as gptoss
 from tests.conftest import IDLE_REDIS_DB, REPO_ROOT, app_config
 from tests.live_server import serve
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from app.batch_lines import BatchRequest, LineContext, LineError, read_requests
+from app.batches.lines import BatchRequest, LineContext, LineError, read_requests
 from app.profiles import Profile
 
 PROFILES = {

@@ -22,7 +22,7 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-from app.batch_cli import batch_run
+from cli.batch import batch_run
 from tests.batch_fixtures import batch_app, private_redis, request_line
 from tests.conftest import REPO_ROOT, TEST_MAX_TOKENS, migrate, start_worker, stop_worker, wait_for_workers
 

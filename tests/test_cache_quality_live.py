@@ -16,8 +16,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.private_redis import free_port
-from app.response_cache import CacheSettings, ResponseCache
+from app.cache.store import CacheSettings, ResponseCache
+from app.ops.private_redis import free_port
 from tests.conftest import (
     FINISHED,
     REPO_ROOT,

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from workers.cpu_attention import NAME as CPU_ATTENTION
-from workers.cpu_linear import choose_cpu_linear, transposed_linear
-from workers.cpu_threads import in_short_lived_thread
-from workers.engine import CacheSizing, Engine
-from workers.engine_types import GenerationRequest, ModelTags
-from workers.tiny_gptoss import build_harmony_tokenizer
+from engine.cpu.attention import NAME as CPU_ATTENTION
+from engine.cpu.linear import choose_cpu_linear, transposed_linear
+from engine.cpu.threads import in_short_lived_thread
+from engine.engine import CacheSizing, Engine
+from engine.tiny import build_harmony_tokenizer
+from engine.types import GenerationRequest, ModelTags
 
 TAGS = ModelTags("transformers-cb", "tiny-llama", "1m", "cpu", "latency_first")
 
@@ -125,7 +125,7 @@ def packed_batch(lengths: list, heads: int, kv_heads: int, dim: int = 8) -> tupl
     [[(1, 9), (5, 5), (3, 11), (1, 4), (1, 7)], [(1, 9), (5, 5), (3, 11)], [(1, 3), (1, 12)], [(1, 6)]],
 )
 def test_per_request_attention_equals_masked_attention_over_the_packed_batch(lengths: list) -> None:
-    from workers.cpu_attention import cpu_paged_attention
+    from engine.cpu.attention import cpu_paged_attention
 
     heads, kv_heads = 6, 2
     starts_q, starts_k, query, key, value = packed_batch(lengths, heads, kv_heads)
@@ -150,7 +150,7 @@ def test_per_request_attention_equals_masked_attention_over_the_packed_batch(len
 def test_batched_gptoss_requests_with_per_request_attention_match_plain_generate(layout: str) -> None:
     """Sinks and a sliding window (16 tokens) on the real gpt-oss code path; prompts of 220-250 tokens.
     The transposed linear layout hands attention q/k/v whose last dimension is not contiguous."""
-    from workers.tiny_gptoss import build_tiny_gptoss
+    from engine.tiny import build_tiny_gptoss
 
     model, tokenizer = build_tiny_gptoss()
     choose_cpu_linear(model, layout)
@@ -212,7 +212,7 @@ def test_attention_with_sinks_and_window_equals_transformers_paged_eager(
     from transformers.generation.continuous_batching.utils import build_attention_mask
     from transformers.integrations.eager_paged import eager_paged_attention_forward
 
-    from workers.cpu_attention import cpu_paged_attention
+    from engine.cpu.attention import cpu_paged_attention
 
     if window:  # a sliding-window layer's cache hands back at most window - 1 earlier tokens
         lengths = [(q_len, min(k_len, q_len + window - 1)) for q_len, k_len in lengths]
@@ -242,8 +242,8 @@ def test_the_engines_openmp_threads_run_at_a_higher_nice_value_after_its_first_s
     import os
     import threading
 
-    from workers.cpu_priority import native_thread_ids
-    from workers.tiny_gptoss import build_tiny_gptoss
+    from engine.cpu.priority import native_thread_ids
+    from engine.tiny import build_tiny_gptoss
 
     if torch.get_num_threads() < 2:
         pytest.skip("torch runs on one thread here: there is no OpenMP pool to lower")
@@ -265,7 +265,7 @@ def test_the_engines_openmp_threads_run_at_a_higher_nice_value_after_its_first_s
 def test_a_bad_cpu_nice_value_is_refused_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
-    from workers.cpu_priority import nice_from_env
+    from engine.cpu.priority import nice_from_env
 
     monkeypatch.setenv("GPTOSS_CPU_NICE", value)
     with pytest.raises(ValueError, match="GPTOSS_CPU_NICE"):
@@ -273,7 +273,7 @@ def test_a_bad_cpu_nice_value_is_refused_naming_the_variable(
 
 
 def test_stock_attention_can_be_kept_and_a_bad_choice_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from workers.tiny_gptoss import build_tiny_gptoss
+    from engine.tiny import build_tiny_gptoss
 
     model, tokenizer = build_tiny_gptoss()
     monkeypatch.setenv("GPTOSS_CPU_ATTENTION", "stock")

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from engine.engine import Engine
+from engine.request_stream import RequestStream
+from engine.tiny import build_tiny_gptoss
+from engine.types import GenerationRequest, GenerationResult, ModelTags, TokenDelta
 from tests.engine_runs import run_all
-from workers.engine import Engine
-from workers.engine_types import GenerationRequest, GenerationResult, ModelTags, TokenDelta
-from workers.request_stream import RequestStream
-from workers.tiny_gptoss import build_tiny_gptoss
 
 TAGS = ModelTags("transformers-cb", "tiny-gptoss", "0.2m", "cpu", "latency_first")
 
@@ -189,7 +189,7 @@ def test_multibyte_characters_are_not_split_across_deltas(tiny: tuple[object, ob
 def harmony_engine() -> Iterator[Engine]:
     from pathlib import Path
 
-    from workers.model_loader import load_model
+    from engine.loader import load_model
 
     loaded = load_model(
         str(Path(__file__).parent / "fixtures" / "tiny-gptoss-harmony"), allow_demo_fallback=False

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from workers.engine import Engine
-from workers.engine_types import GenerationRequest
-from workers.model_loader import load_demo_model
+from engine.engine import Engine
+from engine.loader import load_demo_model
+from engine.types import GenerationRequest
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""The engine in a child process (workers/engine_process.py) on the tiny random gpt-oss model."""
+"""The engine in a child process (engine/process.py) on the tiny random gpt-oss model."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from engine.engine import Engine
+from engine.loader import load_model
+from engine.process import EngineProcess, EngineSpec, EngineStartError
+from engine.request_stream import RequestStream
+from engine.types import GenerationRequest, GenerationResult, TokenDelta
 from tests.engine_runs import run_all
-from workers.engine import Engine
-from workers.engine_process import EngineProcess, EngineSpec, EngineStartError
-from workers.engine_types import GenerationRequest, GenerationResult, TokenDelta
-from workers.model_loader import load_model
-from workers.request_stream import RequestStream
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -179,7 +179,7 @@ def test_a_model_that_cannot_load_raises_the_childs_error(tiny_model_dir: Path, 
 
 CHILD_OWNER = """
 import sys, time
-from workers.engine_process import EngineProcess, EngineSpec
+from engine.process import EngineProcess, EngineSpec
 if __name__ == "__main__":
     engine = EngineProcess(EngineSpec(sys.argv[1], "pipeline", "latency_first", 4, sys.argv[2]))
     print(engine.pid, flush=True)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from app.job_events import JobEventLog
+from app.jobs.events import JobEventLog
 from workers.event_publisher import TERMINAL_WAIT_S, BatchedEventPublisher
 
 PUBLISHER_REDIS_DB = 13

@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.batch_lifecycle import check_batch
-from app.batch_models import Batch
-from app.cancel_signal import cancel_key
+from app.batches.lifecycle import check_batch
+from app.batches.models import Batch
 from app.db import db_session
+from app.jobs.cancel import cancel_key
 from app.models import Job, JobStatus, utcnow
 from tests.batch_fixtures import (
     batch_app,

@@ -22,9 +22,9 @@ from flask import Flask
 
 from app import create_app
 from app.db import db_session
-from app.gate_models import GateRun
-from app.gate_schedule import run_scheduled_gate
+from app.gate_runs.models import GateRun
 from gate.cli import main as gate_main
+from gate.schedule import run_scheduled_gate
 from tests.conftest import REPO_ROOT, app_config, migrate, start_worker, stop_worker
 from tests.gate_fixtures import assert_valid_png, wait_for_worker
 from tests.live_server import serve
@@ -193,6 +193,6 @@ def test_celery_beat_runs_the_gate_on_its_schedule_and_stores_it(stack: GateStac
         stop_worker(beat)
         stop_worker(worker)
     assert new[0].passed and new[0].profile == "latency_first" and new[0].slo == "personal"
-    assert "Sending due task release-gate (workers.gate_tasks.run_scheduled_gate)" in beat_log.read_text()
+    assert "Sending due task release-gate (gate.tasks.run_scheduled_gate)" in beat_log.read_text()
     listed = {run["id"]: run for run in httpx.get(f"{stack.url}/v1/gate/runs?limit=100").json()["data"]}
     assert listed[new[0].id]["trigger"] == "schedule"

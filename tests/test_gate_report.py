@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from flask import Flask, Response, request
 
-from app.gate_schedule import gate_lock_key
-from app.gate_settings import GateSettings, gate_beat_schedule
+from app.gate_runs.settings import GateSettings, gate_beat_schedule
 from gate.arrivals import arrival_count, arrival_times
 from gate.driver import LoadPlan, drive_load
 from gate.figures import compute_figures
+from gate.schedule import gate_lock_key
 from gate.slo import SloFileError, check_threshold, find_slo, load_slos
 from gate.suite import suite_for
 from tests.gate_fixtures import assert_valid_png, gate_run_of, sample
@@ -191,7 +191,7 @@ def test_the_driver_is_open_loop_and_records_what_the_client_saw(scripted_api: s
 
 def test_the_beat_runs_the_gate_daily_by_default_and_not_at_all_with_schedule_0() -> None:
     entry = gate_beat_schedule({})["release-gate"]
-    assert entry["task"] == "workers.gate_tasks.run_scheduled_gate" and entry["options"]["queue"] == "batches"
+    assert entry["task"] == "gate.tasks.run_scheduled_gate" and entry["options"]["queue"] == "batches"
     assert entry["schedule"].total_seconds() == 24 * 3600
     assert gate_beat_schedule({"GATE_SCHEDULE_S": 0.0}) == {}
     assert gate_lock_key("latency_first", 3600, 7200.5) == "gptoss:gate:lock:latency_first:2"

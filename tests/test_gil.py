@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.config import resolve_settings
+from app.settings import resolve_settings
 from workers.gil import set_gil_switch_interval
 
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from workers.harmony import (
+from engine.harmony import (
     SPECIAL_TOKENS,
     HarmonyMessage,
     HarmonyStreamParser,

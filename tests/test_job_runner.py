@@ -15,16 +15,16 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from app import job_store
-from app.cancel_signal import signal_cancel
 from app.db import make_engine, write_lock_for
+from app.jobs import store as job_store
+from app.jobs.cancel import signal_cancel
 from app.models import Job, JobStatus
 from app.profiles import load_profiles
+from engine.request_handle import ENGINE_STOPPED
+from engine.types import GenerationRequest, GenerationResult, ModelTags
 from workers.cancel_watcher import CancelWatcher
 from workers.engine_host import EngineHost
-from workers.engine_types import GenerationRequest, GenerationResult, ModelTags
 from workers.job_runner import MAX_ATTEMPTS, WorkerContext, recover_jobs_of_lost_worker, run_job
-from workers.request_handle import ENGINE_STOPPED
 
 CANCEL_REDIS_DB = 10
 HELLO = [{"role": "user", "content": "hello"}]
@@ -165,7 +165,7 @@ def test_jobs_left_running_by_a_dead_worker_are_requeued_then_given_up(
 
 
 class _StoppedEngine:
-    """An engine whose process dies under every request (as workers/engine_process.py reports it)."""
+    """An engine whose process dies under every request (as engine/process.py reports it)."""
 
     tags = ModelTags("transformers-cb", "tiny-gptoss", "0.2m", "cpu", "latency_first")
 

@@ -11,8 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.cancel_signal import cancel_key
 from app.db import db_session
+from app.jobs.cancel import cancel_key
 from app.models import Job
 from tests.conftest import TEST_MAX_TOKENS, app_config
 
@@ -166,7 +166,7 @@ def test_cancel_of_a_queued_job_is_immediate_and_final(idle_client: FlaskClient)
 
 
 def test_cancel_of_a_running_job_sets_the_flag_and_the_redis_signal(idle_app: Flask) -> None:
-    from app import job_store
+    from app.jobs import store as job_store
 
     client = idle_app.test_client()
     job_id = client.post("/v1/jobs", json=HELLO).get_json()["id"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from app.private_redis import free_port
+from app.ops.private_redis import free_port
 from tests.conftest import REPO_ROOT, migrate
 from tests.prometheus_text import value
 

@@ -1,4 +1,4 @@
-"""Tests for workers.model_loader: local dirs, missing hub ids, and the cached demo model."""
+"""Tests for engine.loader: local dirs, missing hub ids, and the cached demo model."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from workers import model_loader
-from workers.model_loader import LoadedModel, ModelNotFoundError, load_model
+from engine import loader as model_loader
+from engine.loader import LoadedModel, ModelNotFoundError, load_model
 
 
 def test_local_dir_tiny_gptoss(tmp_path: Path) -> None:
-    from workers.tiny_gptoss import save_tiny_gptoss
+    from engine.tiny import save_tiny_gptoss
 
     directory = save_tiny_gptoss(tmp_path / "tiny-gptoss")
     loaded = load_model(str(directory), allow_demo_fallback=False)
@@ -57,7 +57,7 @@ def empty_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_hub_id_found_in_local_hf_cache(empty_hf_cache: Path) -> None:
-    from workers.tiny_gptoss import save_tiny_gptoss
+    from engine.tiny import save_tiny_gptoss
 
     # The HF cache layout: models--<org>--<name>/snapshots/<commit>/ plus refs/main naming the commit.
     repo = empty_hf_cache / "hub" / "models--openai--gpt-oss-20b"
@@ -92,7 +92,7 @@ def test_missing_hub_id_falls_back_to_demo_loudly(
     )
     # Stand in for the real demo load, which converts a GGUF for ~25 s.
     monkeypatch.setattr(model_loader, "load_demo_model", lambda cache_dir=None: fake)
-    with caplog.at_level(logging.WARNING, logger="workers.model_loader"):
+    with caplog.at_level(logging.WARNING, logger="engine.loader"):
         loaded = load_model("openai/gpt-oss-20b")
     assert loaded.is_demo and loaded.model_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
     banner = [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -20,8 +20,8 @@ from flask import Flask
 
 from app import create_app
 from app.models import Job, JobStatus, utcnow
-from app.served_models import announce_served_model
-from app.stats import percentile
+from app.ops.served_models import announce_served_model
+from app.ops.stats import percentile
 from tests.conftest import REPO_ROOT, app_config, migrate
 from tests.prometheus_text import FIVE_TAGS, series, value
 
@@ -98,7 +98,7 @@ def insert(app: Flask, jobs: list[dict[str, Any]]) -> None:
 
 
 def expected_stats(jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The figures recomputed independently of app/stats.py (statistics.quantiles, inclusive)."""
+    """The figures recomputed independently of app/ops/stats.py (statistics.quantiles, inclusive)."""
 
     def p50_p95(values: list[float]) -> tuple[float, float]:
         cuts = statistics.quantiles(values, n=100, method="inclusive")
@@ -219,7 +219,7 @@ def exported_metric_names(api_text: str) -> set[str]:
     """Every sample name the API and a worker can export (families from their TYPE lines)."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from workers.worker_metrics import WORKER_REGISTRY, EngineLoadCollector
+    from workers.metrics import WORKER_REGISTRY, EngineLoadCollector
 
     no_engines = CollectorRegistry()
     no_engines.register(EngineLoadCollector(SimpleNamespace(loaded_engines=list)))  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app.models import Job
-from app.private_redis import free_port
+from app.ops.private_redis import free_port
 from tests.conftest import (
     FINISHED,
     REPO_ROOT,
@@ -69,8 +69,8 @@ class Observed:
         """Queue a job past the API's checks (like one accepted before a config change); it fails."""
         import uuid
 
-        from app import job_store
         from app.db import db_session
+        from app.jobs import store as job_store
 
         task_id = str(uuid.uuid4())
         with self.app.app_context(), db_session() as session:

@@ -14,7 +14,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from app.openapi_operations import OPERATIONS, Operation
-from app.worker_heartbeats import WorkerHeartbeat, write_heartbeat
+from app.ops.heartbeats import WorkerHeartbeat, write_heartbeat
 
 
 def flask_routes(app: Flask) -> set[tuple[str, str]]:

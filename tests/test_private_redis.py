@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from app import private_redis
+from app.ops import private_redis
 
 PRINT_REDIS_URL = [sys.executable, "-c", "import os; print(os.environ['REDIS_URL'])"]
 

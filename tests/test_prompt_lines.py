@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from app.batch_cli import Progress
-from app.prompt_lines import PromptFileError, RequestDefaults, answer_line, convert_prompt_file
+from cli.batch import Progress
+from cli.prompt_lines import PromptFileError, RequestDefaults, answer_line, convert_prompt_file
 
 DEFAULTS = RequestDefaults("latency_first", system="Be brief.", options={"max_tokens": 8})
 

@@ -15,8 +15,8 @@ from app.quality import (
     repetition_score,
     signals_of_row,
 )
-from workers.engine_types import GenerationResult
-from workers.request_stream import split_reasoning
+from engine.request_stream import split_reasoning
+from engine.types import GenerationResult
 
 # What the harmony tiny model (tests/fixtures/tiny-gptoss-harmony) answers, and broken variants of it.
 GOOD = (

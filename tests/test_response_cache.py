@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.response_cache import (
+from app.cache.store import (
     CachedAnswer,
     CacheSettings,
     ModelIdentity,
@@ -24,8 +24,8 @@ from app.response_cache import (
     is_cacheable,
     no_cache_header,
 )
-from app.schemas import JobCreate
-from app.served_models import announce_served_model
+from app.jobs.schemas import JobCreate
+from app.ops.served_models import announce_served_model
 from tests.conftest import app_config, migrate
 from tests.prometheus_text import value
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from app.profiles import Profile, ProfileConfigError
-from app.routing import ProfileLoad, ProfileRouter, RouteRequest, choose_profile, difficulty
-from app.routing_rules import RoutingRules, load_routing_rules
+from app.routing.auto import ProfileLoad, ProfileRouter, RouteRequest, choose_profile, difficulty
+from app.routing.rules import RoutingRules, load_routing_rules
 
 PROFILES = {
     "latency_first": Profile(

@@ -14,9 +14,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.batch_lines import BatchRequest, LineContext, parse_request_line
+from app.batches.lines import BatchRequest, LineContext, parse_request_line
 from app.models import Job, JobStatus
-from app.routing import ProfileLoad
+from app.routing.auto import ProfileLoad
 from tests.conftest import app_config, migrate
 
 ROUTING_REDIS_DB = 3

@@ -107,7 +107,7 @@ def test_client_leaving_a_streaming_chat_cancels_its_job(live: tuple[Pipeline, s
 def test_cli_submit_stream_prints_the_tokens_as_they_arrive(
     live: tuple[Pipeline, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from app.cli import main as gptoss
+    from cli.main import main as gptoss
 
     pipeline, url = live
     assert (

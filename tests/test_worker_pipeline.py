@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import pytest
 from werkzeug.serving import make_server
 
-from app.cli import main as gptoss
 from app.models import Job
+from app.queue import enqueue_job
+from cli.main import main as gptoss
 from tests.conftest import TEST_MAX_TOKENS, Pipeline
-from workers.celery_app import enqueue_job
 
 HELLO = [{"role": "user", "content": "hello"}]  # greedy tiny model: runs to max_tokens
 

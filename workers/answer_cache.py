@@ -8,9 +8,7 @@ from collections.abc import Callable
 import redis
 from flask import Flask
 
-from app.models import Job, JobStatus
-from app.quality import signals_of_row
-from app.response_cache import (
+from app.cache.store import (
     CACHEABLE_FINISH_REASONS,
     CachedAnswer,
     CacheSettings,
@@ -19,7 +17,9 @@ from app.response_cache import (
     cache_key,
     is_cacheable,
 )
-from workers.model_revision import UNKNOWN_REVISION, model_revision
+from app.models import Job, JobStatus
+from app.quality import signals_of_row
+from engine.revision import UNKNOWN_REVISION, model_revision
 
 log = logging.getLogger(__name__)
 

@@ -8,13 +8,13 @@ from functools import partial
 from celery import shared_task
 from flask import Flask, current_app
 
-from app.batch_ingest import IngestContext
-from app.batch_ingest import ingest_batch as ingest_batch_now
-from app.batch_lifecycle import LifecycleContext, check_batch
-from app.batch_lines import LineContext
-from app.batch_queue import INGEST_BATCH_TASK, WATCH_BATCH_TASK, enqueue_jobs, send_watch
-from app.batch_settings import MAX_LINE_BYTES, BatchSettings
-from app.served_models import served_model_ids
+from app.batches.ingest import IngestContext
+from app.batches.ingest import ingest_batch as ingest_batch_now
+from app.batches.lifecycle import LifecycleContext, check_batch
+from app.batches.lines import LineContext
+from app.batches.queue import INGEST_BATCH_TASK, WATCH_BATCH_TASK, enqueue_jobs, send_watch
+from app.batches.settings import MAX_LINE_BYTES, BatchSettings
+from app.ops.served_models import served_model_ids
 
 log = logging.getLogger(__name__)
 

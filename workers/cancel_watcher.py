@@ -10,7 +10,7 @@ from typing import Protocol
 
 import redis
 
-from app.cancel_signal import cancelled_job_ids
+from app.jobs.cancel import cancelled_job_ids
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.profiles import Profile
-from workers.cpu_threads import in_short_lived_thread
+from engine.cpu.threads import in_short_lived_thread
 
 if TYPE_CHECKING:
-    from workers.engine import Engine
-    from workers.engine_process import EngineProcess
+    from engine.engine import Engine
+    from engine.process import EngineProcess
 
     ServingEngine = Engine | EngineProcess
 
@@ -41,7 +41,7 @@ class EngineHost:
         self.model_cache_dir = model_cache_dir
         self.pinned_profile = pinned_profile
         self.on_loaded = on_loaded  # e.g. announce which model really serves the profile
-        self.engine_process = engine_process  # each engine in a child process (workers/engine_process.py)
+        self.engine_process = engine_process  # each engine in a child process (engine/process.py)
         self._engines: dict[str, ServingEngine] = {}
         self.load_seconds: dict[str, float] = {}  # profile -> how long its model took to load
         self._lock = threading.Lock()
@@ -96,8 +96,8 @@ class EngineHost:
         return engine
 
     def _build_in_process(self, profile: Profile) -> Engine:
-        from workers.engine import Engine
-        from workers.model_loader import load_model
+        from engine.engine import Engine
+        from engine.loader import load_model
 
         loaded = load_model(profile.model, gpu_mode=profile.gpu_mode, cache_dir=self.model_cache_dir)
         # Like the load, off this (long-lived task) thread: its torch thread pool would slow the engine's.
@@ -108,8 +108,8 @@ class EngineHost:
         return engine
 
     def _build_process(self, profile: Profile) -> EngineProcess:
-        from workers.cpu_priority import nice_from_env
-        from workers.engine_process import EngineProcess, EngineSpec
+        from engine.cpu.priority import nice_from_env
+        from engine.process import EngineProcess, EngineSpec
 
         spec = EngineSpec(
             model=profile.model,

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.job_events import TERMINAL_EVENTS, JobEventLog
+from app.jobs.events import TERMINAL_EVENTS, JobEventLog
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import redis
 
-from app.worker_heartbeats import WorkerHeartbeat, remove_heartbeat, write_heartbeat
+from app.ops.heartbeats import WorkerHeartbeat, remove_heartbeat, write_heartbeat
 
 log = logging.getLogger(__name__)
 

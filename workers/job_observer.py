@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from app.job_log import log_job_transition
-from app.job_store import JobOutcome
+from app.jobs.log import log_job_transition
+from app.jobs.store import JobOutcome
 from app.models import Job
-from workers.engine_types import ModelTags
+from engine.types import ModelTags
+from workers.metrics import observe_finished_job
 from workers.quality_metrics import observe_answer_quality
-from workers.worker_metrics import observe_finished_job
 
 log = logging.getLogger(__name__)
 

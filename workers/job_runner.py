@@ -12,16 +12,16 @@ from typing import Any, Protocol
 
 from sqlalchemy import orm
 
-from app import job_store
-from app.job_json import job_json
-from app.job_store import JobOutcome
+from app.jobs import store as job_store
+from app.jobs.render import job_json
+from app.jobs.store import JobOutcome
 from app.models import Job, JobStatus
 from app.quality import quality_signals
+from engine.request_handle import ENGINE_STOPPED
+from engine.types import GenerationRequest, GenerationResult, ModelTags, TokenDelta
 from workers.cancel_watcher import CancelWatcher
-from workers.engine_types import GenerationRequest, GenerationResult, ModelTags, TokenDelta
-from workers.lost_jobs import MAX_ATTEMPTS as MAX_ATTEMPTS  # re-exported: the bound on a job's runs
-from workers.lost_jobs import Enqueue, IsGone, requeue_or_give_up, take_over_lost_job
-from workers.request_handle import ENGINE_STOPPED
+from workers.recovery import MAX_ATTEMPTS as MAX_ATTEMPTS  # re-exported: the bound on a job's runs
+from workers.recovery import Enqueue, IsGone, requeue_or_give_up, take_over_lost_job
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class GenerationEngine(Protocol):
 
 
 class EventSink(Protocol):
-    """Where a job's events go: app.job_events.JobEventLog, or workers.event_publisher's batching thread."""
+    """Where a job's events go: app.jobs.events.JobEventLog, or workers.event_publisher's batching thread."""
 
     def append(self, job_id: str, event_type: str, data: dict[str, Any]) -> Any: ...
 
@@ -166,7 +166,7 @@ def generate(
     `after_submit` runs once the engine took the request, or refused it: the job's `started` log line
     follows the submit rather than hold it up.
 
-    The deltas are published from whichever thread decodes them (workers/request_handle.py); this
+    The deltas are published from whichever thread decodes them (engine/request_handle.py); this
     thread wakes for the first one, to stamp first_token_at, and for the result."""
 
     def publish_delta(event: TokenDelta) -> None:

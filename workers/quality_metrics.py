@@ -12,7 +12,7 @@ from prometheus_client import Counter, Histogram
 from app.metrics import TAG_LABELS, tag_values
 from app.models import Job
 from app.quality import signals_of_row
-from workers.worker_metrics import WORKER_REGISTRY
+from workers.metrics import WORKER_REGISTRY
 
 SHARE_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 

@@ -23,15 +23,15 @@ from celery import shared_task
 from flask import Flask, current_app
 from sqlalchemy import orm
 
-from app.batch_lifecycle import LifecycleContext, check_batch
-from app.batch_models import Batch, BatchStatus
-from app.batch_settings import BatchSettings
+from app.batches.lifecycle import LifecycleContext, check_batch
+from app.batches.models import Batch, BatchStatus
+from app.batches.settings import BatchSettings
 from app.metrics import KOMBU_PRIORITY_SEPARATOR, KOMBU_PRIORITY_STEPS
 from app.models import Job, JobStatus, utcnow
-from app.observability_settings import ObservabilitySettings
+from app.ops.settings import ObservabilitySettings
+from app.queue import enqueue_job
 from app.reliability_settings import RECONCILE_TASK, ReliabilitySettings
-from workers.celery_app import enqueue_job
-from workers.lost_jobs import Enqueue, requeue_or_give_up, worker_is_gone
+from workers.recovery import Enqueue, requeue_or_give_up, worker_is_gone
 
 log = logging.getLogger(__name__)
 

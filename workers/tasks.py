@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from workers.celery_app import RUN_JOB_TASK
+from app.queue import RUN_JOB_TASK
 from workers.job_runner import run_job as run_job_now
-from workers.worker_runtime import worker_context
+from workers.runtime import worker_context
 
 
 @shared_task(bind=True, name=RUN_JOB_TASK, ignore_result=True)

@@ -4,7 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-28
 
-Written to match app/batch_models.py and the batch columns of app/models.Job; like 0001 it uses plain
+Written to match app/batches/models.py and the batch columns of app/models.Job; like 0001 it uses plain
 DateTime(timezone=True) so it never depends on app code. The new job columns are nullable, so adding
 them is a plain ALTER TABLE on SQLite and Postgres alike.
 """

@@ -4,7 +4,7 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-28
 
-Written to match app/gate_models.py and Job.is_gate; like 0001 it uses plain DateTime(timezone=True)
+Written to match app/gate_runs/models.py and Job.is_gate; like 0001 it uses plain DateTime(timezone=True)
 so it never depends on app code. is_gate is NOT NULL with a server default, so existing jobs become
 ordinary traffic and the ALTER TABLE works on SQLite and Postgres alike.
 """

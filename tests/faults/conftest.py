@@ -17,8 +17,8 @@ import redis
 from flask import Flask
 
 from app import create_app
-from app.job_events import events_key
-from app.worker_heartbeats import live_workers
+from app.jobs.events import events_key
+from app.ops.heartbeats import live_workers
 from tests.conftest import FINISHED, REPO_ROOT, app_config, migrate
 
 # Short enough that a test sees redelivery, heartbeat expiry and recovery within seconds.
@@ -54,8 +54,8 @@ class Cluster:
     # workers
 
     def start(self, name: str, profile: str = "latency_first") -> None:
-        """`python -m workers.start_worker <profile> --name <name>@faults`, as the Procfile runs it."""
-        command = [sys.executable, "-m", "workers.start_worker", profile, "--loglevel", "INFO"]
+        """`python -m workers.start <profile> --name <name>@faults`, as the Procfile runs it."""
+        command = [sys.executable, "-m", "workers.start", profile, "--loglevel", "INFO"]
         self.start_process(name, [*command, "--name", f"{name}@faults"])
 
     def start_process(self, name: str, command: list[str]) -> None:

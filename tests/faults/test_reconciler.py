@@ -13,15 +13,16 @@ import redis
 import sqlalchemy as sa
 from flask import Flask
 
-from app import create_app, job_store
-from app.batch_models import Batch
+from app import create_app
+from app.batches.models import Batch
 from app.db import db_session
+from app.jobs import store as job_store
 from app.models import Job, JobStatus, utcnow
+from app.ops.heartbeats import WorkerHeartbeat, write_heartbeat
 from app.reliability_settings import RECONCILE_TASK
-from app.worker_heartbeats import WorkerHeartbeat, write_heartbeat
 from tests.batch_fixtures import create_batch, ingest, request_line, run
-from workers.lost_jobs import MAX_ATTEMPTS
 from workers.reconciler import ReconcileContext, reconcile_context, reconcile_once, task_ids_in_broker
+from workers.recovery import MAX_ATTEMPTS
 
 HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
 LONG_AGO = timedelta(hours=1)
@@ -159,7 +160,7 @@ def test_the_reconcile_task_is_acked_on_receipt_unlike_jobs(idle_app: Flask) -> 
     a lost pass costs nothing, so the task is acked before it runs. Jobs stay acked late."""
     import workers.reconciler  # noqa: F401  (registers the task with the app's Celery)
     import workers.tasks  # noqa: F401
-    from workers.celery_app import RUN_JOB_TASK
+    from app.queue import RUN_JOB_TASK
 
     tasks = idle_app.extensions["celery"].tasks
     assert tasks[RECONCILE_TASK].acks_late is False

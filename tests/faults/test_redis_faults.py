@@ -13,12 +13,13 @@ import redis
 import sqlalchemy as sa
 from kombu import Connection, Exchange, Queue
 
-from app import create_app, job_store
+from app import create_app
 from app.db import db_session
-from app.private_redis import free_port, redis_answers, start_private_redis, stop_private_redis
+from app.jobs import store as job_store
+from app.ops.private_redis import free_port, redis_answers, start_private_redis, stop_private_redis
+from app.queue import RUN_JOB_TASK
 from tests.conftest import Pipeline
 from tests.faults.conftest import Cluster
-from workers.celery_app import RUN_JOB_TASK
 
 HELLO = [{"role": "user", "content": "hello"}]
 PASSWORD = 'pass "word" with spaces'

@@ -19,7 +19,7 @@ import redis
 from tests.conftest import FINISHED
 from tests.faults.conftest import Cluster
 from tests.live_server import serve
-from workers.lost_jobs import MAX_ATTEMPTS
+from workers.recovery import MAX_ATTEMPTS
 
 FAULTS_REDIS_DB = 9
 HELLO = [{"role": "user", "content": "hello"}]  # greedy tiny model: runs to max_tokens
@@ -92,7 +92,7 @@ def test_a_job_whose_engine_process_is_killed_runs_again_on_a_reloaded_engine(cl
     running = cluster.wait_until(job_id, lambda job: job["first_token_at"] is not None)
     name = running["worker"].split("@")[0]
     children = psutil.Process(cluster.workers[name].pid).children()
-    engines = [child for child in children if "workers.engine_process" in child.cmdline()]
+    engines = [child for child in children if "engine.process" in child.cmdline()]
     assert len(engines) == 1, [child.cmdline() for child in children]  # the engine process
     engines[0].send_signal(signal.SIGKILL)  # e.g. the kernel's OOM killer: the worker itself lives on
 

@@ -1,0 +1,103 @@
+"""Stored files: a row per file and its bytes at files_dir/<id>, a path only the server chooses."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from app.batches.models import StoredFile, new_file_id
+from app.errors import ApiError
+
+FILE_ID_PATTERN = re.compile(r"file-[0-9a-f]{24}")
+
+
+def file_path(files_dir: Path, file_id: str) -> Path:
+    """Where a file's bytes live; the id is checked so no client string ever becomes a path."""
+    if not FILE_ID_PATTERN.fullmatch(file_id):
+        raise ValueError(f"not a file id: {file_id!r}")
+    return files_dir / file_id
+
+
+def display_name(filename: str | None) -> str:
+    """The uploaded name as shown to clients: no folders, at most 255 characters."""
+    name = PurePosixPath((filename or "").replace("\\", "/")).name
+    return name[:255] or "upload.jsonl"
+
+
+def store_file(
+    session: orm.Session, files_dir: Path, filename: str, purpose: str, write: Callable[[Path], None]
+) -> StoredFile:
+    """Write the bytes with write(temp_path), move them into place, then commit the row."""
+    files_dir.mkdir(parents=True, exist_ok=True)
+    file_id = new_file_id()
+    final_path = file_path(files_dir, file_id)
+    partial_path = final_path.with_suffix(".part")
+    try:
+        write(partial_path)
+        size = partial_path.stat().st_size
+        os.replace(partial_path, final_path)
+        row = StoredFile(id=file_id, filename=filename, purpose=purpose, size_bytes=size, status="processed")
+        session.add(row)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        for path in (partial_path, final_path):
+            path.unlink(missing_ok=True)
+        raise
+    return row
+
+
+def get_file_or_404(session: orm.Session, file_id: str) -> StoredFile:
+    row = session.get(StoredFile, file_id)
+    if row is None:
+        raise ApiError(404, f"No such File object: {file_id}", param="file_id", code="file_not_found")
+    return row
+
+
+def delete_file(session: orm.Session, files_dir: Path, file_id: str) -> None:
+    """Remove the row, then the bytes (a reader that already opened the file finishes reading)."""
+    session.execute(sa.delete(StoredFile).where(StoredFile.id == file_id))
+    session.commit()
+    with contextlib.suppress(ValueError):
+        file_path(files_dir, file_id).unlink(missing_ok=True)
+
+
+def list_files(
+    session: orm.Session, *, purpose: str | None, after: str | None, limit: int, newest_first: bool
+) -> tuple[list[StoredFile], bool]:
+    """A page of files ordered by id (= by time); returns (page, has_more)."""
+    order = StoredFile.id.desc() if newest_first else StoredFile.id.asc()
+    query = sa.select(StoredFile).order_by(order).limit(limit + 1)
+    if purpose:
+        query = query.where(StoredFile.purpose == purpose)
+    if after:
+        query = query.where(StoredFile.id < after if newest_first else StoredFile.id > after)
+    rows = list(session.scalars(query))
+    return rows[:limit], len(rows) > limit
+
+
+def _unix(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def file_json(row: StoredFile) -> dict[str, Any]:
+    """The OpenAI file object."""
+    return {
+        "id": row.id,
+        "object": "file",
+        "bytes": row.size_bytes,
+        "created_at": _unix(row.created_at),
+        "expires_at": None,
+        "filename": row.filename,
+        "purpose": row.purpose,
+        "status": row.status,
+        "status_details": None,
+    }

@@ -1,0 +1,119 @@
+"""The files resource (OpenAI Files API): upload batch input, read and delete files, list them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from pydantic import BaseModel, ConfigDict, Field
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from app.batches import files as file_store
+from app.batches import store as batch_store
+from app.batches.models import FilePurpose
+from app.batches.settings import BatchSettings
+from app.db import db_session
+from app.errors import ApiError
+
+bp = Blueprint("files", __name__, url_prefix="/v1/files")
+
+MULTIPART_OVERHEAD = 64 * 1024  # room for the multipart headers and the purpose field around the file
+COPY_BUFFER = 1024 * 1024
+
+
+class FileListQuery(BaseModel):
+    """Query string of GET /v1/files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: str | None = None
+    limit: int = Field(default=100, ge=1, le=10_000)
+    after: str | None = None
+    order: Literal["asc", "desc"] = "desc"
+
+
+def _settings() -> BatchSettings:
+    return BatchSettings.from_config(current_app.config)
+
+
+@bp.post("")
+def upload_file() -> Response:
+    """Store an uploaded batch input file (multipart: `file`, `purpose=batch`); 413 above the limit."""
+    settings = _settings()
+    # the body is parsed as a stream: werkzeug spools the file part to a temp file, we copy it in chunks
+    request.max_content_length = settings.max_upload_bytes + MULTIPART_OVERHEAD
+    purpose = request.form.get("purpose")
+    if purpose != FilePurpose.BATCH:
+        raise ApiError(
+            400, f"purpose must be 'batch', not {purpose!r}.", param="purpose", code="invalid_purpose"
+        )
+    upload = request.files.get("file")
+    if upload is None:
+        raise ApiError(400, "Send the file as the multipart/form-data field 'file'.", param="file")
+    with db_session() as session:
+        row = file_store.store_file(
+            session,
+            settings.files_dir,
+            file_store.display_name(upload.filename),
+            FilePurpose.BATCH,
+            lambda path: upload.save(path, buffer_size=COPY_BUFFER),
+        )
+        if row.size_bytes > settings.max_upload_bytes:  # a chunked body has no length to check up front
+            file_store.delete_file(session, settings.files_dir, row.id)
+            raise RequestEntityTooLarge(f"Files may be at most {settings.max_upload_bytes} bytes.")
+        return jsonify(file_store.file_json(row))
+
+
+@bp.get("/<file_id>")
+def get_file(file_id: str) -> Response:
+    """Show one file object."""
+    with db_session() as session:
+        return jsonify(file_store.file_json(file_store.get_file_or_404(session, file_id)))
+
+
+@bp.get("/<file_id>/content")
+def get_file_content(file_id: str) -> Response:
+    """Stream the file's bytes."""
+    with db_session() as session:
+        row = file_store.get_file_or_404(session, file_id)
+    path = file_store.file_path(_settings().files_dir, row.id)
+    if not path.exists():
+        raise ApiError(404, f"The content of {file_id} is gone.", param="file_id", code="file_not_found")
+    return send_file(
+        path, mimetype="application/octet-stream", as_attachment=True, download_name=row.filename
+    )
+
+
+@bp.delete("/<file_id>")
+def delete_file(file_id: str) -> Response:
+    """Delete a file and its bytes; 409 while a batch still reads it."""
+    with db_session() as session:
+        file_store.get_file_or_404(session, file_id)
+        batch_id = batch_store.batch_reading_file(session, file_id)
+        if batch_id is not None:
+            message = f"File {file_id} is the input of batch {batch_id}, which is still running."
+            raise ApiError(409, message, param="file_id", code="file_in_use")
+        file_store.delete_file(session, _settings().files_dir, file_id)
+    return jsonify(id=file_id, object="file", deleted=True)
+
+
+@bp.get("")
+def list_files() -> Response:
+    """List files, newest first by default; `after` is the last id of the previous page."""
+    query = FileListQuery.model_validate(request.args.to_dict())
+    with db_session() as session:
+        rows, has_more = file_store.list_files(
+            session,
+            purpose=query.purpose,
+            after=query.after,
+            limit=query.limit,
+            newest_first=query.order == "desc",
+        )
+        data = [file_store.file_json(row) for row in rows]
+    return jsonify(
+        object="list",
+        data=data,
+        first_id=data[0]["id"] if data else None,
+        last_id=data[-1]["id"] if data else None,
+        has_more=has_more,
+    )

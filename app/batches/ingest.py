@@ -1,0 +1,169 @@
+"""Ingest a batch: validate its input file (streaming), then create and enqueue its jobs in chunks."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from app.batches import files as file_store
+from app.batches import store as batch_store
+from app.batches.lines import BatchRequest, LineContext, LineError, read_requests
+from app.batches.models import Batch, BatchStatus
+from app.batches.queue import QueuedJob
+from app.jobs import store as job_store
+from app.models import Job, JobStatus, new_job_id, utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTED_ERRORS = 100  # a batch's `errors` keeps the first ones; the file is rejected either way
+
+
+@dataclass
+class IngestContext:
+    """What ingest needs from the app or worker process."""
+
+    sessions: orm.sessionmaker[orm.Session]
+    files_dir: Path
+    lines: LineContext
+    insert_chunk: int
+    enqueue_jobs: Callable[[Iterable[QueuedJob]], None]
+
+
+def ingest_batch(ctx: IngestContext, batch_id: str) -> str | None:
+    """Validate a `validating` batch and create its jobs; resumes a half-created one. Returns its status."""
+    with ctx.sessions() as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None:
+            return None
+        status, input_file_id = batch.status, batch.input_file_id
+    if status == BatchStatus.VALIDATING:
+        errors, total = validate_input(ctx, input_file_id)
+        with ctx.sessions() as session:
+            if errors:
+                failed = batch_store.transition(
+                    session, batch_id, (BatchStatus.VALIDATING,), status=BatchStatus.FAILED,
+                    failed_at=utcnow(), errors=[error.as_json() for error in errors],
+                )  # fmt: skip
+                return BatchStatus.FAILED if failed else _status(session, batch_id)
+            batch_store.transition(
+                session, batch_id, (BatchStatus.VALIDATING,), status=BatchStatus.IN_PROGRESS,
+                in_progress_at=utcnow(), request_total=total,
+            )  # fmt: skip
+    with ctx.sessions() as session:
+        batch = session.get(Batch, batch_id)
+        assert batch is not None
+        # a batch cancelled while validating never gets jobs; one cancelled after that gets them all
+        validated = batch.in_progress_at is not None
+        if not validated or batch.status not in (BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING):
+            return batch.status
+        total = batch.request_total
+    create_jobs(ctx, batch_id, input_file_id, total)
+    with ctx.sessions() as session:
+        return _status(session, batch_id)
+
+
+def _status(session: orm.Session, batch_id: str) -> str:
+    return session.scalar(sa.select(Batch.status).where(Batch.id == batch_id)) or ""
+
+
+def _open_input(ctx: IngestContext, file_id: str) -> IO[bytes]:
+    return file_store.file_path(ctx.files_dir, file_id).open("rb")
+
+
+def validate_input(ctx: IngestContext, input_file_id: str) -> tuple[list[LineError], int]:
+    """Read the whole file once, keeping only errors and a count; returns (first errors, request count)."""
+    errors: list[LineError] = []
+    total = 0
+    try:
+        file = _open_input(ctx, input_file_id)
+    except (OSError, ValueError):
+        return [LineError(None, "file_not_found", f"The input file {input_file_id} no longer exists.")], 0
+    with file:
+        for result in read_requests(file, ctx.lines):
+            if isinstance(result, LineError):
+                errors.append(result)
+                if len(errors) >= MAX_REPORTED_ERRORS:
+                    break
+            else:
+                total += 1
+    return errors, total
+
+
+def create_jobs(ctx: IngestContext, batch_id: str, input_file_id: str, total: int) -> None:
+    """Insert the jobs of the lines that have none yet, a chunk per transaction, enqueueing each chunk.
+
+    Safe to run again after a crash: queued jobs are enqueued again (a second delivery is a no-op)
+    and only lines after the last inserted one are inserted.
+    """
+    with ctx.sessions() as session:
+        done_lines = batch_store.inserted_lines(session, batch_id)
+        if done_lines:
+            ctx.enqueue_jobs(batch_store.queued_jobs(session, batch_id))
+    if done_lines == total:  # valid files have no blank lines, so the last line number is the count
+        return
+    with _open_input(ctx, input_file_id) as file:
+        pending = (r for r in _valid_requests(read_requests(file, ctx.lines)) if r.line > done_lines)
+        for chunk in _chunks(pending, ctx.insert_chunk):
+            with ctx.sessions() as session:
+                cancelled = _status(session, batch_id) == BatchStatus.CANCELLING
+                rows = [_job_row(batch_id, request, cancelled) for request in chunk]
+                session.execute(sa.insert(Job), rows)
+                session.commit()
+            if not cancelled:  # a cancelled batch's remaining lines are stored as cancelled, never run
+                ctx.enqueue_jobs((row["id"], row["profile"], row["task_id"]) for row in rows)
+
+
+def _valid_requests(results: Iterator[BatchRequest | LineError]) -> Iterator[BatchRequest]:
+    for result in results:
+        if isinstance(result, LineError):  # the file was validated; it can only change by tampering
+            raise RuntimeError(
+                f"line {result.line} of the validated input file is now invalid: {result.message}"
+            )
+        yield result
+
+
+def _chunks(requests: Iterator[BatchRequest], size: int) -> Iterator[list[BatchRequest]]:
+    chunk: list[BatchRequest] = []
+    for request in requests:
+        chunk.append(request)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _job_row(batch_id: str, request: BatchRequest, cancelled: bool) -> dict[str, Any]:
+    """The jobs row of one batch line (what job_service.submit_job would insert, plus the batch keys)."""
+    body = request.job.model_dump(mode="json", exclude_none=True)
+    now = utcnow()
+    row: dict[str, Any] = {
+        "id": new_job_id(),
+        "profile": request.job.queue_profile,
+        **request.job.routing_columns(),
+        "status": JobStatus.QUEUED,
+        "request": body,
+        "request_hash": job_store.request_hash(body),
+        "task_id": str(uuid.uuid4()),
+        "batch_id": batch_id,
+        "custom_id": request.custom_id,
+        "batch_line": request.line,
+        "created_at": now,
+        "cancel_requested": False,
+        "cancel_requested_at": None,
+        "finished_at": None,
+        "finish_reason": None,
+    }
+    if cancelled:
+        row.update(
+            status=JobStatus.CANCELLED, cancel_requested=True, cancel_requested_at=now, finished_at=now,
+            finish_reason="cancelled",
+        )  # fmt: skip
+    return row

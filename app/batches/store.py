@@ -1,0 +1,167 @@
+"""Batch rows, their guarded transitions, live request counts, and bulk changes to a batch's jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from app.batches.models import Batch, BatchStatus
+from app.errors import ApiError
+from app.models import Job, JobStatus, utcnow
+
+COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
+ACTIVE_STATUSES = (
+    BatchStatus.VALIDATING,
+    BatchStatus.IN_PROGRESS,
+    BatchStatus.FINALIZING,
+    BatchStatus.CANCELLING,
+)
+
+
+@dataclass(frozen=True)
+class RequestCounts:
+    total: int
+    completed: int  # succeeded
+    failed: int  # failed, cancelled or expired: the error file's lines
+
+    @property
+    def ended(self) -> int:
+        return self.completed + self.failed
+
+    def as_json(self) -> dict[str, int]:
+        return {"total": self.total, "completed": self.completed, "failed": self.failed}
+
+
+def create_batch(
+    session: orm.Session, *, input_file_id: str, endpoint: str, completion_window: str, metadata: Any
+) -> Batch:
+    now = utcnow()
+    batch = Batch(
+        input_file_id=input_file_id,
+        endpoint=endpoint,
+        completion_window=completion_window,
+        batch_metadata=metadata,
+        status=BatchStatus.VALIDATING,
+        created_at=now,
+        expires_at=now + COMPLETION_WINDOWS[completion_window],
+    )
+    session.add(batch)
+    session.commit()
+    return batch
+
+
+def delete_batch(session: orm.Session, batch_id: str) -> None:
+    """Remove a batch whose ingest could not be queued."""
+    session.execute(sa.delete(Batch).where(Batch.id == batch_id))
+    session.commit()
+
+
+def get_batch_or_404(session: orm.Session, batch_id: str) -> Batch:
+    batch = session.get(Batch, batch_id)
+    if batch is None:
+        raise ApiError(404, f"No batch with id '{batch_id}'.", param="batch_id", code="batch_not_found")
+    return batch
+
+
+def list_batches(session: orm.Session, *, after: str | None, limit: int) -> tuple[list[Batch], bool]:
+    """Batches newest first after the cursor `after` (a batch id); returns (page, has_more)."""
+    query = sa.select(Batch).order_by(Batch.id.desc()).limit(limit + 1)
+    if after:
+        query = query.where(Batch.id < after)
+    batches = list(session.scalars(query))
+    return batches[:limit], len(batches) > limit
+
+
+def batch_reading_file(session: orm.Session, file_id: str) -> str | None:
+    """The id of a batch that still reads this input file (validating or creating jobs), if any."""
+    reading = (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS)
+    query = sa.select(Batch.id).where(Batch.input_file_id == file_id, Batch.status.in_(reading)).limit(1)
+    return session.scalar(query)
+
+
+def transition(session: orm.Session, batch_id: str, from_statuses: tuple[str, ...], **values: Any) -> bool:
+    """UPDATE the batch WHERE its status is one of from_statuses; commit; True when this call changed it."""
+    query = sa.update(Batch).where(Batch.id == batch_id, Batch.status.in_(from_statuses)).values(**values)
+    result = session.execute(query)
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def job_status_counts(session: orm.Session, batch_ids: list[str]) -> dict[str, dict[str, int]]:
+    """{batch_id: {job status: count}} in one GROUP BY query."""
+    if not batch_ids:
+        return {}
+    query = (
+        sa.select(Job.batch_id, Job.status, sa.func.count())
+        .where(Job.batch_id.in_(batch_ids))
+        .group_by(Job.batch_id, Job.status)
+    )
+    counts: dict[str, dict[str, int]] = {batch_id: {} for batch_id in batch_ids}
+    for batch_id, status, count in session.execute(query):
+        counts[str(batch_id)][status] = count
+    return counts
+
+
+def request_counts(batch: Batch, by_status: dict[str, int] | None) -> RequestCounts:
+    """Stored counts for an ended batch, else counted live from its jobs' statuses."""
+    if by_status is None or batch.status not in ACTIVE_STATUSES:
+        return RequestCounts(batch.request_total, batch.request_completed, batch.request_failed)
+    completed = by_status.get(JobStatus.SUCCEEDED, 0)
+    failed = sum(by_status.get(status, 0) for status in (JobStatus.FAILED, JobStatus.CANCELLED))
+    return RequestCounts(batch.request_total, completed, failed)
+
+
+def live_request_counts(session: orm.Session, batches: list[Batch]) -> dict[str, RequestCounts]:
+    active = [batch.id for batch in batches if batch.status in ACTIVE_STATUSES]
+    by_batch = job_status_counts(session, active)
+    return {batch.id: request_counts(batch, by_batch.get(batch.id)) for batch in batches}
+
+
+def cancel_queued_jobs(session: orm.Session, batch_id: str, now: datetime) -> int:
+    """queued -> cancelled for all the batch's queued jobs (their tasks become no-ops); returns how many."""
+    query = (
+        sa.update(Job)
+        .where(Job.batch_id == batch_id, Job.status == JobStatus.QUEUED)
+        .values(
+            status=JobStatus.CANCELLED,
+            cancel_requested=True,
+            cancel_requested_at=now,
+            finished_at=now,
+            finish_reason="cancelled",
+        )
+    )
+    result = session.execute(query)
+    session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def flag_running_jobs(session: orm.Session, batch_id: str, now: datetime) -> list[str]:
+    """Mark the batch's running jobs for cancellation; returns their ids, for the worker signal."""
+    running = Job.batch_id == batch_id, Job.status == JobStatus.RUNNING
+    job_ids = list(session.scalars(sa.select(Job.id).where(*running)))
+    if job_ids:
+        flagged = sa.update(Job).where(Job.id.in_(job_ids), *running)
+        session.execute(
+            flagged.values(
+                cancel_requested=True, cancel_requested_at=sa.func.coalesce(Job.cancel_requested_at, now)
+            )
+        )
+        session.commit()
+    return job_ids
+
+
+def inserted_lines(session: orm.Session, batch_id: str) -> int:
+    """The last input line that already has its job (0 when none): ingest resumes after it."""
+    return session.scalar(sa.select(sa.func.max(Job.batch_line)).where(Job.batch_id == batch_id)) or 0
+
+
+def queued_jobs(session: orm.Session, batch_id: str) -> list[tuple[str, str, str]]:
+    """(job id, profile, task id) of the batch's queued jobs, to enqueue them again on resume."""
+    query = sa.select(Job.id, Job.profile, Job.task_id).where(
+        Job.batch_id == batch_id, Job.status == JobStatus.QUEUED
+    )
+    return [(job_id, profile, task_id) for job_id, profile, task_id in session.execute(query)]

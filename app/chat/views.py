@@ -1,0 +1,210 @@
+"""OpenAI-compatible chat completions and model list, run through the same job queue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from app.cache.store import no_cache_header
+from app.chat.schemas import ChatCompletionCreate, job_body, profile_for_model
+from app.db import db_session
+from app.errors import ApiError
+from app.jobs import submit as job_service
+from app.jobs.budget import check_prompt_fits
+from app.jobs.events import JobEventLog
+from app.jobs.render import job_json
+from app.jobs.schemas import JobCreate
+from app.jobs.stream import follow_job, sse, sse_response
+from app.jobs.views import json_body
+from app.limits import StreamSlot, acquire_stream_slot
+from app.ops.served_models import served_model_ids
+from app.routing.auto import AUTO_PROFILE
+
+bp = Blueprint("chat", __name__, url_prefix="/v1")
+
+STREAM_POLL_S = 0.5  # idle streams send a comment this often, which also detects gone clients
+
+
+def submit_chat_job(chat: ChatCompletionCreate) -> tuple[dict[str, Any], str]:
+    """Create the job behind a chat request; returns (job JSON, model name to report)."""
+    profiles = current_app.extensions["gptoss_profiles"]
+    served = served_model_ids(current_app.extensions["gptoss_redis"], list(profiles))
+    profile = profile_for_model(chat.model, profiles, served)
+    if profile is None:
+        choices = sorted({*profiles, *(p.model for p in profiles.values()), *served.values()})
+        raise ApiError(
+            404,
+            f"The model '{chat.model}' does not exist; use one of {choices}.",
+            param="model",
+            code="model_not_found",
+        )
+    context = {"profiles": profiles, "router": current_app.extensions.get("gptoss_router")}
+    body = JobCreate.model_validate(job_body(chat, profile), context=context)
+    if no_cache_header(request.headers.get("Cache-Control")):
+        body.cache = False
+    check_prompt_fits(body)
+    key = request.headers.get("Idempotency-Key") or None
+    with db_session() as session:
+        job, _ = job_service.submit_job(
+            session,
+            body,
+            key,
+            current_app.extensions["gptoss_enqueue"],
+            current_app.extensions.get("gptoss_cached_jobs"),
+        )
+        return job_json(job), served.get(job.profile) or profiles[job.profile].model
+
+
+def completion_id(job_id: str) -> str:
+    return "chatcmpl-" + job_id.removeprefix("job_")
+
+
+def usage_of(done: dict[str, Any]) -> dict[str, int]:
+    return done.get("usage") or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+def finish_reason_of(done: dict[str, Any]) -> str:
+    reason = (done.get("result") or {}).get("finish_reason") or "stop"
+    return reason if reason in ("stop", "length") else "stop"
+
+
+def raise_if_failed(done: dict[str, Any]) -> None:
+    if done["status"] == "failed":
+        message = (done.get("error") or {}).get("message") or "generation failed"
+        raise ApiError(
+            500, f"Job {done['id']} failed: {message}", type="server_error", code="generation_failed"
+        )
+
+
+@bp.post("/chat/completions")
+def create_chat_completion() -> Response:
+    """Create a chat completion (streamed as chat.completion.chunk events when stream=true)."""
+    chat = ChatCompletionCreate.model_validate(json_body())
+    slot = acquire_stream_slot() if chat.stream else StreamSlot(None)  # a 429 comes before any job exists
+    try:
+        job, model = submit_chat_job(chat)
+    except BaseException:
+        slot.release()
+        raise
+    log: JobEventLog = current_app.extensions["gptoss_events"]
+    if chat.stream:
+        include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        return sse_response(slot.wrap(stream_chunks(app, log, job, model, include_usage)))
+    done = wait_for_job(log, job["id"])
+    raise_if_failed(done)
+    result = done.get("result") or {}
+    message = {"role": "assistant", "content": result.get("content") or "", "refusal": None}
+    if result.get("reasoning"):
+        message["reasoning_content"] = result["reasoning"]
+    return jsonify(
+        id=completion_id(job["id"]),
+        object="chat.completion",
+        created=job["created_at"],
+        model=(done.get("tags") or {}).get("model_id") or model,  # the model that really answered
+        choices=[{"index": 0, "message": message, "finish_reason": finish_reason_of(done), "logprobs": None}],
+        usage=usage_of(done),
+        job_id=job["id"],
+        tags=done.get("tags"),
+    )
+
+
+def wait_for_job(log: JobEventLog, job_id: str) -> dict[str, Any]:
+    """Block until the job ends; return its stored JSON."""
+    for event in follow_job(log, job_id, "0", poll_s=5.0):
+        if event is not None and event.is_terminal:
+            break
+    with db_session() as session:
+        return job_json(job_service.get_job_or_404(session, job_id))
+
+
+def stream_chunks(
+    app: Any, log: JobEventLog, job: dict[str, Any], model: str, include_usage: bool
+) -> Iterator[str]:
+    """chat.completion.chunk events from the job's event log; a client that leaves cancels the job."""
+    chunk_id, created = completion_id(job["id"]), job["created_at"]
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+        body = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model}
+        return sse(None, None, {**body, "choices": [choice], **extra})
+
+    finished = False
+    with app.app_context():
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            for event in follow_job(log, job["id"], "0", STREAM_POLL_S):
+                if event is None:
+                    yield ": keep-alive\n\n"
+                elif event.type == "delta":
+                    delta = {}
+                    if event.data.get("content"):
+                        delta["content"] = event.data["content"]
+                    if event.data.get("reasoning"):
+                        delta["reasoning_content"] = event.data["reasoning"]
+                    if delta:
+                        yield chunk(delta)
+                elif event.is_terminal:
+                    finished = True
+                    done = event.data
+                    if done.get("status") == "failed":
+                        message = (done.get("error") or {}).get("message") or "generation failed"
+                        yield sse(None, None, {"error": {"type": "server_error", "message": message}})
+                        break
+                    yield chunk({}, finish_reason_of(done))
+                    if include_usage:
+                        body = {"id": chunk_id, "object": "chat.completion.chunk", "created": created}
+                        yield sse(
+                            None, None, {**body, "model": model, "choices": [], "usage": usage_of(done)}
+                        )
+                    break
+            yield "data: [DONE]\n\n"
+        finally:
+            if not finished:  # the client went away mid-stream: stop spending the GPU on it
+                cancel_quietly(job["id"])
+
+
+def cancel_quietly(job_id: str) -> None:
+    """Cancel a job whose client left; a job that already finished is fine."""
+    try:
+        with db_session() as session:
+            job_service.cancel_job(
+                session,
+                job_id,
+                redis_client=current_app.extensions["gptoss_redis"],
+                revoke=current_app.extensions["gptoss_revoke"],
+                ttl_s=current_app.config["CANCEL_SIGNAL_TTL_S"],
+                events=current_app.extensions["gptoss_events"],
+            )
+    except ApiError:
+        pass
+
+
+@bp.get("/models")
+def list_models() -> Response:
+    """List the served models: each profile, and the model id it really runs."""
+    profiles = current_app.extensions["gptoss_profiles"]
+    served = served_model_ids(current_app.extensions["gptoss_redis"], list(profiles))
+    data = []
+    for name, profile in profiles.items():
+        model_id = served.get(name) or profile.model
+        data.append(
+            {"id": name, "object": "model", "created": 0, "owned_by": "gptoss-batch", "model": model_id}
+        )
+    router = current_app.extensions.get("gptoss_router")
+    if (
+        router is not None and router.candidates
+    ):  # picks one of the profiles per request (app/routing/auto.py)
+        auto = {"id": AUTO_PROFILE, "object": "model", "created": 0, "owned_by": "gptoss-batch"}
+        data.append({**auto, "model": AUTO_PROFILE, "profiles": list(router.candidates)})
+    seen = {d["id"] for d in data}
+    for name, profile in profiles.items():
+        model_id = served.get(name) or profile.model
+        if model_id not in seen:
+            seen.add(model_id)
+            data.append(
+                {"id": model_id, "object": "model", "created": 0, "owned_by": "gptoss-batch", "profile": name}
+            )
+    return jsonify(object="list", data=data)

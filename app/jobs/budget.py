@@ -1,0 +1,127 @@
+"""Refuse a job whose prompt plus max_tokens exceeds its model's context: 400 before it is queued.
+
+The API never loads a model. Once per process it reads the tokenizer and config of the model the
+profile's worker loads (workers/model_loader.local_model_dir) and renders the prompt as the engine
+does. Without a tokenizer prompt tokens are estimated as characters / 4; without a config the check
+is left to the worker, whose engine refuses such a prompt too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app
+
+from app.errors import ApiError
+from app.jobs.schemas import JobCreate
+from engine.loader import local_model_dir
+
+log = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN = 4  # the fallback estimate when no tokenizer can be read
+
+_counters: dict[tuple[str, Path], TokenCounter] = {}  # (model source, cache dir) -> its counter
+_counters_lock = threading.Lock()
+_warned: set[tuple[str, str]] = set()  # (source, problem): each said once per process
+
+
+@dataclass
+class TokenCounter:
+    """Counts a request's prompt tokens for one model; `context` is None when unknown."""
+
+    tokenizer: Any | None
+    context: int | None
+    is_harmony: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # a fast tokenizer is not thread-safe
+
+    def prompt_tokens(self, messages: list[dict[str, str]], reasoning_effort: str | None) -> int:
+        if self.tokenizer is None:
+            return sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN
+        extra = {"reasoning_effort": reasoning_effort or "medium"} if self.is_harmony else {}
+        with self._lock:
+            text = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False, **extra
+            )
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def load_token_counter(source: str, cache_dir: Path) -> TokenCounter:
+    """The tokenizer and context length of the model a worker loads for `source`, as far as they exist."""
+    directory = local_model_dir(source, cache_dir)
+    if directory is None:
+        warn_once(source, "is not on this machine (yet): prompt lengths are checked by the worker")
+        return TokenCounter(None, None)
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(directory, local_files_only=True)
+        context = getattr(config.get_text_config(), "max_position_embeddings", None)
+        is_harmony = config.model_type == "gpt_oss"
+    except Exception as exc:
+        warn_once(source, f"has no readable config ({exc}): prompt lengths are checked by the worker")
+        return TokenCounter(None, None)
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        if not tokenizer.chat_template:
+            raise ValueError("the tokenizer has no chat template")
+    except Exception as exc:
+        warn_once(source, f"has no usable tokenizer ({exc}): prompt tokens are estimated as characters / 4")
+        tokenizer = None
+    return TokenCounter(tokenizer, int(context) if context else None, is_harmony)
+
+
+def token_counter(app: Flask, profile: str) -> TokenCounter:
+    """The profile's counter, loaded on first use and then shared by every thread of this process."""
+    source = app.extensions["gptoss_profiles"][profile].model
+    cache_key = (source, Path(app.config["DATA_DIR"]).resolve() / "models")
+    with _counters_lock:  # requests arriving while the tokenizer loads wait for it
+        counter = _counters.get(cache_key)
+        if counter is None:
+            counter = load_token_counter(*cache_key)
+            if counter.context is not None:  # a model not there yet (the demo converting) is looked for again
+                _counters[cache_key] = counter
+    return counter
+
+
+def warn_once(source: str, problem: str) -> None:
+    if (source, problem) not in _warned:
+        _warned.add((source, problem))
+        log.warning("model %s %s", source, problem)
+
+
+def warm_up_in_background(app: Flask) -> None:
+    """Load every profile's tokenizer now, in a thread (the first submit then does not wait for it)."""
+
+    def load_all() -> None:
+        for profile in app.extensions["gptoss_profiles"]:
+            token_counter(app, profile)
+
+    threading.Thread(target=load_all, name="tokenizer-warm-up", daemon=True).start()
+
+
+def check_prompt_fits(body: JobCreate) -> None:
+    """400 context_length_exceeded when prompt tokens + max_tokens exceed the model's context."""
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    counter = token_counter(app, body.queue_profile)
+    if counter.context is None or body.max_tokens is None:
+        return
+    if body.messages is not None:
+        messages = [{"role": m.role, "content": m.content} for m in body.messages]
+    else:
+        messages = [{"role": "user", "content": body.prompt or ""}]
+    prompt_tokens = counter.prompt_tokens(messages, body.reasoning_effort)
+    if prompt_tokens + body.max_tokens > counter.context:
+        raise ApiError(
+            400,
+            f"This model's maximum context length is {counter.context} tokens. However, you requested "
+            f"{prompt_tokens + body.max_tokens} tokens ({prompt_tokens} in the messages, "
+            f"{body.max_tokens} for max_tokens). Please reduce the length of the messages or max_tokens.",
+            param="messages" if body.messages is not None else "prompt",
+            code="context_length_exceeded",
+        )

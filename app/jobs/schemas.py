@@ -1,0 +1,170 @@
+"""Request bodies, declared as pydantic models: they validate input and name the bad field."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from app.profiles import Profile
+from app.routing.auto import (
+    AUTO_PROFILE,
+    HINT_KEY,
+    MAX_ROUTE_REASON_CHARS,
+    ProfileRouter,
+    RouteDecision,
+    RouteRequest,
+)
+
+MetadataKey = Annotated[str, StringConstraints(max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+StopString = Annotated[str, StringConstraints(min_length=1)]
+
+
+def _stop_as_list(value: Any) -> Any:
+    """`stop` may be one string or a list of strings; store it as a list."""
+    return [value] if isinstance(value, str) else value
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str
+
+
+class JobCreate(BaseModel):
+    """The body of POST /v1/jobs. Validate with context={"profiles": {...}, "default_profile": ...}.
+
+    Profile `auto` needs a ProfileRouter in the context ("router"): it picks the profile that runs
+    the job (`queue_profile`; the stored request keeps "auto"). Its max_tokens default is the
+    smallest limit among the profiles it may choose, so the answer's budget never depends on load.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    # declared before `messages`, whose validator needs it
+    prompt: str | None = Field(default=None, min_length=1)
+    messages: list[Message] | None = Field(default=None, min_length=1, validate_default=True)
+    profile: str = Field(default="", validate_default=True)
+    max_tokens: int | None = Field(default=None, ge=1, validate_default=True)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    # max_length sits on the list itself: on the optional it would be applied to an explicit null (a 500)
+    stop: Annotated[
+        Annotated[list[StopString], Field(max_length=4)] | None, BeforeValidator(_stop_as_list)
+    ] = None
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=16)
+    cache: bool | None = None  # false: neither served from nor stored in the response cache
+    _route: RouteDecision | None = PrivateAttr(default=None)  # set when profile is "auto"
+
+    @field_validator("messages")
+    @classmethod
+    def _exactly_one_of_messages_or_prompt(cls, messages: Any, info: ValidationInfo) -> Any:
+        if "prompt" not in info.data:  # prompt itself was invalid; that error is enough
+            return messages
+        if messages is None and info.data["prompt"] is None:
+            raise PydanticCustomError("missing", "either 'messages' or 'prompt' is required")
+        if messages is not None and info.data["prompt"] is not None:
+            raise PydanticCustomError("messages_and_prompt", "give either 'messages' or 'prompt', not both")
+        return messages
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, profile: str, info: ValidationInfo) -> str:
+        profiles = _profiles(info)
+        profile = profile or (info.context or {}).get("default_profile") or next(iter(profiles))
+        if profile == AUTO_PROFILE and _router(info) is not None:
+            return profile
+        if profile not in profiles:
+            choices = sorted(profiles) + ([AUTO_PROFILE] if _router(info) is not None else [])
+            raise PydanticCustomError(
+                "unknown_profile",
+                "unknown profile '{profile}'; choose one of {choices}",
+                {"profile": profile, "choices": choices},
+            )
+        return profile
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _within_profile_limit(cls, max_tokens: int | None, info: ValidationInfo) -> int:
+        if info.data.get("profile") == AUTO_PROFILE:
+            return _within_auto_limits(max_tokens, info)
+        profile = _profiles(info).get(info.data.get("profile", ""))
+        if profile is None:  # the profile error is reported instead
+            return max_tokens or 1
+        if max_tokens is None:
+            return profile.max_tokens
+        if max_tokens > profile.max_tokens:
+            raise PydanticCustomError(
+                "max_tokens_above_limit",
+                "max_tokens {max_tokens} is above the limit {limit} of profile {profile}",
+                {"max_tokens": max_tokens, "limit": profile.max_tokens, "profile": profile.name},
+            )
+        return max_tokens
+
+    @model_validator(mode="after")
+    def _route_auto(self, info: ValidationInfo) -> JobCreate:
+        router = _router(info)
+        if self.profile == AUTO_PROFILE and router is not None:
+            hint = (self.metadata or {}).get(HINT_KEY)
+            request = RouteRequest.of(
+                self.messages, self.prompt, reasoning_effort=self.reasoning_effort, hint=hint,
+                max_tokens=self.max_tokens,
+            )  # fmt: skip
+            self._route = router(request)
+        return self
+
+    @property
+    def queue_profile(self) -> str:
+        """The profile whose queue runs the job: the one asked for, or the one `auto` chose."""
+        return self._route.profile if self._route is not None else self.profile
+
+    def routing_columns(self) -> dict[str, str | None]:
+        """The job row's routed_from and route_reason."""
+        route = self._route
+        return {
+            "routed_from": AUTO_PROFILE if route is not None else None,
+            "route_reason": route.reason[:MAX_ROUTE_REASON_CHARS] if route is not None else None,
+        }
+
+
+def _router(info: ValidationInfo) -> ProfileRouter | None:
+    router = (info.context or {}).get("router")
+    return router if router is not None and router.candidates else None
+
+
+def _within_auto_limits(max_tokens: int | None, info: ValidationInfo) -> int:
+    """`auto` may choose any profile whose limit fits: max_tokens must fit one; defaults to the smallest."""
+    router = _router(info)
+    assert router is not None  # the profile validator let "auto" through
+    limits = router.max_tokens_limits()
+    if max_tokens is None:
+        return min(limits.values())
+    if max_tokens > max(limits.values()):
+        raise PydanticCustomError(
+            "max_tokens_above_limit",
+            "max_tokens {max_tokens} is above the limit {limit} of every profile auto may choose",
+            {"max_tokens": max_tokens, "limit": max(limits.values())},
+        )
+    return max_tokens
+
+
+def _profiles(info: ValidationInfo) -> dict[str, Profile]:
+    context = info.context or {}
+    if "profiles" not in context:
+        raise RuntimeError("JobCreate must be validated with context={'profiles': ...}")
+    return context["profiles"]

@@ -1,0 +1,213 @@
+"""Job rows and their transitions. Each transition is one guarded UPDATE, so repeats are no-ops."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from app.gate_runs.models import is_gate_request
+from app.models import FINISHED_STATUSES, Job, JobStatus, utcnow
+
+
+def request_hash(request: dict[str, Any]) -> str:
+    """A stable hash of a validated request, to tell a replayed submit from a different one."""
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def insert_job(
+    session: orm.Session,
+    *,
+    profile: str,
+    request: dict[str, Any],
+    task_id: str,
+    idempotency_key: str | None,
+    routed_from: str | None = None,
+    route_reason: str | None = None,
+) -> Job:
+    """Insert and commit a queued job; raises IntegrityError when the idempotency key exists."""
+    job = Job(
+        profile=profile,
+        routed_from=routed_from,
+        route_reason=route_reason,
+        request=request,
+        request_hash=request_hash(request),
+        task_id=task_id,
+        idempotency_key=idempotency_key,
+        status=JobStatus.QUEUED,
+        is_gate=is_gate_request(request),
+    )
+    session.add(job)
+    session.commit()
+    return job
+
+
+def delete_job(session: orm.Session, job_id: str) -> None:
+    """Remove a job that never reached the queue (its enqueue failed)."""
+    session.execute(sa.delete(Job).where(Job.id == job_id))
+    session.commit()
+
+
+def find_job_by_idempotency_key(session: orm.Session, key: str) -> Job | None:
+    return session.scalar(sa.select(Job).where(Job.idempotency_key == key))
+
+
+def list_jobs(
+    session: orm.Session, *, status: str | None, profile: str | None, after: str | None, limit: int
+) -> tuple[list[Job], bool]:
+    """Jobs newest first, after the cursor `after` (a job id); returns (page, has_more)."""
+    query = sa.select(Job).order_by(Job.id.desc()).limit(limit + 1)
+    if status:
+        query = query.where(Job.status == status)
+    if profile:
+        query = query.where(Job.profile == profile)
+    if after:
+        query = query.where(Job.id < after)
+    jobs = list(session.scalars(query))
+    return jobs[:limit], len(jobs) > limit
+
+
+def _transition(session: orm.Session, job_id: str, guard: sa.ColumnElement[bool], **values: Any) -> bool:
+    """UPDATE the job WHERE guard holds; commit; True when this call made the change."""
+    result = session.execute(sa.update(Job).where(Job.id == job_id, guard).values(**values))
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _transition_returning(
+    session: orm.Session, job_id: str, guard: sa.ColumnElement[bool], **values: Any
+) -> Job | None:
+    """UPDATE the job WHERE guard holds; commit; the updated job, or None when the guard did not hold."""
+    job = session.scalar(sa.update(Job).where(Job.id == job_id, guard).values(**values).returning(Job))
+    session.commit()
+    return job
+
+
+def cancel_queued_job(session: orm.Session, job_id: str) -> bool:
+    """queued -> cancelled, now; False when the job is no longer queued."""
+    now = utcnow()
+    return _transition(
+        session,
+        job_id,
+        Job.status == JobStatus.QUEUED,
+        status=JobStatus.CANCELLED,
+        cancel_requested=True,
+        cancel_requested_at=now,
+        finished_at=now,
+        finish_reason="cancelled",
+    )
+
+
+def request_cancel_of_running_job(session: orm.Session, job_id: str) -> bool:
+    """Flag a running job for cancellation; False when it is not running."""
+    return _transition(
+        session,
+        job_id,
+        Job.status == JobStatus.RUNNING,
+        cancel_requested=True,
+        cancel_requested_at=sa.func.coalesce(Job.cancel_requested_at, utcnow()),
+    )
+
+
+def claim_job(session: orm.Session, job_id: str, worker_hostname: str) -> Job | None:
+    """queued -> running for this worker, attempts + 1; the job, or None if another has it or it ended."""
+    return _transition_returning(
+        session,
+        job_id,
+        Job.status == JobStatus.QUEUED,
+        status=JobStatus.RUNNING,
+        started_at=utcnow(),
+        attempts=Job.attempts + 1,
+        worker_hostname=worker_hostname,
+    )
+
+
+def record_first_token(session: orm.Session, job_id: str, moment: datetime) -> bool:
+    """Stamp the first token's time on a running job (pollers see generation has begun)."""
+    guard = sa.and_(Job.status == JobStatus.RUNNING, Job.first_token_at.is_(None))
+    return _transition(session, job_id, guard, first_token_at=moment)
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What a worker stores when a job ends."""
+
+    status: JobStatus
+    content: str = ""
+    reasoning: str = ""
+    finish_reason: str | None = None
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_s: float | None = None
+    e2e_s: float | None = None
+    first_token_at: datetime | None = None
+    tags: dict[str, str] | None = None
+    quality: dict[str, Any] | None = None  # the quality_* columns of an answer (app/quality.py)
+    token_times: tuple[float, ...] = ()  # time.time() of each token, for inter-token metrics (not stored)
+
+
+def finish_job(session: orm.Session, job_id: str, outcome: JobOutcome) -> Job | None:
+    """running -> succeeded | failed | cancelled with the result; the stored job (read back by the
+    same UPDATE), or None when the job was not running."""
+    assert outcome.status in FINISHED_STATUSES
+    tags = {f"tag_{name}": value for name, value in (outcome.tags or {}).items()}
+    return _transition_returning(
+        session,
+        job_id,
+        Job.status == JobStatus.RUNNING,
+        status=outcome.status,
+        content=outcome.content,
+        reasoning=outcome.reasoning,
+        finish_reason=outcome.finish_reason,
+        error=outcome.error,
+        prompt_tokens=outcome.prompt_tokens,
+        completion_tokens=outcome.completion_tokens,
+        ttft_s=outcome.ttft_s,
+        e2e_s=outcome.e2e_s,
+        first_token_at=outcome.first_token_at,
+        finished_at=utcnow(),
+        **tags,
+        **(outcome.quality or {}),
+    )
+
+
+def running_jobs_of_worker(session: orm.Session, worker_hostname: str) -> list[Job]:
+    """Jobs marked running on this worker name (at worker start: left behind by a dead process)."""
+    query = sa.select(Job).where(Job.status == JobStatus.RUNNING, Job.worker_hostname == worker_hostname)
+    return list(session.scalars(query))
+
+
+def requeue_job(session: orm.Session, job_id: str, worker_hostname: str) -> bool:
+    """running -> queued for a job whose worker died, so its redelivered task can claim it."""
+    return _transition(
+        session,
+        job_id,
+        sa.and_(Job.status == JobStatus.RUNNING, Job.worker_hostname == worker_hostname),
+        status=JobStatus.QUEUED,
+        started_at=None,
+        first_token_at=None,
+    )
+
+
+def take_over_job(
+    session: orm.Session, job_id: str, dead_hostname: str, attempts: int, worker_hostname: str
+) -> Job | None:
+    """running on a dead worker -> running on this one, attempts + 1; None if another moved it first."""
+    return _transition_returning(
+        session,
+        job_id,
+        sa.and_(
+            Job.status == JobStatus.RUNNING, Job.worker_hostname == dead_hostname, Job.attempts == attempts
+        ),
+        worker_hostname=worker_hostname,
+        attempts=Job.attempts + 1,
+        started_at=utcnow(),
+        first_token_at=None,
+    )

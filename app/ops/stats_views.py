@@ -1,0 +1,50 @@
+"""GET /v1/stats: job counts, error rate and latency percentiles from the stored jobs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+from app.db import db_session
+from app.ops.settings import ObservabilitySettings
+from app.ops.stats import job_stats
+
+bp = Blueprint("stats", __name__, url_prefix="/v1/stats")
+
+
+class StatsQuery(BaseModel):
+    """Query string of GET /v1/stats."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str | None = None
+    since: datetime | None = None  # unix seconds or an ISO 8601 date/time (UTC when no zone is given)
+    include_gate: bool = False  # count the release gate's own jobs too
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str | None, info: ValidationInfo) -> str | None:
+        profiles = (info.context or {}).get("profiles", {})
+        if value is not None and value not in profiles:
+            raise ValueError(f"unknown profile {value!r}; known: {', '.join(profiles)}")
+        return value
+
+    @field_validator("since")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+@bp.get("")
+def stats() -> Response:
+    """Counts by status, error rate and p50/p95 of queue wait, TTFT, E2E and tokens/s."""
+    context: dict[str, Any] = {"profiles": current_app.extensions["gptoss_profiles"]}
+    query = StatsQuery.model_validate(request.args.to_dict(), context=context)
+    max_jobs = ObservabilitySettings.from_config(current_app.config).stats_max_jobs
+    with db_session() as session:
+        return jsonify(job_stats(session, query.profile, query.since, max_jobs, query.include_gate))

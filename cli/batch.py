@@ -1,0 +1,203 @@
+"""`gptoss batch run FILE`: upload a prompt file as a batch, show its progress, download the answers."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import IO, Any, cast
+
+import httpx
+
+from cli.prompt_lines import PromptFileError, RequestDefaults, answer_line, convert_prompt_file
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+FINAL_STATUSES = {"completed", "failed", "cancelled", "expired"}
+
+
+def add_batch_parser(subparsers: Any) -> None:
+    """Add `batch run` to the gptoss command parser."""
+    batch = subparsers.add_parser("batch", help="run a file of prompts through the Batch API")
+    commands = batch.add_subparsers(dest="batch_command", required=True)
+    run = commands.add_parser("run", help="upload, follow with a progress bar, download the answers")
+    run.add_argument(
+        "input", help='one prompt per line, {"prompt"|"messages": ...} JSONL, or Batch API lines'
+    )
+    run.add_argument(
+        "--profile", help="the profile (or model id) of every request (default: the first profile)"
+    )
+    run.add_argument("-o", "--output", default="-", help="results JSONL, in input order (default: stdout)")
+    run.add_argument("--system", help="a system message put before each prompt")
+    run.add_argument("--max-tokens", type=int)
+    run.add_argument("--temperature", type=float)
+    run.add_argument("--reasoning-effort", choices=["low", "medium", "high"])
+    run.add_argument("--poll", type=float, default=1.0, help="seconds between progress checks (default 1)")
+    run.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+    run.set_defaults(func=batch_run)
+
+
+def batch_run(args: argparse.Namespace) -> int:
+    """Run the file as one batch; exit status 0 when every request succeeded, 1 otherwise."""
+    base_url = getattr(args, "url", None) or os.environ.get("GPTOSS_URL") or DEFAULT_URL
+    try:
+        key = os.environ.get("GPTOSS_API_KEY")  # where the API requires keys (GPTOSS_API_KEYS)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with httpx.Client(base_url=base_url, timeout=120.0, headers=headers) as client:
+            return _run(client, args)
+    except httpx.TransportError as exc:
+        raise SystemExit(f"gptoss: cannot reach {base_url}: {exc}") from exc
+
+
+def _run(client: httpx.Client, args: argparse.Namespace) -> int:
+    model = args.profile or _checked(client.get("/v1/profiles"))["data"][0]["id"]
+    options = {
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "reasoning_effort": args.reasoning_effort,
+    }
+    defaults = RequestDefaults(model, args.system, {k: v for k, v in options.items() if v is not None})
+    order: dict[str, int] = {}  # custom_id -> position, to write results in input order
+    input_lines: list[int] = []  # converted line -> prompt file line, to report errors against the input
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as converted:
+        try:
+            with open(args.input, encoding="utf-8-sig") as source:
+                for line in convert_prompt_file(source, converted, defaults):
+                    order.setdefault(line.custom_id, len(order))
+                    input_lines.append(line.input_line)
+        except (PromptFileError, UnicodeDecodeError) as exc:
+            raise SystemExit(f"gptoss batch run: {args.input}: {exc}") from exc
+        converted.seek(0)
+        upload = {
+            "file": (
+                os.path.basename(args.input) + ".batch.jsonl",
+                cast(IO[bytes], converted.buffer),
+                "application/jsonl",
+            )
+        }
+        file = _checked(client.post("/v1/files", data={"purpose": "batch"}, files=upload))
+    batch = _checked(client.post("/v1/batches", json={
+        "input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h",
+    }))  # fmt: skip
+    print(f"gptoss: {batch['id']}: {len(input_lines)} requests", file=sys.stderr)
+    try:
+        batch = follow(client, batch["id"], args.poll, Progress(sys.stderr, enabled=not args.no_progress))
+    except KeyboardInterrupt:
+        print(f"\ngptoss: cancelling {batch['id']}; finished answers are kept", file=sys.stderr)
+        _checked(client.post(f"/v1/batches/{batch['id']}/cancel"))
+        batch = follow(client, batch["id"], args.poll, Progress(sys.stderr, enabled=False))
+    if batch["status"] == "failed":
+        for error in (batch.get("errors") or {}).get("data", []):
+            where = f"line {input_lines[error['line'] - 1]}: " if error.get("line") else ""
+            print(f"gptoss: {args.input}: {where}{error['message']}", file=sys.stderr)
+        return 1
+    write_results(client, batch, order, args.output)
+    counts = batch["request_counts"]
+    summary = f"{counts['completed']} completed, {counts['failed']} failed of {counts['total']}"
+    print(f"gptoss: {batch['id']} {batch['status']}: {summary}", file=sys.stderr)
+    return 0 if batch["status"] == "completed" and counts["failed"] == 0 else 1
+
+
+def follow(client: httpx.Client, batch_id: str, poll: float, progress: Progress) -> dict[str, Any]:
+    """Poll the batch until it reaches a final status, drawing progress on the way."""
+    while True:
+        batch = _checked(client.get(f"/v1/batches/{batch_id}"))
+        progress.update(batch)
+        if batch["status"] in FINAL_STATUSES:
+            progress.close()
+            return batch
+        time.sleep(poll)
+
+
+class Progress:
+    """One status line: a bar, done/failed/total, rate and ETA; redrawn with \\r on a terminal."""
+
+    def __init__(self, stream: IO[str], enabled: bool = True, width: int = 30) -> None:
+        self.stream, self.enabled, self.width = stream, enabled, width
+        self.interactive = stream.isatty()
+        self.start: tuple[float, int] | None = None  # (time, done) at the first count seen
+        self.last_printed = 0.0
+        self.drawn = False
+
+    def line(self, batch: dict[str, Any], now: float) -> str:
+        counts = batch["request_counts"]
+        total, done = counts["total"], counts["completed"] + counts["failed"]
+        if self.start is None and total:
+            self.start = (now, done)
+        filled = int(self.width * done / total) if total else 0
+        text = f"{batch['status']:<11} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}"
+        text += f" ({counts['failed']} failed)" if counts["failed"] else ""
+        if self.start is not None and now > self.start[0] and done > self.start[1]:
+            rate = (done - self.start[1]) / (now - self.start[0])
+            text += f" {rate:.1f} req/s ETA {_duration((total - done) / rate)}"
+        return text
+
+    def update(self, batch: dict[str, Any]) -> None:
+        now = time.monotonic()
+        text = self.line(batch, now)
+        if not self.enabled:
+            return
+        if self.interactive:
+            self.stream.write("\r" + text.ljust(79))
+            self.drawn = True
+        elif now - self.last_printed >= 10 or batch["status"] in FINAL_STATUSES:
+            self.stream.write(text + "\n")  # a log, not a terminal: a line now and then
+            self.last_printed = now
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
+
+
+def result_lines(
+    client: httpx.Client, file_id: str | None, order: dict[str, int]
+) -> Iterator[tuple[int, str, dict]]:
+    """(input position, custom_id, answer line) of one result file, streamed."""
+    if file_id is None:
+        return
+    with client.stream("GET", f"/v1/files/{file_id}/content") as response:
+        response.raise_for_status()
+        for text in response.iter_lines():
+            if text:
+                result = json.loads(text)
+                yield order.get(result["custom_id"], len(order)), result["custom_id"], answer_line(result)
+
+
+def write_results(client: httpx.Client, batch: dict[str, Any], order: dict[str, int], output: str) -> None:
+    """Merge the output and error files (each in input order) into one results file in input order."""
+    merged = heapq.merge(
+        result_lines(client, batch.get("output_file_id"), order),
+        result_lines(client, batch.get("error_file_id"), order),
+        key=lambda item: item[0],
+    )
+    with contextlib.nullcontext(sys.stdout) if output == "-" else open(output, "w", encoding="utf-8") as sink:
+        for _, _, answer in merged:
+            sink.write(json.dumps(answer, ensure_ascii=False) + "\n")
+
+
+def _checked(response: httpx.Response) -> dict[str, Any]:
+    """The JSON body, or exit with the API's error message."""
+    try:
+        body = response.json()
+    except ValueError:
+        raise SystemExit(f"gptoss: HTTP {response.status_code}: {response.text[:200]}") from None
+    if response.is_error:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        raise SystemExit(f"gptoss: HTTP {response.status_code}: {error.get('message', body)}")
+    return body

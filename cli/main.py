@@ -1,0 +1,127 @@
+"""`gptoss`: submit jobs, read their status and cancel them over the HTTP API (GPTOSS_URL)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from cli.batch import add_batch_parser
+from cli.sse_client import print_job_stream
+from gate.cli import add_gate_parser
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gptoss", description="Talk to a gptoss-batch API.")
+    parser.add_argument("--url", help=f"API base URL (env GPTOSS_URL, default {DEFAULT_URL})")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    submit = commands.add_parser("submit", help="queue a job; prints its id (or its answer with --wait)")
+    submit.add_argument("prompt", nargs="?", help="the prompt text (or use --messages-file)")
+    submit.add_argument("--messages-file", help="a JSON file with a list of {role, content} messages")
+    submit.add_argument("--profile", help="latency_first or quality_first (default: the first profile)")
+    submit.add_argument("--max-tokens", type=int)
+    submit.add_argument("--reasoning-effort", choices=["low", "medium", "high"])
+    submit.add_argument("--wait", action="store_true", help="poll until the job ends, then print its content")
+    submit.add_argument("--stream", action="store_true", help="print the answer's tokens as they arrive")
+    submit.add_argument("--show-reasoning", action="store_true", help="--stream: reasoning to stderr")
+    submit.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits (default 600)")
+
+    for name, text in (("status", "print a job as JSON"), ("cancel", "cancel a queued or running job")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("job_id")
+    add_batch_parser(commands)
+    add_gate_parser(commands)
+    return parser
+
+
+def job_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The POST /v1/jobs body from the submit arguments."""
+    if args.messages_file:
+        with open(args.messages_file) as file:
+            body: dict[str, Any] = {"messages": json.load(file)}
+    elif args.prompt:
+        body = {"prompt": args.prompt}
+    else:
+        raise SystemExit("gptoss submit: give a prompt or --messages-file")
+    options = {
+        "profile": args.profile,
+        "max_tokens": args.max_tokens,
+        "reasoning_effort": args.reasoning_effort,
+    }
+    return body | {key: value for key, value in options.items() if value is not None}
+
+
+def wait_for(client: httpx.Client, job_id: str, timeout: float) -> dict[str, Any]:
+    """Poll the job until it ends (fast at first, then every half second)."""
+    deadline, delay = time.monotonic() + timeout, 0.05
+    while True:
+        job = _checked(client.get(f"/v1/jobs/{job_id}"))
+        if job["status"] in FINISHED:
+            return job
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gptoss: job {job_id} still {job['status']} after {timeout:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+def _checked(response: httpx.Response) -> dict[str, Any]:
+    """The JSON body, or exit with the API's error message."""
+    try:
+        body = response.json()
+    except ValueError:
+        raise SystemExit(f"gptoss: HTTP {response.status_code}: {response.text[:200]}") from None
+    if response.is_error:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        raise SystemExit(f"gptoss: HTTP {response.status_code}: {error.get('message', body)}")
+    return body
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one gptoss command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.command in ("batch", "gate"):
+        return int(args.func(args))
+    base_url = args.url or os.environ.get("GPTOSS_URL") or DEFAULT_URL
+    try:
+        key = os.environ.get("GPTOSS_API_KEY")  # where the API requires keys (GPTOSS_API_KEYS)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with httpx.Client(base_url=base_url, timeout=30.0, headers=headers) as client:
+            return _run(client, args)
+    except httpx.TransportError as exc:
+        raise SystemExit(f"gptoss: cannot reach {base_url}: {exc}") from exc
+
+
+def _run(client: httpx.Client, args: argparse.Namespace) -> int:
+    if args.command == "status":
+        print(json.dumps(_checked(client.get(f"/v1/jobs/{args.job_id}")), indent=2))
+        return 0
+    if args.command == "cancel":
+        job = _checked(client.post(f"/v1/jobs/{args.job_id}/cancel"))
+        print(f"{job['id']} {job['status']}")
+        return 0
+    job = _checked(client.post("/v1/jobs", json=job_body(args)))
+    if args.stream:
+        return print_job_stream(client, job["id"], show_reasoning=args.show_reasoning)
+    if not args.wait:
+        print(job["id"])
+        return 0
+    job = wait_for(client, job["id"], args.timeout)
+    if job["status"] != "succeeded":
+        detail = (job.get("error") or {}).get("message") or job["status"]
+        print(f"job {job['id']} {job['status']}: {detail}", file=sys.stderr)
+        return 1
+    print(job["result"]["content"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Start the Celery worker of one profile: its queue, a threads pool as wide as its batch, its name."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from app.profiles import load_profiles
+from app.settings import resolve_settings
+
+
+def worker_command(profile: str, max_batch: int, loglevel: str, name: str | None = None) -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "make_celery", "worker",
+        "-Q", profile, "-P", "threads", "-c", str(max_batch), "-n", name or f"{profile}@%h",
+        "--loglevel", loglevel, "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Replace this process with `celery worker` for the profile, GPTOSS_PROFILE set for it."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("profile")
+    parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--name", help="the worker's name (default <profile>@<host>; unique per worker)")
+    args = parser.parse_args(argv)
+    profiles = load_profiles(resolve_settings()["PROFILES"])
+    if args.profile not in profiles:
+        parser.error(f"unknown profile {args.profile!r}; the profiles file has {sorted(profiles)}")
+    os.environ["GPTOSS_PROFILE"] = args.profile
+    command = worker_command(args.profile, profiles[args.profile].max_batch, args.loglevel, args.name)
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    main()
