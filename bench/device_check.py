@@ -27,7 +27,7 @@ from engine.engine import Engine  # noqa: E402
 from engine.loader import load_model  # noqa: E402
 from engine.tiny import build_harmony_tokenizer, gptoss_config, harmony_eos_ids  # noqa: E402
 from engine.types import GenerationRequest, GenerationResult, TokenDelta  # noqa: E402
-from tests.engine_runs import run_all  # noqa: E402
+from tests.support.engine_runs import run_all  # noqa: E402
 
 
 def build_random_gptoss(directory: Path, layers: int) -> Path:

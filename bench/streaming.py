@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from app.ops.private_redis import free_port, start_private_redis, stop_private_redis  # noqa: E402
-from tests.conftest import migrate  # noqa: E402
-from tests.live_server import parse_sse  # noqa: E402
+from tests.support.live_server import parse_sse  # noqa: E402
+from tests.support.services import migrate  # noqa: E402
 
 
 def model_source(name: str, folder: Path) -> str:

@@ -8,7 +8,8 @@ import pytest
 import redis
 
 from app import create_app
-from tests.conftest import IDLE_REDIS_DB, app_config
+from tests.support.apps import app_config
+from tests.support.services import IDLE_REDIS_DB
 
 HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
 CALLS = [

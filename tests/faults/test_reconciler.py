@@ -20,7 +20,7 @@ from app.jobs import store as job_store
 from app.models import Job, JobStatus, utcnow
 from app.ops.heartbeats import WorkerHeartbeat, write_heartbeat
 from app.reliability_settings import RECONCILE_TASK
-from tests.batch_fixtures import create_batch, ingest, request_line, run
+from tests.support.batches import create_batch, ingest, request_line, run
 from workers.reconciler import ReconcileContext, reconcile_context, reconcile_once, task_ids_in_broker
 from workers.recovery import MAX_ATTEMPTS
 

@@ -18,8 +18,8 @@ from app.db import db_session
 from app.jobs import store as job_store
 from app.ops.private_redis import free_port, redis_answers, start_private_redis, stop_private_redis
 from app.queue import RUN_JOB_TASK
-from tests.conftest import Pipeline
-from tests.faults.conftest import Cluster
+from tests.support.cluster import Cluster
+from tests.support.pipeline import Pipeline
 
 HELLO = [{"role": "user", "content": "hello"}]
 PASSWORD = 'pass "word" with spaces'

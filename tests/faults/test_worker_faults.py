@@ -1,7 +1,7 @@
 """Workers that die: SIGKILL mid-generation, a job that kills every worker it reaches, SIGTERM, SQLite load.
 
 Two latency_first workers ("a" and "b") share one SQLite database and one Redis db, with a short
-visibility timeout and heartbeat TTL (tests/faults/conftest.py) so recovery happens within seconds.
+visibility timeout and heartbeat TTL (tests/support/cluster.py) so recovery happens within seconds.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import psutil
 import pytest
 import redis
 
-from tests.conftest import FINISHED
-from tests.faults.conftest import Cluster
-from tests.live_server import serve
+from tests.support.cluster import Cluster
+from tests.support.live_server import serve
+from tests.support.pipeline import FINISHED
 from workers.recovery import MAX_ATTEMPTS
 
 FAULTS_REDIS_DB = 9

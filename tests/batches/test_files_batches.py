@@ -1,0 +1,364 @@
+"""Files and batches over HTTP on SQLite and Postgres with real Redis; ingest and checks run in-process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app.batches.lifecycle import check_batch
+from app.batches.models import Batch
+from app.db import db_session
+from app.jobs.cancel import cancel_key
+from app.models import Job, JobStatus, utcnow
+from tests.support.batches import (
+    batch_app,
+    claim,
+    create_batch,
+    error_of,
+    finish,
+    ingest,
+    jsonl,
+    private_redis,
+    request_line,
+    run,
+    upload,
+)
+from workers.batch_tasks import lifecycle_context
+
+
+@pytest.fixture(scope="module")
+def idle_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis no worker consumes: ingest and checks are called directly."""
+    with private_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture
+def app(test_dir: Path, profiles_file: Path, database_url: str, idle_redis_url: str) -> Iterator[Flask]:
+    redis_url = idle_redis_url
+    redis.Redis.from_url(redis_url).flushdb()
+    app = batch_app(test_dir, profiles_file, database_url, redis_url, BATCH_INSERT_CHUNK=2)
+    yield app
+    app.extensions["gptoss_db_engine"].dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def jobs_of(app: Flask, batch_id: str) -> list[Job]:
+    with app.app_context(), db_session() as session:
+        return list(session.scalars(sa.select(Job).where(Job.batch_id == batch_id).order_by(Job.batch_line)))
+
+
+def check(app: Flask, batch_id: str, **kwargs: Any) -> dict[str, Any]:
+    with app.app_context():
+        check_batch(lifecycle_context(app), batch_id, **kwargs)
+    return app.test_client().get(f"/v1/batches/{batch_id}").get_json()
+
+
+# files
+
+
+def test_a_file_is_uploaded_read_listed_and_deleted(app: Flask, client: FlaskClient) -> None:
+    data = (request_line("a") + "\n").encode()
+    response = upload(client, data, filename="../../etc/passwd.jsonl")
+    assert response.status_code == 200, response.get_json()
+    file = response.get_json()
+    assert file["id"].startswith("file-") and file["object"] == "file"
+    assert (file["bytes"], file["filename"], file["purpose"], file["status"]) == (
+        len(data), "passwd.jsonl", "batch", "processed",
+    )  # fmt: skip
+    stored = Path(app.config["DATA_DIR"]) / "files" / file["id"]
+    assert stored.read_bytes() == data  # under the server's id, never the uploaded name
+    assert client.get(f"/v1/files/{file['id']}").get_json() == file
+    assert client.get(f"/v1/files/{file['id']}/content").get_data() == data
+    listed = client.get("/v1/files?purpose=batch&limit=1").get_json()
+    assert listed["data"] == [file] and listed["first_id"] == file["id"]
+    deleted = client.delete(f"/v1/files/{file['id']}").get_json()
+    assert deleted == {"id": file["id"], "object": "file", "deleted": True}
+    assert not stored.exists()
+    assert error_of(client.get(f"/v1/files/{file['id']}"), 404)["code"] == "file_not_found"
+    error_of(client.get(f"/v1/files/{file['id']}/content"), 404)
+
+
+def test_file_list_pages_in_both_orders(client: FlaskClient) -> None:
+    ids = [upload(client, b"x\n", filename=f"f{i}.jsonl").get_json()["id"] for i in range(3)]
+    newest = client.get(f"/v1/files?limit=2&after={ids[2]}").get_json()
+    assert [f["id"] for f in newest["data"]][:2] == [ids[1], ids[0]]
+    oldest = client.get(f"/v1/files?order=asc&after={ids[0]}&limit=1").get_json()
+    assert [f["id"] for f in oldest["data"]] == [ids[1]] and oldest["has_more"] is True
+
+
+def test_upload_refuses_a_wrong_purpose_a_missing_file_and_too_many_bytes(
+    app: Flask, client: FlaskClient
+) -> None:
+    assert error_of(upload(client, b"x", purpose="fine-tune"), 400)["param"] == "purpose"
+    no_file = client.post("/v1/files", data={"purpose": "batch"}, content_type="multipart/form-data")
+    assert error_of(no_file, 400)["param"] == "file"
+    app.config["MAX_UPLOAD_BYTES"] = 1000
+    files_dir = Path(app.config["DATA_DIR"]) / "files"
+    before = set(files_dir.iterdir())
+    error_of(upload(client, b"x" * (2 * 1024 * 1024)), 413)  # refused by length, before reading
+    error_of(upload(client, b"x" * 1001), 413)  # within the multipart allowance, refused once stored
+    assert set(files_dir.iterdir()) == before
+    assert upload(client, b"x" * 1000).status_code == 200
+
+
+# batch creation
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "param"),
+    [
+        ({"endpoint": "/v1/embeddings"}, 422, "endpoint"),
+        ({"completion_window": "48h"}, 422, "completion_window"),
+        ({"input_file_id": "file-000000000000000000000000"}, 400, "input_file_id"),
+        ({"metadata": {"k": 1}}, 422, "metadata.k"),
+        ({"extra": True}, 422, "extra"),
+    ],
+)
+def test_bad_batch_bodies_name_the_field(client: FlaskClient, change: dict, status: int, param: str) -> None:
+    file_id = upload(client, b"x\n").get_json()["id"]
+    body = {
+        "input_file_id": file_id,
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+        **change,
+    }
+    assert error_of(client.post("/v1/batches", json=body), status)["param"] == param
+
+
+def test_a_batch_is_validating_at_once_with_the_openai_shape(client: FlaskClient) -> None:
+    batch = create_batch(client, [request_line("a")], metadata={"project": "x"})
+    assert batch["id"].startswith("batch_") and batch["object"] == "batch"
+    assert (batch["status"], batch["endpoint"], batch["completion_window"]) == (
+        "validating", "/v1/chat/completions", "24h",
+    )  # fmt: skip
+    assert batch["expires_at"] - batch["created_at"] == 24 * 3600
+    assert batch["request_counts"] == {"total": 0, "completed": 0, "failed": 0}
+    assert batch["metadata"] == {"project": "x"} and batch["errors"] is None
+    expected_keys = {
+        "id", "object", "endpoint", "errors", "input_file_id", "completion_window", "status",
+        "output_file_id", "error_file_id", "created_at", "in_progress_at", "expires_at", "finalizing_at",
+        "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at", "request_counts",
+        "metadata",
+    }  # fmt: skip
+    assert set(batch) == expected_keys
+    assert client.get(f"/v1/batches/{batch['id']}").get_json() == batch
+
+
+def test_a_file_with_bad_lines_fails_the_batch_with_line_numbers_and_no_jobs(
+    app: Flask, client: FlaskClient
+) -> None:
+    lines = [
+        request_line("a"),
+        "{oops",
+        request_line("a"),
+        request_line("d", model="gpt-4o"),
+        request_line("e"),
+    ]
+    batch = create_batch(client, lines)
+    assert ingest(app, batch["id"]) == "failed"
+    failed = client.get(f"/v1/batches/{batch['id']}").get_json()
+    assert failed["status"] == "failed" and failed["failed_at"] is not None
+    assert failed["errors"]["object"] == "list"
+    errors = [(e["line"], e["code"], e["param"]) for e in failed["errors"]["data"]]
+    assert errors == [(2, "invalid_json_line", None), (3, "duplicate_custom_id", "custom_id"),
+                      (4, "model_not_found", "body.model")]  # fmt: skip
+    assert jobs_of(app, batch["id"]) == []
+    assert failed["request_counts"] == {"total": 0, "completed": 0, "failed": 0}
+
+
+def test_the_input_of_a_running_batch_cannot_be_deleted(app: Flask, client: FlaskClient) -> None:
+    batch = create_batch(client, [request_line("a")])
+    error = error_of(client.delete(f"/v1/files/{batch['input_file_id']}"), 409)
+    assert error["code"] == "file_in_use" and batch["id"] in error["message"]
+    (Path(app.config["DATA_DIR"]) / "files" / batch["input_file_id"]).unlink()  # gone from disk anyway
+    assert ingest(app, batch["id"]) == "failed"
+    errors = client.get(f"/v1/batches/{batch['id']}").get_json()["errors"]["data"]
+    assert [e["code"] for e in errors] == ["file_not_found"]
+
+
+def test_ingest_creates_and_enqueues_one_job_per_line_in_chunks(app: Flask, client: FlaskClient) -> None:
+    batch = create_batch(client, [request_line(f"r{i}", max_tokens=5 + i) for i in range(5)])
+    assert ingest(app, batch["id"]) == "in_progress"
+    jobs = jobs_of(app, batch["id"])
+    assert [(j.custom_id, j.batch_line, j.status, j.request["max_tokens"]) for j in jobs] == [
+        (f"r{i}", i + 1, "queued", 5 + i) for i in range(5)
+    ]
+    assert redis.Redis.from_url(app.config["REDIS_URL"]).llen("latency_first") == 5
+    shown = client.get(f"/v1/batches/{batch['id']}").get_json()
+    assert shown["status"] == "in_progress" and shown["in_progress_at"] is not None
+    assert shown["request_counts"] == {"total": 5, "completed": 0, "failed": 0}
+    assert ingest(app, batch["id"]) == "in_progress"  # a second delivery creates nothing more
+    assert len(jobs_of(app, batch["id"])) == 5
+
+
+def test_ingest_resumes_after_a_crash_without_duplicates(app: Flask, client: FlaskClient) -> None:
+    batch = create_batch(client, [request_line(f"r{i}") for i in range(5)])
+    from workers import batch_tasks
+
+    real_context = batch_tasks.ingest_context
+    sent: list[str] = []
+
+    def enqueue_then_crash(jobs: Any) -> None:
+        sent.extend(job_id for job_id, _, _ in jobs)
+        raise ConnectionError("broker went away")
+
+    with app.app_context():
+        context = real_context(app)
+        context.enqueue_jobs = enqueue_then_crash
+        with pytest.raises(ConnectionError):
+            batch_tasks.ingest_batch_now(context, batch["id"])
+    assert len(jobs_of(app, batch["id"])) == 2  # the first chunk was committed
+    assert ingest(app, batch["id"]) == "in_progress"
+    jobs = jobs_of(app, batch["id"])
+    assert [j.batch_line for j in jobs] == [1, 2, 3, 4, 5]
+    assert redis.Redis.from_url(app.config["REDIS_URL"]).llen("latency_first") == 5  # the first chunk again
+
+
+def test_live_counts_then_output_and_error_files_in_input_order(app: Flask, client: FlaskClient) -> None:
+    batch = create_batch(client, [request_line(f"r{i}") for i in range(5)])
+    ingest(app, batch["id"])
+    jobs = jobs_of(app, batch["id"])
+    run(app, jobs[2].id, JobStatus.SUCCEEDED, "two")
+    run(app, jobs[1].id, JobStatus.FAILED, error="RuntimeError: boom")
+    shown = check(app, batch["id"])
+    assert shown["status"] == "in_progress"
+    assert shown["request_counts"] == {"total": 5, "completed": 1, "failed": 1}
+    run(app, jobs[0].id, JobStatus.SUCCEEDED, "zero")
+    run(app, jobs[3].id, JobStatus.SUCCEEDED, "three")
+    assert client.post(f"/v1/jobs/{jobs[4].id}/cancel").get_json()["status"] == "cancelled"  # just this one
+    done = check(app, batch["id"])
+    assert done["status"] == "completed"
+    assert done["finalizing_at"] is not None and done["completed_at"] is not None
+    assert done["request_counts"] == {"total": 5, "completed": 3, "failed": 2}
+    output = jsonl(client, done["output_file_id"])
+    answers = [
+        (line["custom_id"], line["response"]["body"]["choices"][0]["message"]["content"]) for line in output
+    ]
+    assert answers == [("r0", "zero"), ("r2", "two"), ("r3", "three")]
+    first = output[0]
+    assert first["id"].startswith("batch_req_") and first["error"] is None
+    assert (first["response"]["status_code"], first["response"]["request_id"]) == (200, jobs[0].id)
+    body = first["response"]["body"]
+    assert (body["object"], body["model"], body["choices"][0]["finish_reason"]) == (
+        "chat.completion",
+        "tiny",
+        "stop",
+    )
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    error_line, cancelled_line = jsonl(client, done["error_file_id"])
+    assert error_line["custom_id"] == "r1" and error_line["response"]["status_code"] == 500
+    assert "boom" in error_line["response"]["body"]["error"]["message"]
+    assert (cancelled_line["custom_id"], cancelled_line["error"]["code"]) == ("r4", "request_cancelled")
+    output_file = client.get(f"/v1/files/{done['output_file_id']}").get_json()
+    assert output_file["purpose"] == "batch_output"
+    assert check(app, batch["id"]) == done  # a second check changes nothing
+
+
+def test_cancel_keeps_finished_results_and_stops_the_rest(app: Flask, client: FlaskClient) -> None:
+    batch = create_batch(client, [request_line(f"r{i}") for i in range(5)])
+    ingest(app, batch["id"])
+    jobs = jobs_of(app, batch["id"])
+    run(app, jobs[0].id, JobStatus.SUCCEEDED, "done before the cancel")
+    claim(app, jobs[1].id)
+    cancelling = client.post(f"/v1/batches/{batch['id']}/cancel").get_json()
+    assert cancelling["status"] == "cancelling" and cancelling["cancelling_at"] is not None
+    assert [j.status for j in jobs_of(app, batch["id"])] == ["succeeded", "running", "cancelled", "cancelled",
+                                                               "cancelled"]  # fmt: skip
+    assert app.extensions["gptoss_redis"].get(cancel_key(jobs[1].id)) == b"1"  # the worker's signal
+    assert check(app, batch["id"])["status"] == "cancelling"  # the running job has not stopped yet
+    assert client.post(f"/v1/batches/{batch['id']}/cancel").get_json()["status"] == "cancelling"
+    finish(app, jobs[1].id, JobStatus.CANCELLED, "partial")
+    cancelled = check(app, batch["id"])
+    assert cancelled["status"] == "cancelled" and cancelled["cancelled_at"] is not None
+    assert cancelled["request_counts"] == {"total": 5, "completed": 1, "failed": 4}
+    assert [line["custom_id"] for line in jsonl(client, cancelled["output_file_id"])] == ["r0"]
+    errors = jsonl(client, cancelled["error_file_id"])
+    assert [(e["custom_id"], e["error"]["code"], e["response"]) for e in errors] == [
+        (f"r{i}", "batch_cancelled", None) for i in range(1, 5)
+    ]
+    assert client.post(f"/v1/batches/{batch['id']}/cancel").get_json()["status"] == "cancelled"
+
+
+def test_cancel_while_validating_creates_no_jobs(app: Flask, client: FlaskClient) -> None:
+    batch = create_batch(client, [request_line("a")])
+    assert client.post(f"/v1/batches/{batch['id']}/cancel").get_json()["status"] == "cancelling"
+    assert ingest(app, batch["id"]) == "cancelling"
+    assert jobs_of(app, batch["id"]) == []
+    cancelled = check(app, batch["id"])
+    assert (cancelled["status"], cancelled["output_file_id"], cancelled["error_file_id"]) == (
+        "cancelled",
+        None,
+        None,
+    )
+
+
+def test_an_ended_batch_cannot_be_cancelled(app: Flask, client: FlaskClient) -> None:
+    batch = create_batch(client, ["{bad"])
+    ingest(app, batch["id"])
+    error = error_of(client.post(f"/v1/batches/{batch['id']}/cancel"), 409)
+    assert error["code"] == "batch_not_cancellable" and "failed" in error["message"]
+    assert error_of(client.post("/v1/batches/batch_nope/cancel"), 404)["code"] == "batch_not_found"
+    assert error_of(client.get("/v1/batches/batch_nope"), 404)["code"] == "batch_not_found"
+
+
+def test_expiry_returns_what_finished_and_marks_the_rest_expired(app: Flask, client: FlaskClient) -> None:
+    batch = create_batch(client, [request_line(f"r{i}") for i in range(3)])
+    ingest(app, batch["id"])
+    jobs = jobs_of(app, batch["id"])
+    run(app, jobs[0].id, JobStatus.SUCCEEDED, "in time")
+    claim(app, jobs[1].id)
+    later = utcnow() + timedelta(hours=25)
+    finalizing = check(app, batch["id"], now=later)
+    assert finalizing["status"] == "finalizing" and finalizing["expired_at"] is not None
+    assert app.extensions["gptoss_redis"].get(cancel_key(jobs[1].id)) == b"1"
+    finish(app, jobs[1].id, JobStatus.CANCELLED)
+    expired = check(app, batch["id"], now=later)
+    assert expired["status"] == "expired"
+    assert expired["request_counts"] == {"total": 3, "completed": 1, "failed": 2}
+    assert [line["custom_id"] for line in jsonl(client, expired["output_file_id"])] == ["r0"]
+    errors = jsonl(client, expired["error_file_id"])
+    assert [(e["custom_id"], e["error"]["code"]) for e in errors] == [
+        ("r1", "batch_expired"),
+        ("r2", "batch_expired"),
+    ]
+
+
+def test_batches_list_newest_first_with_live_counts(app: Flask, client: FlaskClient) -> None:
+    with app.app_context(), db_session() as session:
+        session.execute(sa.delete(Batch))
+        session.commit()
+    ids = [create_batch(client, [request_line("a")])["id"] for _ in range(3)]
+    ingest(app, ids[0])
+    page = client.get("/v1/batches?limit=2").get_json()
+    assert [b["id"] for b in page["data"]] == [ids[2], ids[1]] and page["has_more"] is True
+    rest = client.get(f"/v1/batches?after={page['last_id']}").get_json()
+    assert [b["id"] for b in rest["data"]] == [ids[0]] and rest["has_more"] is False
+    assert rest["data"][0]["request_counts"]["total"] == 1
+    assert error_of(client.get("/v1/batches?limit=0"), 422)["param"] == "limit"
+
+
+def test_redis_down_at_create_gives_503_and_leaves_no_batch(
+    test_dir: Path, profiles_file: Path, database_url: str, client: FlaskClient
+) -> None:
+    file_id = upload(client, (request_line("a") + "\n").encode()).get_json()["id"]
+    down = batch_app(test_dir, profiles_file, database_url, "redis://127.0.0.1:9/0")
+    body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    with down.app_context(), db_session() as session:
+        before = session.scalar(sa.select(sa.func.count()).select_from(Batch))
+    assert error_of(down.test_client().post("/v1/batches", json=body), 503)["code"] == "queue_unavailable"
+    with down.app_context(), db_session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Batch)) == before
+    down.extensions["gptoss_db_engine"].dispose()

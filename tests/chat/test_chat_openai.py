@@ -1,0 +1,148 @@
+"""The official `openai` SDK against the live server: the demo model and a harmony-speaking gpt-oss."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+import redis
+
+from app import create_app
+from tests.support.apps import app_config
+from tests.support.live_server import serve
+from tests.support.paths import REPO_ROOT
+from tests.support.pipeline import start_worker, stop_worker, wait_for_workers
+from tests.support.services import migrate
+
+CHAT_REDIS_DB = 9
+HARMONY_MODEL = REPO_ROOT / "tests" / "fixtures" / "tiny-gptoss-harmony"  # see make_harmony_tiny.py
+HARMONY_ANSWER, HARMONY_REASONING = "Hello, friend!", "Greet back."
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(test_dir: Path, redis_base_url: str) -> Iterator[tuple[openai.OpenAI, object]]:
+    """latency_first serves the demo model, quality_first the harmony tiny gpt-oss; one worker each."""
+    folder = test_dir / "chat"
+    folder.mkdir(exist_ok=True)
+    profiles = folder / "profiles.toml"
+    profiles.write_text(
+        '[profiles.latency_first]\nmodel = "demo"\nmodel_size = "20b"\ngpu_mode = "pipeline"\n'
+        "max_batch = 4\nmax_tokens = 512\n\n"
+        f'[profiles.quality_first]\nmodel = "{HARMONY_MODEL}"\nmodel_size = "120b"\ngpu_mode = "tensor"\n'
+        "max_batch = 4\nmax_tokens = 512\n"
+    )
+    database_url = f"sqlite:///{folder / 'chat.db'}"
+    migrate(database_url)
+    redis_url = f"{redis_base_url}/{CHAT_REDIS_DB}"
+    redis.Redis.from_url(redis_url).flushdb()
+    env = {
+        **os.environ,
+        "GPTOSS_PROFILES": str(profiles),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "GPTOSS_DATA_DIR": str(REPO_ROOT / ".data"),  # shares the converted demo model with `make run`
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    workers = {p: start_worker(p, env, folder / f"{p}.log") for p in ("latency_first", "quality_first")}
+    app = create_app(app_config(folder, profiles, database_url, redis_url))
+    try:
+        wait_for_workers(app, workers, folder)
+        with serve(app) as url:
+            yield openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0), app
+    finally:
+        for worker in workers.values():
+            stop_worker(worker)
+        app.extensions["gptoss_db_engine"].dispose()
+        redis.Redis.from_url(redis_url).flushdb()
+
+
+def stored_job(app: object, completion_id: str) -> dict:
+    client = app.test_client()  # type: ignore[attr-defined]
+    return client.get(f"/v1/jobs/job_{completion_id.removeprefix('chatcmpl-')}").get_json()
+
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def test_chat_completion_returns_the_demo_models_answer(stack: tuple[openai.OpenAI, object]) -> None:
+    client, app = stack
+    completion = client.chat.completions.create(model="latency_first", messages=QUESTION, max_tokens=32)  # type: ignore[arg-type]
+    assert "Paris" in (completion.choices[0].message.content or "")
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    job = stored_job(app, completion.id)
+    assert completion.usage is not None
+    usage = completion.usage
+    assert [usage.prompt_tokens, usage.completion_tokens, usage.total_tokens] == [
+        job["usage"]["prompt_tokens"],
+        job["usage"]["completion_tokens"],
+        job["usage"]["total_tokens"],
+    ]
+    assert job["tags"]["model_id"] == completion.model
+
+
+def test_streaming_chat_completion_streams_the_same_answer(stack: tuple[openai.OpenAI, object]) -> None:
+    client, app = stack
+    stream = client.chat.completions.create(
+        model="latency_first",
+        messages=QUESTION,
+        max_tokens=32,
+        stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "Paris" in text
+    usage = chunks[-1].usage
+    assert usage is not None and not chunks[-1].choices
+    job = stored_job(app, chunks[0].id)
+    assert job["result"]["content"] == text
+    assert (usage.prompt_tokens, usage.completion_tokens) == (
+        job["usage"]["prompt_tokens"],
+        job["usage"]["completion_tokens"],
+    )
+
+
+def test_gptoss_reasoning_goes_to_reasoning_content_never_to_content(
+    stack: tuple[openai.OpenAI, object],
+) -> None:
+    client, _ = stack
+    completion = client.chat.completions.create(model="quality_first", messages=QUESTION, max_tokens=100)  # type: ignore[arg-type]
+    message = completion.choices[0].message
+    assert message.content == HARMONY_ANSWER
+    assert message.model_extra is not None and message.model_extra["reasoning_content"] == HARMONY_REASONING
+
+    stream = client.chat.completions.create(
+        model="quality_first", messages=QUESTION, max_tokens=100, stream=True
+    )  # type: ignore[arg-type]
+    content, reasoning = "", ""
+    for chunk in stream:
+        delta = chunk.choices[0].delta if chunk.choices else None
+        if delta is not None:
+            assert "Greet" not in (delta.content or "")
+            content += delta.content or ""
+            reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
+    assert (content, reasoning) == (HARMONY_ANSWER, HARMONY_REASONING)
+
+
+def test_unknown_model_and_bad_parameters_are_clear_errors(stack: tuple[openai.OpenAI, object]) -> None:
+    client, _ = stack
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client.chat.completions.create(model="gpt-9", messages=QUESTION)  # type: ignore[arg-type]
+    with pytest.raises(openai.UnprocessableEntityError) as error:
+        client.chat.completions.create(model="latency_first", messages=QUESTION, max_tokens=100_000)  # type: ignore[arg-type]
+    assert error.value.param == "max_tokens"
+    with pytest.raises(openai.UnprocessableEntityError) as error:
+        client.chat.completions.create(model="latency_first", messages=QUESTION, n=2)  # type: ignore[arg-type]
+    assert error.value.param == "n"
+
+
+def test_models_lists_profiles_and_the_models_they_really_run(stack: tuple[openai.OpenAI, object]) -> None:
+    client, _ = stack
+    ids = {model.id for model in client.models.list()}
+    assert {"latency_first", "quality_first", "HuggingFaceTB/SmolLM2-135M-Instruct"} <= ids

@@ -1,0 +1,1 @@
+"""Fixtures (registered as plugins by tests/conftest.py) and helpers shared by the tests."""

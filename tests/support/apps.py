@@ -1,0 +1,69 @@
+"""Fixtures and helpers for the API under test: its data dir, profiles on the tiny model, its config."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from tests.support.services import IDLE_REDIS_DB, flushed_redis_url
+
+TEST_MAX_TOKENS = 1024  # tiny model: a 1024-token job runs for seconds
+
+
+@pytest.fixture(scope="session")
+def test_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("gptoss")
+
+
+@pytest.fixture(scope="session")
+def profiles_file(test_dir: Path) -> Path:
+    """Both profiles on the tiny model; quality_first runs one job at a time (a busy worker is easy)."""
+    model_dir = test_dir / "tiny-gptoss"
+    path = test_dir / "profiles.toml"
+    path.write_text(
+        f'[profiles.latency_first]\nmodel = "{model_dir}"\nmodel_size = "20b"\ngpu_mode = "pipeline"\n'
+        f"max_batch = 4\nmax_tokens = {TEST_MAX_TOKENS}\n\n"
+        f'[profiles.quality_first]\nmodel = "{model_dir}"\nmodel_size = "120b"\ngpu_mode = "tensor"\n'
+        f"max_batch = 1\nmax_tokens = {TEST_MAX_TOKENS}\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(test_dir: Path) -> Path:
+    """The tiny random-weight gpt-oss model the profiles file points at, written once."""
+    from engine.tiny import save_tiny_gptoss
+
+    return save_tiny_gptoss(test_dir / "tiny-gptoss")
+
+
+def app_config(test_dir: Path, profiles_file: Path, database_url: str, redis_url: str) -> dict[str, Any]:
+    return {
+        "TESTING": True,
+        "PROFILES": str(profiles_file),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "DATA_DIR": str(test_dir),
+        "READY_TIMEOUT_S": 0.5,
+        "CACHE_MAX_ENTRIES": 0,  # tests repeat requests and expect workers to run them; cache tests opt in
+    }
+
+
+@pytest.fixture
+def idle_app(test_dir: Path, profiles_file: Path, database_url: str, redis_base_url: str) -> Iterator[Flask]:
+    """The API on a queue no worker consumes: jobs stay queued."""
+    redis_url = flushed_redis_url(redis_base_url, IDLE_REDIS_DB)
+    app = create_app(app_config(test_dir, profiles_file, database_url, redis_url))
+    yield app
+    app.extensions["gptoss_db_engine"].dispose()
+
+
+@pytest.fixture
+def idle_client(idle_app: Flask) -> FlaskClient:
+    return idle_app.test_client()

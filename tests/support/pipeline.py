@@ -1,0 +1,122 @@
+"""Real worker processes: start, stop, wait for them; the `pipeline` fixture (API -> Redis -> workers)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from tests.support.apps import app_config
+from tests.support.paths import REPO_ROOT
+from tests.support.services import WORKER_REDIS_DB, flushed_redis_url
+
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+@dataclass
+class Pipeline:
+    """The API wired to real worker processes (one per profile) through Redis."""
+
+    app: Flask
+    client: FlaskClient
+    env: dict[str, str]
+
+    def submit(self, **body: Any) -> dict[str, Any]:
+        response = self.client.post("/v1/jobs", json=body)
+        assert response.status_code == 202, response.get_json()
+        return response.get_json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.client.get(f"/v1/jobs/{job_id}").get_json()
+
+    def wait_until(self, job_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while not done(job := self.job(job_id)):
+            assert time.monotonic() < deadline, f"timed out; job is {job}"
+            time.sleep(0.02)
+        return job
+
+    def wait_finished(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
+        return self.wait_until(job_id, lambda job: job["status"] in FINISHED, timeout)
+
+
+def start_worker(profile: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`python -m workers.start <profile>`, exactly as the Procfile starts it."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "workers.start", profile, "--loglevel", "INFO"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (warm shutdown), then SIGKILL the whole process group if it lingers."""
+    if worker.poll() is None:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+
+def wait_for_workers(app: Flask, workers: dict[str, subprocess.Popen[bytes]], logs: Path) -> None:
+    """Until /readyz says every profile's queue has a live worker (or a worker exits)."""
+    client, deadline = app.test_client(), time.monotonic() + 90
+    while client.get("/readyz").status_code != 200:
+        for profile, worker in workers.items():
+            if worker.poll() is not None:
+                raise RuntimeError(
+                    f"{profile} worker exited:\n{(logs / f'{profile}.log').read_text()[-3000:]}"
+                )
+        if time.monotonic() > deadline:
+            raise RuntimeError("workers did not become ready in 90 s")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def pipeline(
+    test_dir: Path, profiles_file: Path, tiny_model_dir: Path, database_url: str, redis_base_url: str
+) -> Iterator[Pipeline]:
+    """One worker process per profile for the whole session (per database backend)."""
+    redis_url = flushed_redis_url(redis_base_url, WORKER_REDIS_DB)
+    config = app_config(test_dir, profiles_file, database_url, redis_url)
+    env = {
+        **os.environ,
+        "GPTOSS_PROFILES": str(profiles_file),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "GPTOSS_DATA_DIR": str(test_dir),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    logs = test_dir / f"logs-{sa.make_url(database_url).get_backend_name()}"
+    logs.mkdir(exist_ok=True)
+    workers = {
+        name: start_worker(name, env, logs / f"{name}.log") for name in ("latency_first", "quality_first")
+    }
+    app = create_app(config)
+    try:
+        wait_for_workers(app, workers, logs)
+        yield Pipeline(app, app.test_client(), env)
+    finally:
+        for worker in workers.values():
+            stop_worker(worker)
+        app.extensions["gptoss_db_engine"].dispose()
+        redis.Redis.from_url(redis_url).flushdb()
