@@ -1,6 +1,6 @@
 # make run   - set up everything on a fresh machine and serve the API with both profiles
 # make test  - the test suite (real Redis, SQLite + Postgres, worker processes, tiny gpt-oss model)
-# make check - ruff lint, ruff format check, mypy
+# make check - ruff lint, ruff format check, mypy, import contracts (pyproject [tool.importlinter])
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -35,4 +35,5 @@ test: $(STAMP)
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app workers gate
+	$(BIN)/mypy engine app workers gate cli
+	$(BIN)/lint-imports

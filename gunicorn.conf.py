@@ -30,7 +30,7 @@ def loopback_only(bind: str) -> str:
 
 def on_starting(server: Any) -> None:
     """Before the sockets exist: without API keys, bind to 127.0.0.1 only."""
-    from app.reliability_settings import parse_api_keys
+    from app.settings import parse_api_keys
 
     if parse_api_keys(os.environ.get("GPTOSS_API_KEYS")):
         return

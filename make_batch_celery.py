@@ -5,7 +5,7 @@ and finalizes batches. It also runs the release gate that celery beat schedules 
 """
 
 import gate.tasks  # noqa: F401  (registers the scheduled release gate)
-import workers.batch_tasks  # noqa: F401  (registers the batch tasks)
+import workers.tasks  # noqa: F401  (registers the batch tasks)
 from app import create_app
 
 flask_app = create_app()

@@ -2,75 +2,75 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
-import redis
 from flask import Flask
+from sqlalchemy import orm
 
+from app import metrics, openapi
 from app.auth import init_auth
-from app.cache.jobs import init_response_cache
-from app.db import init_db
+from app.batches import files_views
+from app.batches import views as batches_views
+from app.cache.store import ResponseCache
+from app.chat import views as chat_views
+from app.db import make_engine, write_lock_for
 from app.errors import register_error_handlers
-from app.jobs.events import JobEventLog, announcing_enqueue
-from app.limits import init_rate_limits
-from app.ops.observability import init_observability
+from app.gate_runs import views as gate_runs_views
+from app.jobs import stream as job_events_views
+from app.jobs import views as jobs_views
+from app.jobs.cached import CachedJobs
+from app.jobs.enqueue import JobQueue
+from app.jobs.events import JobEventLog
+from app.jobs.log import configure_job_log
+from app.ops import health, profiles_views, stats_views
 from app.profiles import load_profiles
-from app.queue import celery_init_app
-from app.routing.load import init_routing
-from app.settings import resolve_settings
+from app.queue import make_celery
+from app.routing.load import make_router
+from app.services import EXTENSION_KEY, Services
+from app.settings import Settings, resolve_settings
+
+BLUEPRINTS = (
+    jobs_views.bp, job_events_views.bp, chat_views.bp, files_views.bp, batches_views.bp,
+    profiles_views.bp, health.bp, stats_views.bp, gate_runs_views.bp, metrics.bp, openapi.bp,
+)  # fmt: skip
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the API: defaults, then env, then `config`; profiles, DB, Redis and Celery wired in."""
+    """Build the API: defaults, then env, then `config`, read once into Settings; then its services."""
     app = Flask(__name__)
-    app.config.from_mapping(resolve_settings(config))
-    app.extensions["gptoss_profiles"] = load_profiles(app.config["PROFILES"])
-    app.extensions["gptoss_redis"] = redis.Redis.from_url(
-        app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5
-    )
+    config = resolve_settings(config)
+    settings = Settings.from_config(config)  # the one read; SettingsError names a bad variable
+    app.config.from_mapping(config)  # Flask's own keys (MAX_CONTENT_LENGTH, TESTING); nothing else reads it
+    profiles = load_profiles(settings.profiles_path)
+    client = settings.redis_client()
     # SSE readers block on XREAD for up to a heartbeat, so their client needs a longer socket timeout.
-    events_client = redis.Redis.from_url(
-        app.config["REDIS_URL"],
-        socket_connect_timeout=2,
-        socket_timeout=float(app.config["SSE_HEARTBEAT_S"]) + 10,
+    events = JobEventLog(settings.redis_client(settings.sse_heartbeat_s + 10), ttl_s=settings.events_ttl_s)
+    db_engine = make_engine(settings.database_url)
+    sessions = orm.sessionmaker(db_engine, expire_on_commit=False)
+    celery_app = make_celery(app, settings, list(profiles))
+    app.extensions[EXTENSION_KEY] = Services(
+        settings=settings,
+        profiles=profiles,
+        redis=client,
+        events=events,
+        db_engine=db_engine,
+        sessions=sessions,
+        write_lock=write_lock_for(settings.database_url),
+        celery=celery_app,
+        queue=JobQueue(celery_app, events, client),
+        router=make_router(settings.profiles_path, profiles, client, sessions),
+        cached_jobs=CachedJobs(ResponseCache(client, settings.cache), events)
+        if settings.cache.enabled
+        else None,
+        metrics_registry=metrics.api_metrics_registry(client, list(profiles)),
+        metrics_multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )
-    app.extensions["gptoss_events"] = JobEventLog(events_client, ttl_s=int(app.config["EVENTS_TTL_S"]))
-    init_db(app)
-    init_routing(app)
-    init_response_cache(app)
-    celery_init_app(app)
-    app.extensions["gptoss_enqueue"] = announcing_enqueue(
-        app.extensions["gptoss_enqueue"], app.extensions["gptoss_events"]
-    )
-    init_observability(app)
-    init_auth(app)  # before the limits, which count per API key
-    init_rate_limits(app)
+    configure_job_log()
+    metrics.time_requests(app)
+    init_auth(app, settings.reliability.api_keys)
     register_error_handlers(app)
-
-    from app import (
-        metrics,
-        openapi,
-    )
-    from app.batches import files_views as files_api
-    from app.batches import views as batches_api
-    from app.chat import views as chat_api
-    from app.gate_runs import views as gate_api
-    from app.jobs import stream as events_api
-    from app.jobs import views as jobs_api
-    from app.ops import health as health_api
-    from app.ops import profiles_views as profiles_api
-    from app.ops import stats_views as stats_api
-
-    app.register_blueprint(jobs_api.bp)
-    app.register_blueprint(events_api.bp)
-    app.register_blueprint(chat_api.bp)
-    app.register_blueprint(files_api.bp)
-    app.register_blueprint(batches_api.bp)
-    app.register_blueprint(profiles_api.bp)
-    app.register_blueprint(health_api.bp)
-    app.register_blueprint(stats_api.bp)
-    app.register_blueprint(gate_api.bp)
-    app.register_blueprint(metrics.bp)
-    app.register_blueprint(openapi.bp)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
     return app

@@ -10,11 +10,11 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+from functools import partial
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 
 from app.errors import ApiError
-from app.reliability_settings import ReliabilitySettings
 
 log = logging.getLogger(__name__)
 
@@ -26,23 +26,21 @@ def key_digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def init_auth(app: Flask) -> None:
+def init_auth(app: Flask, keys: tuple[str, ...]) -> None:
     """Require an API key on every request when keys are configured; else allow local clients only."""
-    keys = ReliabilitySettings.from_config(app.config).api_keys
-    app.extensions["gptoss_api_key_digests"] = tuple(key_digest(key) for key in keys)
+    digests = tuple(key_digest(key) for key in keys)
     if not keys:
         log.warning(
             "no API keys configured (GPTOSS_API_KEYS): the API serves clients on 127.0.0.1 only; "
             "set GPTOSS_API_KEYS to serve other machines"
         )
-    app.before_request(require_api_key)
+    app.before_request(partial(require_api_key, digests))
 
 
-def require_api_key() -> tuple[Response, int] | None:
+def require_api_key(digests: tuple[bytes, ...]) -> tuple[Response, int] | None:
     """Before every request: a 401 OpenAI-style error unless the caller may proceed."""
     if request.endpoint in OPEN_ENDPOINTS:
         return None
-    digests: tuple[bytes, ...] = current_app.extensions["gptoss_api_key_digests"]
     if not digests:
         if is_local(request.remote_addr):
             return None

@@ -5,11 +5,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from flask import Flask, current_app
 from sqlalchemy import event, orm
+
+from app.errors import ApiError
+from app.services import services
+
+RowT = TypeVar("RowT")
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -33,13 +37,6 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def init_db(app: Flask) -> None:
-    """Attach an engine, a session factory and a write lock for app.config['DATABASE_URL'] to the app."""
-    engine = app.extensions["gptoss_db_engine"] = make_engine(app.config["DATABASE_URL"])
-    app.extensions["gptoss_sessions"] = orm.sessionmaker(engine, expire_on_commit=False)
-    app.extensions["gptoss_db_write_lock"] = write_lock_for(app.config["DATABASE_URL"])
-
-
 def write_lock_for(url: str) -> AbstractContextManager[Any]:
     """What a process's busy writers hold around a write transaction: a lock for SQLite, else nothing.
 
@@ -52,7 +49,7 @@ def write_lock_for(url: str) -> AbstractContextManager[Any]:
 
 def session_factory() -> orm.sessionmaker[orm.Session]:
     """The current app's session factory."""
-    return current_app.extensions["gptoss_sessions"]
+    return services().sessions
 
 
 @contextmanager
@@ -60,3 +57,30 @@ def db_session() -> Iterator[orm.Session]:
     """A session of the current app, closed at the end (commit explicitly)."""
     with session_factory()() as session:
         yield session
+
+
+def id_page(
+    session: orm.Session,
+    model: type[RowT],
+    after: str | None,
+    limit: int,
+    *conditions: sa.ColumnElement[bool] | None,
+    newest_first: bool = True,
+) -> tuple[list[RowT], bool]:
+    """A page of rows by their time-ordered id after the cursor `after` (conditions None are left out);
+    returns (page, has_more). Every list endpoint pages so."""
+    column: Any = model.id  # type: ignore[attr-defined]
+    query = sa.select(model).where(*(c for c in conditions if c is not None))
+    query = query.order_by(column.desc() if newest_first else column.asc()).limit(limit + 1)
+    if after:
+        query = query.where(column < after if newest_first else column > after)
+    rows = list(session.scalars(query))
+    return rows[:limit], len(rows) > limit
+
+
+def get_or_404(session: orm.Session, model: type[RowT], row_id: str, error: ApiError) -> RowT:
+    """The row with this id, else `error` (the resource's own 404)."""
+    row = session.get(model, row_id)
+    if row is None:
+        raise error
+    return row

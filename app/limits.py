@@ -8,46 +8,56 @@ Both fail open when Redis is down: the request itself then answers 503 where it 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
 
 import redis
-from flask import Flask, Response, current_app, request
+from flask import Response
 
 from app.auth import client_identity
 from app.errors import ApiError
-from app.reliability_settings import ReliabilitySettings
+from app.services import services
+from app.settings import ReliabilitySettings
 
 log = logging.getLogger(__name__)
 
-SUBMIT_ENDPOINTS = frozenset({"jobs.create_job", "chat.create_chat_completion", "batches.create_batch"})
+P = ParamSpec("P")
+R = TypeVar("R")
+
 RATE_KEY_PREFIX = "gptoss:rate:submit:"
 STREAMS_KEY_PREFIX = "gptoss:streams:"
 STREAM_LEASE_S = 90.0  # an open stream refreshes its entry at least every third of this
 STREAM_RETRY_AFTER_S = 5
 
 
-def init_rate_limits(app: Flask) -> None:
-    """Read the limits at start and count every submit before it is handled."""
-    app.extensions["gptoss_limits"] = ReliabilitySettings.from_config(app.config)
-    app.before_request(limit_submits)
-
-
 def _settings() -> ReliabilitySettings:
-    return current_app.extensions["gptoss_limits"]
+    return services().settings.reliability
 
 
 def _client() -> redis.Redis:
-    return current_app.extensions["gptoss_redis"]
+    return services().redis
+
+
+def counts_as_submit(view: Callable[P, R]) -> Callable[P, R]:
+    """Mark a view as a submit: each call counts against the client's RATE_LIMIT_PER_MIN first."""
+
+    @functools.wraps(view)
+    def limited(*args: P.args, **kwargs: P.kwargs) -> R:
+        limit_submits()
+        return view(*args, **kwargs)
+
+    return limited
 
 
 def limit_submits() -> None:
     """429 with Retry-After once a client has submitted RATE_LIMIT_PER_MIN jobs this minute."""
     limit = _settings().rate_limit_per_min
-    if request.endpoint not in SUBMIT_ENDPOINTS or limit <= 0:
+    if limit <= 0:
         return
     now = time.time()
     key = f"{RATE_KEY_PREFIX}{client_identity()}:{int(now // 60)}"

@@ -8,17 +8,17 @@ Workers run their own /metrics (workers/metrics.py) and must not have that varia
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 
 import redis
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.ops.served_models import served_tags
+from app.services import services
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +100,15 @@ class QueueDepthCollector:
         return {p: sum(lengths[i * steps : (i + 1) * steps]) for i, p in enumerate(self.profiles)}
 
 
-def init_api_metrics(app: Flask) -> None:
-    """Time every request and give the app its queue-depth collector and scrape mode."""
-    app_registry = CollectorRegistry(auto_describe=False)
-    app_registry.register(
-        QueueDepthCollector(app.extensions["gptoss_redis"], list(app.extensions["gptoss_profiles"]))
-    )
-    app.extensions["gptoss_metrics_registry"] = app_registry
-    app.extensions["gptoss_metrics_multiprocess_dir"] = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+def api_metrics_registry(client: redis.Redis, profile_names: list[str]) -> CollectorRegistry:
+    """The API's collectors read at scrape time: the queue depth of each profile."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(QueueDepthCollector(client, profile_names))
+    return registry
+
+
+def time_requests(app: Flask) -> None:
+    """Count and time every request by method, route and status."""
     app.before_request(_start_timer)
     app.after_request(_count_request)
 
@@ -127,7 +128,7 @@ def _count_request(response: Response) -> Response:
 
 def _process_registry() -> CollectorRegistry:
     """This process's metrics, or every gunicorn process's in multiprocess mode."""
-    directory = current_app.extensions["gptoss_metrics_multiprocess_dir"]
+    directory = services().metrics_multiprocess_dir
     if directory is None:
         return API_REGISTRY
     registry = CollectorRegistry()  # per scrape, as prometheus_client's multiprocess docs say
@@ -138,7 +139,5 @@ def _process_registry() -> CollectorRegistry:
 @bp.get("/metrics")
 def metrics() -> Response:
     """Prometheus text exposition of the API's metrics."""
-    body = generate_latest(_process_registry()) + generate_latest(
-        current_app.extensions["gptoss_metrics_registry"]
-    )
+    body = generate_latest(_process_registry()) + generate_latest(services().metrics_registry)
     return Response(body, content_type=CONTENT_TYPE_LATEST)

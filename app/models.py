@@ -44,9 +44,23 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def time_ordered_id(prefix: str, random_bytes: int = 8) -> str:
+    """`prefix` + 12 hex digits of milliseconds + random hex digits: unique, and sorted by creation time.
+
+    Every resource id (jobs, batches, files, gate runs) is one: a primary key range is a time range."""
+    return f"{prefix}{int(time.time() * 1000):012x}{secrets.token_hex(random_bytes)}"
+
+
 def new_job_id() -> str:
-    """`job_` + 12 hex digits of milliseconds + 16 random hex digits: unique and time-ordered."""
-    return f"job_{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
+    return time_ordered_id("job_")
+
+
+GATE_METADATA_KEY = "gptoss_gate"  # job metadata key that marks release-gate traffic (value: the run id)
+
+
+def is_gate_request(request: dict[str, Any]) -> bool:
+    """Whether a validated job request carries the release-gate tag in its metadata."""
+    return GATE_METADATA_KEY in (request.get("metadata") or {})
 
 
 class Base(orm.DeclarativeBase):
@@ -93,7 +107,7 @@ class Job(Base):
     # profile "auto" (app/routing/auto.py): routed_from is "auto" and the reason the profile was chosen
     routed_from: orm.Mapped[str | None] = orm.mapped_column(sa.String(16))
     route_reason: orm.Mapped[str | None] = orm.mapped_column(sa.String(500))
-    # served from the response cache (app/cache/jobs.py): the job whose answer this one copies
+    # served from the response cache (app/jobs/cached.py): the job whose answer this one copies
     cached_from: orm.Mapped[str | None] = orm.mapped_column(sa.String(40))
     # answer-quality signals of a succeeded job (app/quality.py)
     quality_harmony_ok: orm.Mapped[bool | None]

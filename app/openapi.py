@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from app.openapi_operations import HEADER_DOCS, JSON, OPERATIONS, Operation
 from app.routing.auto import AUTO_PROFILE
+from app.services import services
 
 bp = Blueprint("openapi", __name__)
 
@@ -41,9 +42,9 @@ ERROR_SCHEMA = {
 @bp.get("/openapi.json")
 def openapi_document() -> Response:
     """The OpenAPI document of this API."""
-    document = current_app.extensions.get("gptoss_openapi")
+    document = services().openapi_document
     if document is None:  # built once per process: the profiles are fixed at start
-        document = current_app.extensions["gptoss_openapi"] = build_document(current_app)
+        document = services().openapi_document = build_document(current_app)
     return jsonify(document)
 
 
@@ -53,8 +54,8 @@ def build_document(app: Flask) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for operation in OPERATIONS:
         paths.setdefault(operation.path, {})[operation.method] = operation_object(operation, schemas)
-    profiles = list(app.extensions["gptoss_profiles"])
-    router = app.extensions.get("gptoss_router")
+    profiles = list(services(app).profiles)
+    router = services(app).router
     if router is not None and getattr(router, "candidates", None):
         profiles.append(AUTO_PROFILE)
     schemas["JobCreate"]["properties"]["profile"]["enum"] = profiles

@@ -1,23 +1,30 @@
-"""Configuration: documented defaults, overridden by env vars read when the app starts."""
+"""Settings: every key with its documented default, overridden by env vars, read once when a process starts.
+
+`Settings.from_config` turns the merged mapping (defaults, then env GPTOSS_<KEY> plus the conventional
+unprefixed DATABASE_URL and REDIS_URL, then explicit overrides) into one typed, frozen object, and
+refuses a value it cannot read with a SettingsError naming the variable. create_app builds it once
+and keeps it on the app's services (app/services.py); nothing parses the config again.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.cache.store import CACHE_DEFAULTS
-from app.gate_runs.settings import GATE_DEFAULTS
-from app.ops.settings import OBSERVABILITY_DEFAULTS
-from app.reliability_settings import RELIABILITY_DEFAULTS
+import redis
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+FIRST_WORKER_METRICS_PORT = 9101  # latency_first (the first profile) 9101, quality_first 9102, ...
+DEFAULT_LOCK_INTERVAL_S = 24 * 3600.0  # the gate's lock interval of a run started by hand with no schedule
+MAX_LINE_BYTES = 1024 * 1024  # one batch request line; longer lines are reported, not read into memory
 
 # Every key the app reads, with its default. Env: GPTOSS_<KEY> (e.g. GPTOSS_DATA_DIR), plus the
 # conventional unprefixed DATABASE_URL and REDIS_URL.
 DEFAULTS: dict[str, Any] = {
-    "DATA_DIR": ".data",  # SQLite file, model cache, private Redis
+    "DATA_DIR": ".data",  # SQLite file, model cache, private Redis, batch files
     "PROFILES": "profiles.toml",  # the profiles file
     "DATABASE_URL": None,  # None: sqlite:///<DATA_DIR>/gptoss.db
     "REDIS_URL": DEFAULT_REDIS_URL,  # Celery broker and cancel signals
@@ -29,39 +36,260 @@ DEFAULTS: dict[str, Any] = {
     "PROFILE": None,  # set in a worker process: the profile whose model it loads
     "ENGINE_PROCESS": 1,  # 1: a worker runs each engine in a child process (engine/process.py)
     "WORKER_GIL_SWITCH_MS": 0.5,  # a worker's GIL switch interval (Python's default 5 ms; workers/gil.py)
-    **OBSERVABILITY_DEFAULTS,  # worker metrics port, heartbeats, stats window
-    **RELIABILITY_DEFAULTS,  # API keys, rate limits, the reconciler (app/reliability_settings.py)
-    **GATE_DEFAULTS,  # the scheduled release gate (app/gate_runs/settings.py)
-    **CACHE_DEFAULTS,  # the response cache: CACHE_MAX_ENTRIES (0: off), CACHE_TTL_S (app/cache/store.py)
-    # Batch API (app/batches/settings.py has the same defaults for apps built without these keys)
+    # Security and reliability
+    "API_KEYS": "",  # comma-separated; set: every route but /healthz needs `Authorization: Bearer <key>`
+    "RATE_LIMIT_PER_MIN": 6000,  # job submits per client (API key, else IP) per minute; 0: no limit
+    "MAX_STREAMS_PER_CLIENT": 64,  # open event streams (SSE) per client; 0: no limit
+    "RECONCILE_INTERVAL_S": 60.0,  # celery beat runs the reconciler this often; 0: not scheduled
+    "RECONCILE_STUCK_AFTER_S": 120.0,  # a queued/running job this old with no message/worker is re-enqueued
+    # Observability
+    "WORKER_METRICS_PORT": None,  # a worker's /metrics port; None: 9101 + the profile's index; 0: off
+    "WORKER_METRICS_HOST": "127.0.0.1",  # where a worker's /metrics listens
+    "HEARTBEAT_INTERVAL_S": 5.0,  # how often a worker refreshes its gptoss:worker:<hostname> key
+    "HEARTBEAT_TTL_S": 15,  # a worker whose key is older than this is gone (/readyz: 503)
+    "STATS_MAX_JOBS": 10_000,  # GET /v1/stats looks at the newest this many jobs of its window
+    # The scheduled release gate
+    "GATE_SCHEDULE_S": 24 * 3600.0,  # celery beat runs the gate this often; 0 turns the schedule off
+    "GATE_PROFILE": "latency_first",  # the profile the scheduled gate drives
+    "GATE_SLO": "personal",  # the SLO it checks (gate/slos.toml, or GATE_SLO_FILE)
+    "GATE_DURATION_S": 60.0,  # how long it sends requests
+    "GATE_RATE": 0.0,  # requests per second; 0: the SLO's min_qps
+    "GATE_API_URL": "http://127.0.0.1:8000",  # the API the scheduled gate drives
+    "GATE_SLO_FILE": "",  # a TOML file of extra or overriding SLOs
+    "GATE_QUEUE": "batches",  # the queue of the worker that runs it (the batch worker; no model)
+    "GATE_API_KEY": "",  # the key it sends where the API requires keys; empty: the first of API_KEYS
+    # The response cache (app/cache/store.py)
+    "CACHE_MAX_ENTRIES": 10_000,  # answers kept at most (oldest evicted first); 0 turns the cache off
+    "CACHE_TTL_S": 24 * 3600,  # an answer is served from the cache for this long after it was stored
+    # Batch API
     "MAX_UPLOAD_BYTES": 200 * 1024 * 1024,  # POST /v1/files answers 413 above this (OpenAI's limit)
     "MAX_BATCH_LINES": 50_000,  # requests per batch input file (OpenAI's limit)
     "BATCH_INSERT_CHUNK": 1000,  # job rows per insert transaction (and per enqueue round)
     "BATCH_CHECK_INTERVAL_S": 1.0,  # how often a running batch is checked for its end or expiry
 }
+UNPREFIXED = ("DATABASE_URL", "REDIS_URL")
+
+
+class SettingsError(ValueError):
+    """A setting whose value cannot be read; the message names the env var and what it expects."""
+
+
+def env_name(key: str) -> str:
+    return key if key in UNPREFIXED else f"GPTOSS_{key}"
+
+
+@dataclass(frozen=True)
+class ReliabilitySettings:
+    api_keys: tuple[str, ...]
+    rate_limit_per_min: int
+    max_streams_per_client: int
+    reconcile_interval_s: float
+    reconcile_stuck_after_s: float
+
+
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    worker_metrics_port: int | None
+    worker_metrics_host: str
+    heartbeat_interval_s: float
+    heartbeat_ttl_s: int
+    stats_max_jobs: int
+
+    def metrics_port_for(self, profile: str | None, profile_names: list[str]) -> int:
+        """The configured port, else one per profile so both workers of a box can listen; 0 = off."""
+        if self.worker_metrics_port is not None:
+            return self.worker_metrics_port
+        if profile is None or profile not in profile_names:
+            return FIRST_WORKER_METRICS_PORT - 1  # a worker serving every profile
+        return FIRST_WORKER_METRICS_PORT + profile_names.index(profile)
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    schedule_s: float
+    profile: str
+    slo: str
+    duration_s: float
+    rate: float | None
+    api_url: str
+    slo_file: str | None
+    queue: str
+    api_key: str | None
+
+    @property
+    def lock_interval_s(self) -> float:
+        return self.schedule_s if self.schedule_s > 0 else DEFAULT_LOCK_INTERVAL_S
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    max_entries: int
+    ttl_s: int
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_entries > 0 and self.ttl_s > 0
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    files_dir: Path  # DATA_DIR/files
+    max_upload_bytes: int
+    max_batch_lines: int
+    insert_chunk: int
+    check_interval_s: float
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process reads from its configuration, typed, in one place."""
+
+    data_dir: Path
+    profiles_path: str
+    database_url: str
+    redis_url: str
+    cancel_signal_ttl_s: int
+    visibility_timeout_s: int
+    sse_heartbeat_s: float
+    events_ttl_s: int
+    profile: str | None  # a worker's pinned profile
+    engine_process: bool
+    worker_gil_switch_ms: float
+    reliability: ReliabilitySettings
+    observability: ObservabilitySettings
+    gate: GateSettings
+    cache: CacheSettings
+    batches: BatchSettings
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def redis_client(self, socket_timeout_s: float = 5.0) -> redis.Redis:
+        """A client of REDIS_URL that fails fast when Redis is away (connect 2 s, read `socket_timeout_s`)."""
+        return redis.Redis.from_url(self.redis_url, socket_connect_timeout=2, socket_timeout=socket_timeout_s)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """The settings of a config mapping (keys it lacks take DEFAULTS); SettingsError on a bad value."""
+        read = _Reader(config)
+        data_dir = Path(read.text("DATA_DIR")).resolve()
+        api_keys = parse_api_keys(config.get("API_KEYS", ""))
+        return cls(
+            data_dir=data_dir,
+            profiles_path=read.text("PROFILES"),
+            database_url=with_psycopg_driver(config.get("DATABASE_URL") or sqlite_url(data_dir)),
+            redis_url=read.text("REDIS_URL"),
+            cancel_signal_ttl_s=read.integer("CANCEL_SIGNAL_TTL_S"),
+            visibility_timeout_s=read.integer("VISIBILITY_TIMEOUT_S"),
+            sse_heartbeat_s=read.number("SSE_HEARTBEAT_S"),
+            events_ttl_s=read.integer("EVENTS_TTL_S"),
+            profile=config.get("PROFILE") or None,
+            engine_process=bool(read.integer("ENGINE_PROCESS")),
+            worker_gil_switch_ms=read.number("WORKER_GIL_SWITCH_MS"),
+            reliability=ReliabilitySettings(
+                api_keys=api_keys,
+                rate_limit_per_min=read.integer("RATE_LIMIT_PER_MIN"),
+                max_streams_per_client=read.integer("MAX_STREAMS_PER_CLIENT"),
+                reconcile_interval_s=read.number("RECONCILE_INTERVAL_S"),
+                reconcile_stuck_after_s=read.number("RECONCILE_STUCK_AFTER_S"),
+            ),
+            observability=ObservabilitySettings(
+                worker_metrics_port=read.optional_integer("WORKER_METRICS_PORT"),
+                worker_metrics_host=read.text("WORKER_METRICS_HOST"),
+                heartbeat_interval_s=read.number("HEARTBEAT_INTERVAL_S"),
+                heartbeat_ttl_s=read.integer("HEARTBEAT_TTL_S"),
+                stats_max_jobs=read.integer("STATS_MAX_JOBS"),
+            ),
+            gate=GateSettings(
+                schedule_s=read.number("GATE_SCHEDULE_S"),
+                profile=read.text("GATE_PROFILE"),
+                slo=read.text("GATE_SLO"),
+                duration_s=read.number("GATE_DURATION_S"),
+                rate=read.number("GATE_RATE") or None,
+                api_url=read.text("GATE_API_URL").rstrip("/"),
+                slo_file=read.text("GATE_SLO_FILE") or None,
+                queue=read.text("GATE_QUEUE"),
+                api_key=read.text("GATE_API_KEY") or next(iter(api_keys), None),
+            ),
+            cache=CacheSettings(
+                max_entries=read.integer("CACHE_MAX_ENTRIES"), ttl_s=read.integer("CACHE_TTL_S")
+            ),
+            batches=BatchSettings(
+                files_dir=data_dir / "files",
+                max_upload_bytes=read.integer("MAX_UPLOAD_BYTES"),
+                max_batch_lines=read.integer("MAX_BATCH_LINES"),
+                insert_chunk=read.integer("BATCH_INSERT_CHUNK"),
+                check_interval_s=read.number("BATCH_CHECK_INTERVAL_S"),
+            ),
+        )
+
+
+class _Reader:
+    """Reads one key of a config mapping as a type, naming the env var when the value is not one."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+
+    def _get(self, key: str, convert: Callable[[Any], Any], expected: str) -> Any:
+        value = self.config.get(key, DEFAULTS[key])
+        try:
+            return convert(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{env_name(key)}={value!r}: expected {expected}") from None
+
+    def text(self, key: str) -> str:
+        return self._get(key, str, "a string")
+
+    def integer(self, key: str) -> int:
+        return self._get(key, _whole_number, "a whole number")
+
+    def number(self, key: str) -> float:
+        return self._get(key, float, "a number")
+
+    def optional_integer(self, key: str) -> int | None:
+        return self._get(key, lambda v: None if v in (None, "") else _whole_number(v), "a whole number")
+
+
+def _whole_number(value: Any) -> int:
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(value)
+    return int(value)
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Return the settings present in the environment (GPTOSS_*, DATABASE_URL, REDIS_URL)."""
+    """The settings present in the environment (GPTOSS_*, then DATABASE_URL and REDIS_URL), typed."""
     environ = os.environ if environ is None else environ
-    settings: dict[str, Any] = {}
-    for key, default in DEFAULTS.items():
-        value = environ.get(f"GPTOSS_{key}")
-        if value is not None:
-            settings[key] = type(default)(value) if isinstance(default, int | float) else value
-    for key in ("DATABASE_URL", "REDIS_URL"):
-        if environ.get(key):
-            settings[key] = environ[key]
-    return settings
+    found: dict[str, Any] = {
+        key: environ[f"GPTOSS_{key}"] for key in DEFAULTS if environ.get(f"GPTOSS_{key}")
+    }
+    found.update({key: environ[key] for key in UNPREFIXED if environ.get(key)})
+    read = _Reader(found)
+    for key in found:
+        default = DEFAULTS[key]
+        if isinstance(default, int | float):
+            found[key] = read.integer(key) if isinstance(default, int) else read.number(key)
+    return found
 
 
 def resolve_settings(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults, then env, then explicit overrides; fills in the SQLite URL under DATA_DIR."""
-    settings = {**DEFAULTS, **settings_from_env(), **(overrides or {})}
-    if not settings["DATABASE_URL"]:
-        settings["DATABASE_URL"] = sqlite_url(settings["DATA_DIR"])
-    settings["DATABASE_URL"] = with_psycopg_driver(settings["DATABASE_URL"])
-    return settings
+    """Defaults, then env, then explicit overrides: the mapping a process starts from (and Flask's config)."""
+    merged = {**DEFAULTS, **settings_from_env(), **(overrides or {})}
+    merged["DATABASE_URL"] = with_psycopg_driver(merged["DATABASE_URL"] or sqlite_url(merged["DATA_DIR"]))
+    return merged
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """The settings of this process: defaults, env, then `overrides`."""
+    return Settings.from_config(resolve_settings(overrides))
+
+
+def parse_api_keys(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """Keys from "k1, k2" (env) or a list (tests); blanks dropped."""
+    if not value:
+        return ()
+    parts = value.split(",") if isinstance(value, str) else value
+    return tuple(key.strip() for key in parts if key.strip())
 
 
 def with_psycopg_driver(url: str) -> str:

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/batches.py` puts bench/, not the repo root, on sys.path
 
 from app.ops.private_redis import start_private_redis, stop_private_redis  # noqa: E402
+from app.services import services  # noqa: E402
 
 PROFILE = "latency_first"
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -97,7 +98,7 @@ class RssSampler:
 def ingest_child(path: Path, config: dict[str, Any]) -> dict[str, Any]:
     """Upload, create and ingest one batch file in this process; returns times, counts and peak RSS."""
     from app.batches.ingest import ingest_batch
-    from workers.batch_tasks import ingest_context
+    from workers.tasks import ingest_context
 
     app = make_app(config)
     client = app.test_client()
@@ -118,7 +119,7 @@ def ingest_child(path: Path, config: dict[str, Any]) -> dict[str, Any]:
         status = ingest_batch(ingest_context(app), batch["id"])
     times["ingest_s"] = time.perf_counter() - start
     shown = client.get(f"/v1/batches/{batch['id']}").get_json()
-    queued = app.extensions["gptoss_redis"].llen(PROFILE)
+    queued = services(app).redis.llen(PROFILE)
     rss.stop()
     return {
         **times,

@@ -30,7 +30,7 @@ from sqlalchemy import orm  # noqa: E402
 from app.db import make_engine, write_lock_for  # noqa: E402
 from app.jobs import store as job_store  # noqa: E402
 from app.jobs.store import JobOutcome  # noqa: E402
-from app.models import JobStatus  # noqa: E402
+from app.models import Job, JobStatus  # noqa: E402
 
 
 def fresh_database(work: Path) -> orm.sessionmaker[orm.Session]:
@@ -41,15 +41,19 @@ def fresh_database(work: Path) -> orm.sessionmaker[orm.Session]:
     return orm.sessionmaker(make_engine(url), expire_on_commit=False)
 
 
+def _insert(session: orm.Session, request: dict[str, Any]) -> Job:
+    job = Job(profile="p", request=request, request_hash=job_store.request_hash(request), task_id="t")
+    session.add(job)
+    session.commit()
+    return job
+
+
 def run(lock: AbstractContextManager[Any], threads: int, rounds: int) -> tuple[list[float], float]:
     """Each thread claims and finishes `rounds` jobs, all threads starting each round together."""
     sessions = fresh_database(Path(tempfile.mkdtemp(prefix="bench-sqlite-")))
     request = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 4}
     with sessions() as session:
-        ids = [
-            job_store.insert_job(session, profile="p", request=request, task_id="t", idempotency_key=None).id
-            for _ in range(threads * rounds)
-        ]
+        ids = [_insert(session, request).id for _ in range(threads * rounds)]
     latencies: list[float] = []
     barrier = threading.Barrier(threads)
 

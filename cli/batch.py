@@ -15,9 +15,9 @@ from typing import IO, Any, cast
 
 import httpx
 
+from cli.api import checked, run_with_client
 from cli.prompt_lines import PromptFileError, RequestDefaults, answer_line, convert_prompt_file
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 FINAL_STATUSES = {"completed", "failed", "cancelled", "expired"}
 
 
@@ -44,18 +44,11 @@ def add_batch_parser(subparsers: Any) -> None:
 
 def batch_run(args: argparse.Namespace) -> int:
     """Run the file as one batch; exit status 0 when every request succeeded, 1 otherwise."""
-    base_url = getattr(args, "url", None) or os.environ.get("GPTOSS_URL") or DEFAULT_URL
-    try:
-        key = os.environ.get("GPTOSS_API_KEY")  # where the API requires keys (GPTOSS_API_KEYS)
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        with httpx.Client(base_url=base_url, timeout=120.0, headers=headers) as client:
-            return _run(client, args)
-    except httpx.TransportError as exc:
-        raise SystemExit(f"gptoss: cannot reach {base_url}: {exc}") from exc
+    return run_with_client(args, 120.0, lambda client: _run(client, args))
 
 
 def _run(client: httpx.Client, args: argparse.Namespace) -> int:
-    model = args.profile or _checked(client.get("/v1/profiles"))["data"][0]["id"]
+    model = args.profile or checked(client.get("/v1/profiles"))["data"][0]["id"]
     options = {
         "max_tokens": args.max_tokens,
         "temperature": args.temperature,
@@ -80,8 +73,8 @@ def _run(client: httpx.Client, args: argparse.Namespace) -> int:
                 "application/jsonl",
             )
         }
-        file = _checked(client.post("/v1/files", data={"purpose": "batch"}, files=upload))
-    batch = _checked(client.post("/v1/batches", json={
+        file = checked(client.post("/v1/files", data={"purpose": "batch"}, files=upload))
+    batch = checked(client.post("/v1/batches", json={
         "input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h",
     }))  # fmt: skip
     print(f"gptoss: {batch['id']}: {len(input_lines)} requests", file=sys.stderr)
@@ -89,7 +82,7 @@ def _run(client: httpx.Client, args: argparse.Namespace) -> int:
         batch = follow(client, batch["id"], args.poll, Progress(sys.stderr, enabled=not args.no_progress))
     except KeyboardInterrupt:
         print(f"\ngptoss: cancelling {batch['id']}; finished answers are kept", file=sys.stderr)
-        _checked(client.post(f"/v1/batches/{batch['id']}/cancel"))
+        checked(client.post(f"/v1/batches/{batch['id']}/cancel"))
         batch = follow(client, batch["id"], args.poll, Progress(sys.stderr, enabled=False))
     if batch["status"] == "failed":
         for error in (batch.get("errors") or {}).get("data", []):
@@ -106,7 +99,7 @@ def _run(client: httpx.Client, args: argparse.Namespace) -> int:
 def follow(client: httpx.Client, batch_id: str, poll: float, progress: Progress) -> dict[str, Any]:
     """Poll the batch until it reaches a final status, drawing progress on the way."""
     while True:
-        batch = _checked(client.get(f"/v1/batches/{batch_id}"))
+        batch = checked(client.get(f"/v1/batches/{batch_id}"))
         progress.update(batch)
         if batch["status"] in FINAL_STATUSES:
             progress.close()
@@ -189,15 +182,3 @@ def write_results(client: httpx.Client, batch: dict[str, Any], order: dict[str, 
     with contextlib.nullcontext(sys.stdout) if output == "-" else open(output, "w", encoding="utf-8") as sink:
         for _, _, answer in merged:
             sink.write(json.dumps(answer, ensure_ascii=False) + "\n")
-
-
-def _checked(response: httpx.Response) -> dict[str, Any]:
-    """The JSON body, or exit with the API's error message."""
-    try:
-        body = response.json()
-    except ValueError:
-        raise SystemExit(f"gptoss: HTTP {response.status_code}: {response.text[:200]}") from None
-    if response.is_error:
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        raise SystemExit(f"gptoss: HTTP {response.status_code}: {error.get('message', body)}")
-    return body

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Any
 
 import httpx
 
+from cli.api import DEFAULT_URL, checked, run_with_client
 from cli.batch import add_batch_parser
 from cli.sse_client import print_job_stream
 from gate.cli import add_gate_parser
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 FINISHED = {"succeeded", "failed", "cancelled"}
 
 
@@ -64,7 +63,7 @@ def wait_for(client: httpx.Client, job_id: str, timeout: float) -> dict[str, Any
     """Poll the job until it ends (fast at first, then every half second)."""
     deadline, delay = time.monotonic() + timeout, 0.05
     while True:
-        job = _checked(client.get(f"/v1/jobs/{job_id}"))
+        job = checked(client.get(f"/v1/jobs/{job_id}"))
         if job["status"] in FINISHED:
             return job
         if time.monotonic() > deadline:
@@ -73,42 +72,23 @@ def wait_for(client: httpx.Client, job_id: str, timeout: float) -> dict[str, Any
         delay = min(delay * 1.5, 0.5)
 
 
-def _checked(response: httpx.Response) -> dict[str, Any]:
-    """The JSON body, or exit with the API's error message."""
-    try:
-        body = response.json()
-    except ValueError:
-        raise SystemExit(f"gptoss: HTTP {response.status_code}: {response.text[:200]}") from None
-    if response.is_error:
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        raise SystemExit(f"gptoss: HTTP {response.status_code}: {error.get('message', body)}")
-    return body
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one gptoss command; returns the exit status."""
     args = build_parser().parse_args(argv)
     if args.command in ("batch", "gate"):
         return int(args.func(args))
-    base_url = args.url or os.environ.get("GPTOSS_URL") or DEFAULT_URL
-    try:
-        key = os.environ.get("GPTOSS_API_KEY")  # where the API requires keys (GPTOSS_API_KEYS)
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        with httpx.Client(base_url=base_url, timeout=30.0, headers=headers) as client:
-            return _run(client, args)
-    except httpx.TransportError as exc:
-        raise SystemExit(f"gptoss: cannot reach {base_url}: {exc}") from exc
+    return run_with_client(args, 30.0, lambda client: _run(client, args))
 
 
 def _run(client: httpx.Client, args: argparse.Namespace) -> int:
     if args.command == "status":
-        print(json.dumps(_checked(client.get(f"/v1/jobs/{args.job_id}")), indent=2))
+        print(json.dumps(checked(client.get(f"/v1/jobs/{args.job_id}")), indent=2))
         return 0
     if args.command == "cancel":
-        job = _checked(client.post(f"/v1/jobs/{args.job_id}/cancel"))
+        job = checked(client.post(f"/v1/jobs/{args.job_id}/cancel"))
         print(f"{job['id']} {job['status']}")
         return 0
-    job = _checked(client.post("/v1/jobs", json=job_body(args)))
+    job = checked(client.post("/v1/jobs", json=job_body(args)))
     if args.stream:
         return print_job_stream(client, job["id"], show_reasoning=args.show_reasoning)
     if not args.wait:

@@ -63,6 +63,16 @@ class _ImmediateLoop:
         callback(*args)
 
 
+def render_prompt(tokenizer: Any, is_harmony: bool, request: GenerationRequest) -> list[int]:
+    """Prompt token ids: chat messages through the model's chat template (harmony for gpt-oss).
+
+    The one rendering: engines run it, and the API counts a prompt's tokens with it (app/jobs/budget.py)."""
+    messages = list(request.messages or [{"role": "user", "content": request.prompt or ""}])
+    extra = {"reasoning_effort": request.reasoning_effort or "medium"} if is_harmony else {}
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 class RequestTable(ABC):
     """The requests an engine runs, by id, and how a request becomes prompt ids and a handle: what
     Engine and the engine-process proxy (engine/process.py) share of `submit`."""
@@ -78,13 +88,7 @@ class RequestTable(ABC):
         self._clock_offset = time.time() - time.perf_counter()  # perf_counter is system-wide on Linux
 
     def render_prompt(self, request: GenerationRequest) -> list[int]:
-        """Prompt token ids: chat messages through the model's chat template (harmony for gpt-oss)."""
-        messages = list(request.messages or [{"role": "user", "content": request.prompt or ""}])
-        extra = {"reasoning_effort": request.reasoning_effort or "medium"} if self.is_harmony else {}
-        text = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False, **extra
-        )
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return render_prompt(self.tokenizer, self.is_harmony, request)
 
     def prompt_tokens(self, request: GenerationRequest) -> int:
         return len(self.render_prompt(request))

@@ -28,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from engine.engine import RequestTable
@@ -318,8 +319,7 @@ def serve_engine(commands: Connection, outputs: Connection, spec: EngineSpec, pa
     os.environ["GPTOSS_CPU_NICE"] = str(spec.nice)  # what the Engine gives its pool: the same (cpu_priority)
     threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
     logging.basicConfig(level=logging.INFO, format=f"[engine {spec.profile}] %(levelname)s %(message)s")
-    from pathlib import Path
-
+    # torch and transformers load here (lazily: seconds), after the nice and the parent watch are set
     from engine.cpu.threads import in_short_lived_thread
     from engine.engine import Engine
     from engine.loader import load_model

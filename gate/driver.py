@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 
-from app.gate_runs.models import GATE_METADATA_KEY
+from app.jobs.events import TERMINAL_EVENTS
+from app.models import GATE_METADATA_KEY
 from gate.suite import GatePrompt
 
-TERMINAL_EVENTS = frozenset({"done", "error", "cancelled"})
 READ_TIMEOUT_S = 60.0  # longer than the API's SSE heartbeat (15 s), so a live stream never times out
 JOIN_GRACE_S = READ_TIMEOUT_S + 10  # a request thread notices its deadline within one read
 

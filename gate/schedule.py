@@ -9,8 +9,8 @@ import time
 import redis
 from flask import Flask
 
-from app.gate_runs.settings import GateSettings
 from app.gate_runs.store import save_gate_run
+from app.services import services
 from gate.runner import GateOptions, run_gate
 from gate.slo import find_slo
 
@@ -32,9 +32,9 @@ def claim_interval(client: redis.Redis, profile: str, interval_s: float, now: fl
 
 def run_scheduled_gate(app: Flask, now: float | None = None) -> str | None:
     """Run the configured gate against the API and store it; None when this interval already has its run."""
-    settings = GateSettings.from_config(app.config)
+    settings = services(app).settings.gate
     now = time.time() if now is None else now
-    if not claim_interval(app.extensions["gptoss_redis"], settings.profile, settings.lock_interval_s, now):
+    if not claim_interval(services(app).redis, settings.profile, settings.lock_interval_s, now):
         log.info("release gate: this interval of %s already has its run; skipping", settings.profile)
         return None
     options = GateOptions(
@@ -48,7 +48,7 @@ def run_scheduled_gate(app: Flask, now: float | None = None) -> str | None:
     )
     log.info("release gate: %s SLO on %s against %s", settings.slo, settings.profile, settings.api_url)
     run = run_gate(options)
-    with app.extensions["gptoss_sessions"]() as session:
+    with services(app).sessions() as session:
         save_gate_run(session, run.report, run.markdown(), run.plot_png)
     outcome = "passed" if run.passed else "FAILED: " + "; ".join(run.report["failures"])
     log.log(logging.INFO if run.passed else logging.WARNING, "release gate %s %s", run.id, outcome)

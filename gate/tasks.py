@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from flask import current_app
 
-from app.gate_runs.settings import RUN_GATE_TASK
+from app.queue import RUN_GATE_TASK
 from gate.schedule import run_scheduled_gate as run_scheduled_gate_now
 
 

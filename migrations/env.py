@@ -8,7 +8,7 @@ from app.batches import models as batch_models  # noqa: F401  (registers the fil
 from app.db import make_engine
 from app.gate_runs import models as gate_models  # noqa: F401  (registers the gate_runs table)
 from app.models import Base
-from app.settings import resolve_settings
+from app.settings import load_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -17,7 +17,7 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 def database_url() -> str:
     """An explicit sqlalchemy.url (tests), else the app's setting from the environment."""
-    return config.get_main_option("sqlalchemy.url") or resolve_settings()["DATABASE_URL"]
+    return config.get_main_option("sqlalchemy.url") or load_settings().database_url
 
 
 def run_migrations_offline() -> None:

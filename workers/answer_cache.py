@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import redis
-from flask import Flask
 
 from app.cache.store import (
     CACHEABLE_FINISH_REASONS,
     CachedAnswer,
-    CacheSettings,
     ModelIdentity,
     ResponseCache,
     cache_key,
     is_cacheable,
 )
 from app.models import Job, JobStatus
+from app.profiles import Profile
 from app.quality import signals_of_row
+from app.settings import CacheSettings
 from engine.revision import UNKNOWN_REVISION, model_revision
 
 log = logging.getLogger(__name__)
@@ -67,18 +67,14 @@ def answer_of(job: Job, tags: dict[str, str]) -> CachedAnswer:
     )
 
 
-def answer_cache_writer(app: Flask, client: redis.Redis) -> AnswerCacheWriter | None:
-    """The worker's writer (None when CACHE_MAX_ENTRIES is 0), built once per process."""
-    settings = CacheSettings.from_config(app.config)
+def answer_cache_writer(
+    settings: CacheSettings, profiles: Mapping[str, Profile], client: redis.Redis
+) -> AnswerCacheWriter | None:
+    """The worker's writer; None when CACHE_MAX_ENTRIES is 0."""
     if not settings.enabled:
         return None
-    writer = app.extensions.get("gptoss_answer_cache_writer")
-    if writer is None:
-        profiles = app.extensions["gptoss_profiles"]
 
-        def revision_of(profile: str, model_id: str) -> str:
-            return model_revision(profiles[profile].model, model_id)
+    def revision_of(profile: str, model_id: str) -> str:
+        return model_revision(profiles[profile].model, model_id)
 
-        writer = AnswerCacheWriter(ResponseCache(client, settings), revision_of)
-        app.extensions["gptoss_answer_cache_writer"] = writer
-    return writer
+    return AnswerCacheWriter(ResponseCache(client, settings), revision_of)

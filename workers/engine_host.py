@@ -96,6 +96,7 @@ class EngineHost:
         return engine
 
     def _build_in_process(self, profile: Profile) -> Engine:
+        # lazily: torch and transformers load with the model, not when the worker (or the API) imports this
         from engine.engine import Engine
         from engine.loader import load_model
 
@@ -108,6 +109,7 @@ class EngineHost:
         return engine
 
     def _build_process(self, profile: Profile) -> EngineProcess:
+        # lazily, like _build_in_process: this process never loads torch for a child-process engine
         from engine.cpu.priority import nice_from_env
         from engine.process import EngineProcess, EngineSpec
 

@@ -13,7 +13,9 @@ from typing import Any, Protocol
 from sqlalchemy import orm
 
 from app.jobs import store as job_store
+from app.jobs.events import TERMINAL_EVENT_OF
 from app.jobs.render import job_json
+from app.jobs.schemas import generation_request
 from app.jobs.store import JobOutcome
 from app.models import Job, JobStatus
 from app.quality import quality_signals
@@ -99,7 +101,7 @@ def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
         engine = worker.engine_for(profile)
         observer = worker.observer
         log_start = partial(observer.job_started, job, engine.tags) if observer is not None else None
-        outcome = generate(engine, build_generation_request(request, job_id), job_id, worker, log_start)
+        outcome = generate(engine, generation_request(request, job_id), job_id, worker, log_start)
     except Exception as exc:
         log.exception("job %s failed", job_id)
         tags = engine.tags.as_dict() if engine is not None else None  # the model it failed on, when known
@@ -113,7 +115,9 @@ def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
         if stored is None:  # cancelled or taken over meanwhile: report it as it is
             stored = session.get(Job, job_id)
         final = job_json(stored) if stored is not None else {"id": job_id, "status": str(outcome.status)}
-    worker.publish(job_id, TERMINAL_EVENTS[outcome.status], final)  # after the DB: readers then see it stored
+    worker.publish(
+        job_id, TERMINAL_EVENT_OF[outcome.status], final
+    )  # after the DB: readers then see it stored
     if finished and stored is not None and worker.observer is not None:  # counted once, as stored
         worker.observer.job_finished(stored, outcome)
     if finished and stored is not None and worker.store_answer is not None:
@@ -134,25 +138,6 @@ def _requeue_after_engine_stopped(job_id: str, worker: WorkerContext, enqueue: E
     if final is not None:
         worker.publish(job_id, "error", final)
     return status
-
-
-TERMINAL_EVENTS = {JobStatus.SUCCEEDED: "done", JobStatus.FAILED: "error", JobStatus.CANCELLED: "cancelled"}
-
-
-def build_generation_request(request: dict[str, Any], job_id: str) -> GenerationRequest:
-    """The engine's view of a stored (validated) job request."""
-    messages = request.get("messages")
-    return GenerationRequest(
-        messages=tuple(messages) if messages is not None else None,
-        prompt=request.get("prompt"),
-        max_tokens=request["max_tokens"],
-        temperature=request.get("temperature", 0.0),
-        top_p=request.get("top_p", 1.0),
-        seed=request.get("seed"),
-        stop=tuple(request.get("stop") or ()),
-        reasoning_effort=request.get("reasoning_effort"),
-        request_id=job_id,
-    )
 
 
 def generate(

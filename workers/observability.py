@@ -8,12 +8,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from flask import Flask
 from prometheus_client import start_http_server
 
 from app.ops.heartbeats import WorkerHeartbeat
-from app.ops.settings import ObservabilitySettings
+from app.services import services
 from workers.engine_host import EngineHost
 from workers.heartbeat import HeartbeatThread
 from workers.metrics import WORKER_REGISTRY, EngineLoadCollector
@@ -21,18 +20,19 @@ from workers.metrics import WORKER_REGISTRY, EngineLoadCollector
 log = logging.getLogger(__name__)
 
 
-def start_worker_observability(app: Flask, consumer: Any, host: EngineHost | None) -> Callable[[], None]:
+def start_worker_observability(
+    app: Flask, consumer: Any, host: EngineHost | None, started_at: float
+) -> Callable[[], None]:
     """Serve /metrics and start heartbeats for the Celery worker `consumer`; returns the stopper."""
-    settings = ObservabilitySettings.from_config(app.config)
-    pinned = app.config["PROFILE"]
-    port = settings.metrics_port_for(pinned, list(app.extensions["gptoss_profiles"]))
+    settings = services(app).settings.observability
+    pinned = services(app).settings.profile
+    port = settings.metrics_port_for(pinned, list(services(app).profiles))
     collector = EngineLoadCollector(host) if host is not None else None
     if collector is not None:
         WORKER_REGISTRY.register(collector)
     server = serve_metrics(settings.worker_metrics_host, port)
     queues = consumed_queues(consumer)
-    client = redis.Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5)
-    started_at = app.extensions.get("gptoss_worker_started_at") or time.time()
+    client = services(app).settings.redis_client()
 
     def describe() -> WorkerHeartbeat:
         engines = host.loaded_engines() if host is not None else []

@@ -14,7 +14,6 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -25,12 +24,10 @@ from sqlalchemy import orm
 
 from app.batches.lifecycle import LifecycleContext, check_batch
 from app.batches.models import Batch, BatchStatus
-from app.batches.settings import BatchSettings
 from app.metrics import KOMBU_PRIORITY_SEPARATOR, KOMBU_PRIORITY_STEPS
 from app.models import Job, JobStatus, utcnow
-from app.ops.settings import ObservabilitySettings
-from app.queue import enqueue_job
-from app.reliability_settings import RECONCILE_TASK, ReliabilitySettings
+from app.queue import RECONCILE_TASK, send_run_job
+from app.services import services
 from workers.recovery import Enqueue, requeue_or_give_up, worker_is_gone
 
 log = logging.getLogger(__name__)
@@ -162,18 +159,18 @@ def finish_ended_batches(ctx: ReconcileContext) -> list[str]:
 
 def reconcile_context(app: Flask) -> ReconcileContext:
     """The reconciler's view of an app (run in the batch worker, which loads no model)."""
-    client: redis.Redis = app.extensions["gptoss_redis"]
+    found = services(app)
     return ReconcileContext(
-        sessions=app.extensions["gptoss_sessions"],
-        redis_client=client,
-        enqueue=partial(enqueue_job, app.extensions["celery"]),
-        stuck_after_s=ReliabilitySettings.from_config(app.config).reconcile_stuck_after_s,
-        heartbeat_ttl_s=ObservabilitySettings.from_config(app.config).heartbeat_ttl_s,
+        sessions=found.sessions,
+        redis_client=found.redis,
+        enqueue=partial(send_run_job, found.celery),
+        stuck_after_s=found.settings.reliability.reconcile_stuck_after_s,
+        heartbeat_ttl_s=found.settings.observability.heartbeat_ttl_s,
         batches=LifecycleContext(
-            sessions=app.extensions["gptoss_sessions"],
-            files_dir=Path(BatchSettings.from_config(app.config).files_dir),
-            redis_client=client,
-            cancel_ttl_s=app.config["CANCEL_SIGNAL_TTL_S"],
+            sessions=found.sessions,
+            files_dir=found.settings.batches.files_dir,
+            redis_client=found.redis,
+            cancel_ttl_s=found.settings.cancel_signal_ttl_s,
         ),
     )
 
@@ -186,7 +183,7 @@ def reconcile() -> None:
     """One reconciler pass, unless another one is running."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     ctx = reconcile_context(app)
-    hold_s = max(10, int(ReliabilitySettings.from_config(app.config).reconcile_interval_s))
+    hold_s = max(10, int(services(app).settings.reliability.reconcile_interval_s))
     if not ctx.redis_client.set(LOCK_KEY, "1", nx=True, ex=hold_s):
         log.info("another reconciler pass is running; skipping this one")
         return

@@ -5,21 +5,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import redis
 from celery.concurrency.thread import TaskPool as ThreadTaskPool
 from celery.signals import worker_ready, worker_shutdown
 from flask import Flask, current_app
 
 from app.cache.store import announce_model_revision
-from app.db import session_factory
 from app.ops.served_models import announce_served_model
-from app.ops.settings import ObservabilitySettings
+from app.services import services
 from engine.revision import model_revision
-from workers.answer_cache import answer_cache_writer
+from workers.answer_cache import AnswerCacheWriter, answer_cache_writer
 from workers.cancel_watcher import CancelWatcher
 from workers.engine_host import EngineHost
 from workers.event_publisher import BatchedEventPublisher
@@ -34,17 +33,41 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+WORKER_EXTENSION_KEY = "gptoss_worker"
 _lock = threading.Lock()
 
 
-def _shared_state(app: Flask) -> tuple[EngineHost, CancelWatcher]:
-    """This process's engine host and cancel watcher, created on first use."""
+@dataclass
+class WorkerState:
+    """What a worker process holds besides the app's services, built on its first task (or at ready)."""
+
+    host: EngineHost
+    cancel_watcher: CancelWatcher
+    publisher: BatchedEventPublisher
+    store_answer: AnswerCacheWriter | None
+
+
+@dataclass
+class WorkerLife:
+    """The worker's start time (a job it claimed before this belongs to a dead run) and stop hooks."""
+
+    started_at: float
+    stop_observability: Callable[[], None] | None = None
+    state: WorkerState | None = None
+
+
+def _life(app: Flask) -> WorkerLife:
+    return app.extensions[WORKER_EXTENSION_KEY]
+
+
+def _shared_state(app: Flask) -> WorkerState:
+    """This process's engine host, cancel watcher, event publisher and answer cache, created on first use."""
+    life = _life(app)
     with _lock:
-        state = app.extensions.get("gptoss_worker_state")
-        if state is None:
-            profiles = app.extensions["gptoss_profiles"]
-            model_cache = Path(app.config["DATA_DIR"]).resolve() / "models"
-            client = redis.Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5)
+        if life.state is None:
+            found = services(app)
+            profiles = found.profiles
+            client = found.settings.redis_client()
 
             def announce(engine: ServingEngine) -> None:
                 announce_served_model(client, engine.tags.profile, engine.tags.as_dict())
@@ -53,33 +76,37 @@ def _shared_state(app: Flask) -> tuple[EngineHost, CancelWatcher]:
 
             host = EngineHost(
                 profiles,
-                model_cache,
-                pinned_profile=app.config["PROFILE"],
+                found.settings.model_cache_dir,
+                pinned_profile=found.settings.profile,
                 on_loaded=announce,
-                engine_process=bool(app.config["ENGINE_PROCESS"]),
+                engine_process=found.settings.engine_process,
             )
-            state = app.extensions["gptoss_worker_state"] = (host, CancelWatcher(client))
-            app.extensions["gptoss_answer_cache"] = answer_cache_writer(app, client)
-            app.extensions["gptoss_event_publisher"] = BatchedEventPublisher(app.extensions["gptoss_events"])
-        return state
+            life.state = WorkerState(
+                host,
+                CancelWatcher(client),
+                BatchedEventPublisher(found.events),
+                answer_cache_writer(found.settings.cache, profiles, client),
+            )
+        return life.state
 
 
 def worker_context(hostname: str) -> WorkerContext:
     """What run_job needs, inside a task's app context."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    host, watcher = _shared_state(app)
-    settings = ObservabilitySettings.from_config(app.config)
+    state = _shared_state(app)
+    found = services(app)
+    watcher = state.cancel_watcher
     return WorkerContext(
-        session_factory(),
-        host.engine_for,
+        found.sessions,
+        state.host.engine_for,
         watcher,
         hostname,
-        app.extensions["gptoss_event_publisher"],
+        state.publisher,
         observer=MetricsAndLogObserver(hostname),
-        is_worker_gone=partial(worker_is_gone, watcher.client, settings.heartbeat_ttl_s),
-        store_answer=app.extensions["gptoss_answer_cache"],
-        write_lock=app.extensions["gptoss_db_write_lock"],
-        enqueue=app.extensions["gptoss_enqueue"],
+        is_worker_gone=partial(worker_is_gone, watcher.client, found.settings.observability.heartbeat_ttl_s),
+        store_answer=state.store_answer,
+        write_lock=services(app).write_lock,
+        enqueue=services(app).queue.enqueue,
     )
 
 
@@ -87,27 +114,27 @@ def connect_worker_signals(app: Flask) -> None:
     """When the worker is ready: requeue jobs a dead run left behind and load the model in the background.
 
     Also sets the worker process's GIL switch interval (workers/gil.py)."""
-    set_gil_switch_interval(float(app.config["WORKER_GIL_SWITCH_MS"]))
+    set_gil_switch_interval(services(app).settings.worker_gil_switch_ms)
     # before any task: a job this name claimed earlier than this belongs to a dead process
-    app.extensions["gptoss_worker_started_at"] = time.time()
+    life = app.extensions[WORKER_EXTENSION_KEY] = WorkerLife(started_at=time.time())
 
     @worker_ready.connect(weak=False)
     def _on_ready(sender: Any, **_: Any) -> None:
         host = None
         if isinstance(sender.pool, ThreadTaskPool):  # one process: loading now is after any fork
-            host = _shared_state(app)[0]
+            host = _shared_state(app).host
             threading.Thread(target=host.warm_up, name="model-warm-up", daemon=True).start()
         try:  # /metrics port and heartbeats (what /readyz looks for)
-            app.extensions["gptoss_worker_observability"] = start_worker_observability(app, sender, host)
+            life.stop_observability = start_worker_observability(app, sender, host, life.started_at)
         except Exception:
             log.exception("could not start the worker's metrics and heartbeat")
         try:
             with app.app_context():
                 recovered = recover_jobs_of_lost_worker(
-                    session_factory(),
+                    services(app).sessions,
                     sender.hostname,
-                    app.extensions["gptoss_enqueue"],
-                    app.extensions["gptoss_worker_started_at"],
+                    services(app).queue.enqueue,
+                    life.started_at,
                 )
         except Exception:
             log.exception("could not check for jobs a previous run of %s left running", sender.hostname)
@@ -117,11 +144,11 @@ def connect_worker_signals(app: Flask) -> None:
 
     @worker_shutdown.connect(weak=False)
     def _on_shutdown(**_: Any) -> None:
-        stop_observability = app.extensions.pop("gptoss_worker_observability", None)
+        stop_observability, life.stop_observability = life.stop_observability, None
         if stop_observability is not None:
             stop_observability()
-        state = app.extensions.get("gptoss_worker_state")
+        state = life.state
         if state is not None:
-            state[1].stop()
-            state[0].shutdown()
-            app.extensions["gptoss_event_publisher"].stop()  # after the engines: their jobs' last events
+            state.cancel_watcher.stop()
+            state.host.shutdown()
+            state.publisher.stop()  # after the engines: their jobs' last events

@@ -7,7 +7,7 @@ import os
 import sys
 
 from app.profiles import load_profiles
-from app.settings import resolve_settings
+from app.settings import load_settings
 
 
 def worker_command(profile: str, max_batch: int, loglevel: str, name: str | None = None) -> list[str]:
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--name", help="the worker's name (default <profile>@<host>; unique per worker)")
     args = parser.parse_args(argv)
-    profiles = load_profiles(resolve_settings()["PROFILES"])
+    profiles = load_profiles(load_settings().profiles_path)
     if args.profile not in profiles:
         parser.error(f"unknown profile {args.profile!r}; the profiles file has {sorted(profiles)}")
     os.environ["GPTOSS_PROFILE"] = args.profile

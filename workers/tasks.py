@@ -1,15 +1,87 @@
-"""Celery tasks: thin wrappers that pass a job id to plain functions."""
+"""Celery tasks, all thin: each passes an id to a plain function. run_job on the profile queues;
+ingest_batch and watch_batch on `batches` (the reconciler's pass is in workers/reconciler.py)."""
 
 from __future__ import annotations
 
-from celery import shared_task
+import logging
 
-from app.queue import RUN_JOB_TASK
+from celery import shared_task
+from flask import Flask, current_app
+
+from app.batches.ingest import IngestContext
+from app.batches.ingest import ingest_batch as ingest_batch_now
+from app.batches.lifecycle import LifecycleContext, check_batch
+from app.batches.lines import LineContext
+from app.ops.served_models import served_model_ids
+from app.queue import INGEST_BATCH_TASK, RUN_JOB_TASK, WATCH_BATCH_TASK, send_watch
+from app.services import services
+from app.settings import MAX_LINE_BYTES
 from workers.job_runner import run_job as run_job_now
 from workers.runtime import worker_context
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(bind=True, name=RUN_JOB_TASK, ignore_result=True)
 def run_job(self, job_id: str) -> None:  # type: ignore[no-untyped-def]
     """Run one job on this worker's engine; a second delivery of the same job is a no-op."""
     run_job_now(job_id, worker_context(self.request.hostname))
+
+
+def ingest_context(app: Flask) -> IngestContext:
+    """What ingest needs, from a Flask app (the profiles, and the model ids workers announced)."""
+    found = services(app)
+    settings = found.settings.batches
+    served = served_model_ids(found.redis, found.profile_names)
+    lines = LineContext(found.profiles, served, settings.max_batch_lines, MAX_LINE_BYTES, found.router)
+    return IngestContext(
+        sessions=found.sessions,
+        files_dir=settings.files_dir,
+        lines=lines,
+        insert_chunk=settings.insert_chunk,
+        enqueue_jobs=found.queue.enqueue_many,
+    )
+
+
+def lifecycle_context(app: Flask) -> LifecycleContext:
+    found = services(app)
+    return LifecycleContext(
+        sessions=found.sessions,
+        files_dir=found.settings.batches.files_dir,
+        redis_client=found.redis,
+        cancel_ttl_s=found.settings.cancel_signal_ttl_s,
+    )
+
+
+def _app() -> Flask:
+    return current_app._get_current_object()  # type: ignore[attr-defined]
+
+
+# Both batch tasks are safe to run twice: ingest resumes after its last inserted line and every
+# batch transition is a guarded UPDATE. A crash mid-ingest is retried with backoff.
+@shared_task(
+    name=INGEST_BATCH_TASK, ignore_result=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5
+)
+def ingest_batch(batch_id: str) -> None:
+    """Validate a batch's input file, create and enqueue its jobs, then start watching it."""
+    app = _app()
+    status = ingest_batch_now(ingest_context(app), batch_id)
+    if status is None:  # deleted, or this worker reads another database than the API that queued it
+        log.warning("batch %s does not exist in this worker's database; nothing to ingest", batch_id)
+        return
+    log.info("batch %s ingested: %s", batch_id, status)
+    send_watch(services(app).celery, batch_id)
+
+
+@shared_task(
+    name=WATCH_BATCH_TASK,
+    ignore_result=True,
+    autoretry_for=(Exception,),
+    retry_backoff=True,
+    max_retries=None,
+)
+def watch_batch(batch_id: str) -> None:
+    """Check a batch once (end, cancel, expiry); check again later until it reaches a final status."""
+    app = _app()
+    if not check_batch(lifecycle_context(app), batch_id):
+        send_watch(services(app).celery, batch_id, countdown=services(app).settings.batches.check_interval_s)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from app.batches.models import StoredFile, new_file_id
+from app.db import get_or_404, id_page
 from app.errors import ApiError
 
 FILE_ID_PATTERN = re.compile(r"file-[0-9a-f]{24}")
@@ -56,10 +57,8 @@ def store_file(
 
 
 def get_file_or_404(session: orm.Session, file_id: str) -> StoredFile:
-    row = session.get(StoredFile, file_id)
-    if row is None:
-        raise ApiError(404, f"No such File object: {file_id}", param="file_id", code="file_not_found")
-    return row
+    error = ApiError(404, f"No such File object: {file_id}", param="file_id", code="file_not_found")
+    return get_or_404(session, StoredFile, file_id, error)
 
 
 def delete_file(session: orm.Session, files_dir: Path, file_id: str) -> None:
@@ -74,14 +73,8 @@ def list_files(
     session: orm.Session, *, purpose: str | None, after: str | None, limit: int, newest_first: bool
 ) -> tuple[list[StoredFile], bool]:
     """A page of files ordered by id (= by time); returns (page, has_more)."""
-    order = StoredFile.id.desc() if newest_first else StoredFile.id.asc()
-    query = sa.select(StoredFile).order_by(order).limit(limit + 1)
-    if purpose:
-        query = query.where(StoredFile.purpose == purpose)
-    if after:
-        query = query.where(StoredFile.id < after if newest_first else StoredFile.id > after)
-    rows = list(session.scalars(query))
-    return rows[:limit], len(rows) > limit
+    by_purpose = StoredFile.purpose == purpose if purpose else None
+    return id_page(session, StoredFile, after, limit, by_purpose, newest_first=newest_first)
 
 
 def _unix(moment: datetime) -> int:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, request, send_file
 from pydantic import BaseModel, ConfigDict, Field
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.batches import files as file_store
 from app.batches import store as batch_store
 from app.batches.models import FilePurpose
-from app.batches.settings import BatchSettings
 from app.db import db_session
 from app.errors import ApiError
+from app.http import list_page
+from app.services import services
+from app.settings import BatchSettings
 
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
 
@@ -33,7 +35,7 @@ class FileListQuery(BaseModel):
 
 
 def _settings() -> BatchSettings:
-    return BatchSettings.from_config(current_app.config)
+    return services().settings.batches
 
 
 @bp.post("")
@@ -110,10 +112,4 @@ def list_files() -> Response:
             newest_first=query.order == "desc",
         )
         data = [file_store.file_json(row) for row in rows]
-    return jsonify(
-        object="list",
-        data=data,
-        first_id=data[0]["id"] if data else None,
-        last_id=data[-1]["id"] if data else None,
-        has_more=has_more,
-    )
+    return list_page(data, has_more)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -16,9 +15,10 @@ from app.batches import files as file_store
 from app.batches import store as batch_store
 from app.batches.lines import BatchRequest, LineContext, LineError, read_requests
 from app.batches.models import Batch, BatchStatus
-from app.batches.queue import QueuedJob
 from app.jobs import store as job_store
-from app.models import Job, JobStatus, new_job_id, utcnow
+from app.models import Job, utcnow
+from app.queue import QueuedJob
+from app.routing.auto import ProfileRouter
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class IngestContext:
     files_dir: Path
     lines: LineContext
     insert_chunk: int
-    enqueue_jobs: Callable[[Iterable[QueuedJob]], None]
+    enqueue_jobs: Callable[[Sequence[QueuedJob]], None]  # JobQueue.enqueue_many
 
 
 def ingest_batch(ctx: IngestContext, batch_id: str) -> str | None:
@@ -113,11 +113,11 @@ def create_jobs(ctx: IngestContext, batch_id: str, input_file_id: str, total: in
         for chunk in _chunks(pending, ctx.insert_chunk):
             with ctx.sessions() as session:
                 cancelled = _status(session, batch_id) == BatchStatus.CANCELLING
-                rows = [_job_row(batch_id, request, cancelled) for request in chunk]
+                rows = [_job_row(batch_id, request, cancelled, ctx.lines.router) for request in chunk]
                 session.execute(sa.insert(Job), rows)
                 session.commit()
             if not cancelled:  # a cancelled batch's remaining lines are stored as cancelled, never run
-                ctx.enqueue_jobs((row["id"], row["profile"], row["task_id"]) for row in rows)
+                ctx.enqueue_jobs([(row["id"], row["profile"], row["task_id"]) for row in rows])
 
 
 def _valid_requests(results: Iterator[BatchRequest | LineError]) -> Iterator[BatchRequest]:
@@ -140,30 +140,14 @@ def _chunks(requests: Iterator[BatchRequest], size: int) -> Iterator[list[BatchR
         yield chunk
 
 
-def _job_row(batch_id: str, request: BatchRequest, cancelled: bool) -> dict[str, Any]:
-    """The jobs row of one batch line (what job_service.submit_job would insert, plus the batch keys)."""
-    body = request.job.model_dump(mode="json", exclude_none=True)
-    now = utcnow()
-    row: dict[str, Any] = {
-        "id": new_job_id(),
-        "profile": request.job.queue_profile,
-        **request.job.routing_columns(),
-        "status": JobStatus.QUEUED,
-        "request": body,
-        "request_hash": job_store.request_hash(body),
-        "task_id": str(uuid.uuid4()),
-        "batch_id": batch_id,
-        "custom_id": request.custom_id,
-        "batch_line": request.line,
-        "created_at": now,
-        "cancel_requested": False,
-        "cancel_requested_at": None,
-        "finished_at": None,
-        "finish_reason": None,
-    }
+def _job_row(
+    batch_id: str, request: BatchRequest, cancelled: bool, router: ProfileRouter | None
+) -> dict[str, Any]:
+    """The jobs row of one batch line: a submitted job's row plus the batch keys."""
+    request.job.route(router)
+    row = job_store.job_row(
+        request.job, batch_id=batch_id, custom_id=request.custom_id, batch_line=request.line
+    )
     if cancelled:
-        row.update(
-            status=JobStatus.CANCELLED, cancel_requested=True, cancel_requested_at=now, finished_at=now,
-            finish_reason="cancelled",
-        )  # fmt: skip
+        row.update(job_store.cancelled_columns(row["created_at"]))
     return row

@@ -15,7 +15,7 @@ from app.batches import store as batch_store
 from app.batches.models import FINAL_BATCH_STATUSES, Batch, BatchStatus
 from app.batches.results import discard_result_files, write_result_files
 from app.errors import ApiError
-from app.jobs.cancel import cancel_key
+from app.jobs.cancel import cancel_batch_jobs
 from app.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -31,19 +31,6 @@ class LifecycleContext:
     cancel_ttl_s: int
 
 
-def stop_jobs(
-    session: orm.Session, batch_id: str, redis_client: redis.Redis, ttl_s: int, now: datetime
-) -> None:
-    """Cancel the batch's queued jobs and signal its running ones (which keep what they produced)."""
-    batch_store.cancel_queued_jobs(session, batch_id, now)
-    running = batch_store.flag_running_jobs(session, batch_id, now)
-    if running:
-        pipe = redis_client.pipeline(transaction=False)
-        for job_id in running:
-            pipe.set(cancel_key(job_id), "1", ex=ttl_s)
-        pipe.execute()
-
-
 def cancel_batch(session: orm.Session, batch_id: str, redis_client: redis.Redis, ttl_s: int) -> Batch:
     """validating | in_progress -> cancelling, stopping its jobs; 404 unknown, 409 when it already ended."""
     batch = batch_store.get_batch_or_404(session, batch_id)
@@ -53,7 +40,7 @@ def cancel_batch(session: orm.Session, batch_id: str, redis_client: redis.Redis,
         session, batch_id, from_statuses, status=BatchStatus.CANCELLING, cancelling_at=now
     ):
         try:
-            stop_jobs(session, batch_id, redis_client, ttl_s, now)
+            cancel_batch_jobs(session, batch_id, redis_client, ttl_s, now)
         except redis.RedisError as exc:  # the batch watcher stops them again on its next check
             log.warning("could not signal the running jobs of %s yet: %s", batch_id, exc)
     session.refresh(batch)
@@ -78,7 +65,7 @@ def check_batch(ctx: LifecycleContext, batch_id: str, now: datetime | None = Non
             session.refresh(batch)
         if batch.status == BatchStatus.CANCELLING or batch.expired_at is not None:
             # again on every check: ingest may have inserted jobs after the first stop
-            stop_jobs(session, batch_id, ctx.redis_client, ctx.cancel_ttl_s, now)
+            cancel_batch_jobs(session, batch_id, ctx.redis_client, ctx.cancel_ttl_s, now)
         if batch.status == BatchStatus.VALIDATING:
             return False
         counts = batch_store.live_request_counts(session, [batch])[batch_id]

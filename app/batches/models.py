@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import enum
-import secrets
-import time
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from app.models import Base, UTCDateTime, utcnow
+from app.models import Base, UTCDateTime, time_ordered_id, utcnow
 
 
 class BatchStatus(enum.StrEnum):
@@ -35,17 +33,12 @@ class FilePurpose(enum.StrEnum):
     BATCH_OUTPUT = "batch_output"  # a batch's output or error file
 
 
-def _time_ordered_id(prefix: str, random_hex: int) -> str:
-    """prefix + 12 hex digits of milliseconds + random hex: unique, and sorting by id sorts by time."""
-    return f"{prefix}{int(time.time() * 1000):012x}{secrets.token_hex(random_hex // 2)}"
-
-
 def new_file_id() -> str:
-    return _time_ordered_id("file-", 12)
+    return time_ordered_id("file-", 6)
 
 
 def new_batch_id() -> str:
-    return _time_ordered_id("batch_", 16)
+    return time_ordered_id("batch_", 8)
 
 
 class StoredFile(Base):

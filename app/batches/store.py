@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
 from app.batches.models import Batch, BatchStatus
+from app.db import get_or_404, id_page
 from app.errors import ApiError
 from app.models import Job, JobStatus, utcnow
 
@@ -61,19 +62,13 @@ def delete_batch(session: orm.Session, batch_id: str) -> None:
 
 
 def get_batch_or_404(session: orm.Session, batch_id: str) -> Batch:
-    batch = session.get(Batch, batch_id)
-    if batch is None:
-        raise ApiError(404, f"No batch with id '{batch_id}'.", param="batch_id", code="batch_not_found")
-    return batch
+    error = ApiError(404, f"No batch with id '{batch_id}'.", param="batch_id", code="batch_not_found")
+    return get_or_404(session, Batch, batch_id, error)
 
 
 def list_batches(session: orm.Session, *, after: str | None, limit: int) -> tuple[list[Batch], bool]:
     """Batches newest first after the cursor `after` (a batch id); returns (page, has_more)."""
-    query = sa.select(Batch).order_by(Batch.id.desc()).limit(limit + 1)
-    if after:
-        query = query.where(Batch.id < after)
-    batches = list(session.scalars(query))
-    return batches[:limit], len(batches) > limit
+    return id_page(session, Batch, after, limit)
 
 
 def batch_reading_file(session: orm.Session, file_id: str) -> str | None:
@@ -119,39 +114,6 @@ def live_request_counts(session: orm.Session, batches: list[Batch]) -> dict[str,
     active = [batch.id for batch in batches if batch.status in ACTIVE_STATUSES]
     by_batch = job_status_counts(session, active)
     return {batch.id: request_counts(batch, by_batch.get(batch.id)) for batch in batches}
-
-
-def cancel_queued_jobs(session: orm.Session, batch_id: str, now: datetime) -> int:
-    """queued -> cancelled for all the batch's queued jobs (their tasks become no-ops); returns how many."""
-    query = (
-        sa.update(Job)
-        .where(Job.batch_id == batch_id, Job.status == JobStatus.QUEUED)
-        .values(
-            status=JobStatus.CANCELLED,
-            cancel_requested=True,
-            cancel_requested_at=now,
-            finished_at=now,
-            finish_reason="cancelled",
-        )
-    )
-    result = session.execute(query)
-    session.commit()
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def flag_running_jobs(session: orm.Session, batch_id: str, now: datetime) -> list[str]:
-    """Mark the batch's running jobs for cancellation; returns their ids, for the worker signal."""
-    running = Job.batch_id == batch_id, Job.status == JobStatus.RUNNING
-    job_ids = list(session.scalars(sa.select(Job.id).where(*running)))
-    if job_ids:
-        flagged = sa.update(Job).where(Job.id.in_(job_ids), *running)
-        session.execute(
-            flagged.values(
-                cancel_requested=True, cancel_requested_at=sa.func.coalesce(Job.cancel_requested_at, now)
-            )
-        )
-        session.commit()
-    return job_ids
 
 
 def inserted_lines(session: orm.Session, batch_id: str) -> int:

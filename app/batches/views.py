@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.batches import store as batch_store
 from app.batches.lifecycle import cancel_batch as cancel_batch_now
 from app.batches.models import Batch, FilePurpose, StoredFile
-from app.batches.queue import send_ingest
 from app.batches.store import RequestCounts
 from app.db import db_session
 from app.errors import ApiError
+from app.http import json_body, list_page
+from app.limits import counts_as_submit
+from app.queue import send_ingest
+from app.services import services
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +75,6 @@ def batch_json(batch: Batch, counts: RequestCounts) -> dict[str, Any]:
     }
 
 
-def _json_body() -> Any:
-    """The parsed JSON body; 400 when it is not JSON."""
-    try:
-        return json.loads(request.get_data(cache=False))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"The request body is not valid JSON: {exc}", code="invalid_json") from exc
-
-
 def _shown(batch_id: str) -> Response:
     with db_session() as session:
         batch = batch_store.get_batch_or_404(session, batch_id)
@@ -89,9 +83,10 @@ def _shown(batch_id: str) -> Response:
 
 
 @bp.post("")
+@counts_as_submit
 def create_batch() -> Response:
     """Create a batch from an uploaded `batch` file; validation and job creation run in the background."""
-    body = BatchCreate.model_validate(_json_body())
+    body = BatchCreate.model_validate(json_body())
     with db_session() as session:
         input_file = session.get(StoredFile, body.input_file_id)
         if input_file is None or input_file.purpose != FilePurpose.BATCH:
@@ -102,7 +97,7 @@ def create_batch() -> Response:
             completion_window=body.completion_window, metadata=body.metadata,
         )  # fmt: skip
         try:
-            send_ingest(current_app.extensions["celery"], batch.id)
+            send_ingest(services().celery, batch.id)
         except Exception as exc:
             log.warning("queueing the ingest of %s failed, removing the batch: %s", batch.id, exc)
             batch_store.delete_batch(session, batch.id)
@@ -127,13 +122,7 @@ def list_batches() -> Response:
         batches, has_more = batch_store.list_batches(session, after=query.after, limit=query.limit)
         counts = batch_store.live_request_counts(session, batches)
         data = [batch_json(batch, counts[batch.id]) for batch in batches]
-    return jsonify(
-        object="list",
-        data=data,
-        first_id=data[0]["id"] if data else None,
-        last_id=data[-1]["id"] if data else None,
-        has_more=has_more,
-    )
+    return list_page(data, has_more)
 
 
 @bp.post("/<batch_id>/cancel")
@@ -143,7 +132,7 @@ def cancel_batch(batch_id: str) -> Response:
         cancel_batch_now(
             session,
             batch_id,
-            current_app.extensions["gptoss_redis"],
-            current_app.config["CANCEL_SIGNAL_TTL_S"],
+            services().redis,
+            services().settings.cancel_signal_ttl_s,
         )
     return _shown(batch_id)

@@ -24,13 +24,8 @@ from typing import Any
 
 import redis
 
-from app.gate_runs.models import is_gate_request
-
-# Config keys (env GPTOSS_<KEY>, through app/settings.py DEFAULTS) and their defaults.
-CACHE_DEFAULTS: dict[str, Any] = {
-    "CACHE_MAX_ENTRIES": 10_000,  # answers kept at most (oldest evicted first); 0 turns the cache off
-    "CACHE_TTL_S": 24 * 3600,  # an answer is served from the cache for this long after it was stored
-}
+from app.models import is_gate_request
+from app.settings import CacheSettings
 
 ENTRY_KEY_PREFIX = "gptoss:cache:entry:"
 INDEX_KEY = "gptoss:cache:index"  # sorted set: entry key -> unix time it was stored
@@ -53,24 +48,6 @@ if excess > 0 then
 end
 return excess
 """
-
-
-@dataclass(frozen=True)
-class CacheSettings:
-    max_entries: int
-    ttl_s: int
-
-    @property
-    def enabled(self) -> bool:
-        return self.max_entries > 0 and self.ttl_s > 0
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> CacheSettings:
-        """The settings of an app config; keys it lacks take CACHE_DEFAULTS."""
-        return cls(
-            max_entries=int(config.get("CACHE_MAX_ENTRIES", CACHE_DEFAULTS["CACHE_MAX_ENTRIES"])),
-            ttl_s=int(config.get("CACHE_TTL_S", CACHE_DEFAULTS["CACHE_TTL_S"])),
-        )
 
 
 @dataclass(frozen=True)

@@ -5,22 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify
 
-from app.cache.store import no_cache_header
 from app.chat.schemas import ChatCompletionCreate, job_body, profile_for_model
 from app.db import db_session
 from app.errors import ApiError
-from app.jobs import submit as job_service
-from app.jobs.budget import check_prompt_fits
+from app.http import json_body, sse, sse_response
+from app.jobs.cancel import cancel
 from app.jobs.events import JobEventLog
 from app.jobs.render import job_json
-from app.jobs.schemas import JobCreate
-from app.jobs.stream import follow_job, sse, sse_response
-from app.jobs.views import json_body
-from app.limits import StreamSlot, acquire_stream_slot
+from app.jobs.store import get_job_or_404
+from app.jobs.stream import follow_job
+from app.jobs.submit import idempotency_key, submit_job, validated_job
+from app.limits import StreamSlot, acquire_stream_slot, counts_as_submit
 from app.ops.served_models import served_model_ids
 from app.routing.auto import AUTO_PROFILE
+from app.services import services
 
 bp = Blueprint("chat", __name__, url_prefix="/v1")
 
@@ -29,8 +29,8 @@ STREAM_POLL_S = 0.5  # idle streams send a comment this often, which also detect
 
 def submit_chat_job(chat: ChatCompletionCreate) -> tuple[dict[str, Any], str]:
     """Create the job behind a chat request; returns (job JSON, model name to report)."""
-    profiles = current_app.extensions["gptoss_profiles"]
-    served = served_model_ids(current_app.extensions["gptoss_redis"], list(profiles))
+    profiles = services().profiles
+    served = served_model_ids(services().redis, list(profiles))
     profile = profile_for_model(chat.model, profiles, served)
     if profile is None:
         choices = sorted({*profiles, *(p.model for p in profiles.values()), *served.values()})
@@ -40,20 +40,9 @@ def submit_chat_job(chat: ChatCompletionCreate) -> tuple[dict[str, Any], str]:
             param="model",
             code="model_not_found",
         )
-    context = {"profiles": profiles, "router": current_app.extensions.get("gptoss_router")}
-    body = JobCreate.model_validate(job_body(chat, profile), context=context)
-    if no_cache_header(request.headers.get("Cache-Control")):
-        body.cache = False
-    check_prompt_fits(body)
-    key = request.headers.get("Idempotency-Key") or None
+    body = validated_job(job_body(chat, profile))
     with db_session() as session:
-        job, _ = job_service.submit_job(
-            session,
-            body,
-            key,
-            current_app.extensions["gptoss_enqueue"],
-            current_app.extensions.get("gptoss_cached_jobs"),
-        )
+        job, _ = submit_job(session, body, idempotency_key())
         return job_json(job), served.get(job.profile) or profiles[job.profile].model
 
 
@@ -79,6 +68,7 @@ def raise_if_failed(done: dict[str, Any]) -> None:
 
 
 @bp.post("/chat/completions")
+@counts_as_submit
 def create_chat_completion() -> Response:
     """Create a chat completion (streamed as chat.completion.chunk events when stream=true)."""
     chat = ChatCompletionCreate.model_validate(json_body())
@@ -88,7 +78,7 @@ def create_chat_completion() -> Response:
     except BaseException:
         slot.release()
         raise
-    log: JobEventLog = current_app.extensions["gptoss_events"]
+    log: JobEventLog = services().events
     if chat.stream:
         include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
         app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -117,7 +107,7 @@ def wait_for_job(log: JobEventLog, job_id: str) -> dict[str, Any]:
         if event is not None and event.is_terminal:
             break
     with db_session() as session:
-        return job_json(job_service.get_job_or_404(session, job_id))
+        return job_json(get_job_or_404(session, job_id))
 
 
 def stream_chunks(
@@ -170,14 +160,7 @@ def cancel_quietly(job_id: str) -> None:
     """Cancel a job whose client left; a job that already finished is fine."""
     try:
         with db_session() as session:
-            job_service.cancel_job(
-                session,
-                job_id,
-                redis_client=current_app.extensions["gptoss_redis"],
-                revoke=current_app.extensions["gptoss_revoke"],
-                ttl_s=current_app.config["CANCEL_SIGNAL_TTL_S"],
-                events=current_app.extensions["gptoss_events"],
-            )
+            cancel(session, job_id)
     except ApiError:
         pass
 
@@ -185,15 +168,15 @@ def cancel_quietly(job_id: str) -> None:
 @bp.get("/models")
 def list_models() -> Response:
     """List the served models: each profile, and the model id it really runs."""
-    profiles = current_app.extensions["gptoss_profiles"]
-    served = served_model_ids(current_app.extensions["gptoss_redis"], list(profiles))
+    profiles = services().profiles
+    served = served_model_ids(services().redis, list(profiles))
     data = []
     for name, profile in profiles.items():
         model_id = served.get(name) or profile.model
         data.append(
             {"id": name, "object": "model", "created": 0, "owned_by": "gptoss-batch", "model": model_id}
         )
-    router = current_app.extensions.get("gptoss_router")
+    router = services().router
     if (
         router is not None and router.candidates
     ):  # picks one of the profiles per request (app/routing/auto.py)

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import secrets
-import time
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from app.models import Base, UTCDateTime, utcnow
-
-GATE_METADATA_KEY = "gptoss_gate"  # job metadata key that marks release-gate traffic (value: the run id)
-
-
-def is_gate_request(request: dict[str, Any]) -> bool:
-    """Whether a validated job request carries the release-gate tag in its metadata."""
-    return GATE_METADATA_KEY in (request.get("metadata") or {})
+from app.models import Base, UTCDateTime, time_ordered_id, utcnow
 
 
 def new_gate_run_id() -> str:
-    """`gate_` + 12 hex digits of milliseconds + 12 random hex digits: unique and time-ordered."""
-    return f"gate_{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+    return time_ordered_id("gate_", 6)
 
 
 class GateRun(Base):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy import orm
 
+from app.db import id_page
 from app.gate_runs.models import GateRun
 
 
@@ -40,13 +40,7 @@ def list_gate_runs(
     session: orm.Session, *, profile: str | None, after: str | None, limit: int
 ) -> tuple[list[GateRun], bool]:
     """Runs newest first (ids are time-ordered), after the cursor `after`; returns (page, has_more)."""
-    query = sa.select(GateRun).order_by(GateRun.id.desc()).limit(limit + 1)
-    if profile:
-        query = query.where(GateRun.profile == profile)
-    if after:
-        query = query.where(GateRun.id < after)
-    runs = list(session.scalars(query))
-    return runs[:limit], len(runs) > limit
+    return id_page(session, GateRun, after, limit, GateRun.profile == profile if profile else None)
 
 
 def get_gate_run(session: orm.Session, run_id: str, *, with_report: bool = False) -> GateRun | None:

@@ -14,7 +14,7 @@ from app.db import db_session
 from app.errors import ApiError
 from app.gate_runs import store as gate_store
 from app.gate_runs.models import GateRun
-from app.jobs.views import json_body
+from app.http import json_body, list_page
 
 bp = Blueprint("gate_runs", __name__, url_prefix="/v1/gate/runs")
 
@@ -111,13 +111,7 @@ def list_gate_runs() -> Response:
             session, profile=query.profile, after=query.after, limit=query.limit
         )
         data = [gate_store.gate_run_json(run) for run in runs]
-    return jsonify(
-        object="list",
-        data=data,
-        first_id=data[0]["id"] if data else None,
-        last_id=data[-1]["id"] if data else None,
-        has_more=has_more,
-    )
+    return list_page(data, has_more)
 
 
 @bp.get("/<run_id>")

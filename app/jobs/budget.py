@@ -17,8 +17,11 @@ from typing import Any
 from flask import Flask, current_app
 
 from app.errors import ApiError
-from app.jobs.schemas import JobCreate
+from app.jobs.schemas import JobCreate, generation_request
+from app.services import services
+from engine.engine import render_prompt
 from engine.loader import local_model_dir
+from engine.types import GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +41,12 @@ class TokenCounter:
     is_harmony: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)  # a fast tokenizer is not thread-safe
 
-    def prompt_tokens(self, messages: list[dict[str, str]], reasoning_effort: str | None) -> int:
+    def prompt_tokens(self, request: GenerationRequest) -> int:
         if self.tokenizer is None:
+            messages = request.messages or ({"content": request.prompt or ""},)
             return sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN
-        extra = {"reasoning_effort": reasoning_effort or "medium"} if self.is_harmony else {}
         with self._lock:
-            text = self.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False, **extra
-            )
-            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            return len(render_prompt(self.tokenizer, self.is_harmony, request))
 
 
 def load_token_counter(source: str, cache_dir: Path) -> TokenCounter:
@@ -78,8 +78,8 @@ def load_token_counter(source: str, cache_dir: Path) -> TokenCounter:
 
 def token_counter(app: Flask, profile: str) -> TokenCounter:
     """The profile's counter, loaded on first use and then shared by every thread of this process."""
-    source = app.extensions["gptoss_profiles"][profile].model
-    cache_key = (source, Path(app.config["DATA_DIR"]).resolve() / "models")
+    source = services(app).profiles[profile].model
+    cache_key = (source, services(app).settings.model_cache_dir)
     with _counters_lock:  # requests arriving while the tokenizer loads wait for it
         counter = _counters.get(cache_key)
         if counter is None:
@@ -99,7 +99,7 @@ def warm_up_in_background(app: Flask) -> None:
     """Load every profile's tokenizer now, in a thread (the first submit then does not wait for it)."""
 
     def load_all() -> None:
-        for profile in app.extensions["gptoss_profiles"]:
+        for profile in services(app).profiles:
             token_counter(app, profile)
 
     threading.Thread(target=load_all, name="tokenizer-warm-up", daemon=True).start()
@@ -111,11 +111,7 @@ def check_prompt_fits(body: JobCreate) -> None:
     counter = token_counter(app, body.queue_profile)
     if counter.context is None or body.max_tokens is None:
         return
-    if body.messages is not None:
-        messages = [{"role": m.role, "content": m.content} for m in body.messages]
-    else:
-        messages = [{"role": "user", "content": body.prompt or ""}]
-    prompt_tokens = counter.prompt_tokens(messages, body.reasoning_effort)
+    prompt_tokens = counter.prompt_tokens(generation_request(body.model_dump(mode="json", exclude_none=True)))
     if prompt_tokens + body.max_tokens > counter.context:
         raise ApiError(
             400,

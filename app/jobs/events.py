@@ -9,14 +9,17 @@ stream expires some time after its terminal event; readers then fall back to the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from app.models import JobStatus
+
 EVENTS_KEY_PREFIX = "gptoss:events:"
-TERMINAL_EVENTS = frozenset({"done", "error", "cancelled"})
+TERMINAL_EVENT_OF = {JobStatus.SUCCEEDED: "done", JobStatus.FAILED: "error", JobStatus.CANCELLED: "cancelled"}
+TERMINAL_EVENTS = frozenset(TERMINAL_EVENT_OF.values())  # a job's last event: its final status
 STREAM_MAXLEN = 100_000  # a job never produces more events than tokens; this only bounds a runaway
 
 
@@ -88,25 +91,6 @@ class JobEventLog:
                 yield event
                 if event.is_terminal:
                     return
-
-
-def announcing_enqueue(
-    enqueue: Callable[[str, str, str], None], log: JobEventLog
-) -> Callable[[str, str, str], None]:
-    """Wrap enqueue(job_id, profile, task_id) so each job's stream starts with `queued`.
-
-    The event goes first: a fast worker must not publish `started` before it.
-    """
-
-    def enqueue_with_event(job_id: str, profile: str, task_id: str) -> None:
-        log.append(job_id, "queued", {"id": job_id, "profile": profile})
-        try:
-            enqueue(job_id, profile, task_id)
-        except Exception:
-            log.client.delete(events_key(job_id))
-            raise
-
-    return enqueue_with_event
 
 
 def _event(entry_id: Any, fields: dict[Any, Any]) -> JobEvent:

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from app.metrics import TAG_LABELS
@@ -53,20 +53,3 @@ def configure_job_log() -> None:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
-
-
-Enqueue = Callable[[str, str, str], None]
-
-
-def logging_enqueue(enqueue: Enqueue, announced_tags: Callable[[str], dict[str, str] | None]) -> Enqueue:
-    """Wrap enqueue(job_id, profile, task_id) to log `job.queued` once the queue has the job."""
-
-    def enqueue_and_log(job_id: str, profile: str, task_id: str) -> None:
-        enqueue(job_id, profile, task_id)
-        try:
-            tags = announced_tags(profile)
-        except Exception:  # the job is queued; a missing log field must not turn that into an error
-            tags = None
-        log_job_transition("queued", job_id, (tags or {}) | {"profile": profile})
-
-    return enqueue_and_log

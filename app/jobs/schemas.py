@@ -13,7 +13,6 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -26,6 +25,7 @@ from app.routing.auto import (
     RouteDecision,
     RouteRequest,
 )
+from engine.types import GenerationRequest
 
 MetadataKey = Annotated[str, StringConstraints(max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
@@ -47,8 +47,8 @@ class Message(BaseModel):
 class JobCreate(BaseModel):
     """The body of POST /v1/jobs. Validate with context={"profiles": {...}, "default_profile": ...}.
 
-    Profile `auto` needs a ProfileRouter in the context ("router"): it picks the profile that runs
-    the job (`queue_profile`; the stored request keeps "auto"). Its max_tokens default is the
+    Profile `auto` needs a ProfileRouter in the context ("router"); `route` then picks the profile
+    that runs the job (`queue_profile`; the stored request keeps "auto"). Its max_tokens default is the
     smallest limit among the profiles it may choose, so the answer's budget never depends on load.
     """
 
@@ -116,22 +116,25 @@ class JobCreate(BaseModel):
             )
         return max_tokens
 
-    @model_validator(mode="after")
-    def _route_auto(self, info: ValidationInfo) -> JobCreate:
-        router = _router(info)
-        if self.profile == AUTO_PROFILE and router is not None:
+    def route(self, router: ProfileRouter | None) -> None:
+        """Pick the profile of an `auto` job with the router (it reads the current load): the submit
+        path calls this once, after validation; validation itself only checks."""
+        if self.profile == AUTO_PROFILE and self._route is None and router is not None and router.candidates:
             hint = (self.metadata or {}).get(HINT_KEY)
             request = RouteRequest.of(
                 self.messages, self.prompt, reasoning_effort=self.reasoning_effort, hint=hint,
                 max_tokens=self.max_tokens,
             )  # fmt: skip
             self._route = router(request)
-        return self
 
     @property
     def queue_profile(self) -> str:
         """The profile whose queue runs the job: the one asked for, or the one `auto` chose."""
-        return self._route.profile if self._route is not None else self.profile
+        if self._route is not None:
+            return self._route.profile
+        if self.profile == AUTO_PROFILE:
+            raise RuntimeError("an `auto` job is routed (JobCreate.route) before its profile is read")
+        return self.profile
 
     def routing_columns(self) -> dict[str, str | None]:
         """The job row's routed_from and route_reason."""
@@ -168,3 +171,19 @@ def _profiles(info: ValidationInfo) -> dict[str, Profile]:
     if "profiles" not in context:
         raise RuntimeError("JobCreate must be validated with context={'profiles': ...}")
     return context["profiles"]
+
+
+def generation_request(request: dict[str, Any], job_id: str | None = None) -> GenerationRequest:
+    """The engine's view of a validated job request (JobCreate dumped, as the jobs row stores it)."""
+    messages = request.get("messages")
+    return GenerationRequest(
+        messages=tuple(messages) if messages is not None else None,
+        prompt=request.get("prompt"),
+        max_tokens=request["max_tokens"],
+        temperature=request.get("temperature", 0.0),
+        top_p=request.get("top_p", 1.0),
+        seed=request.get("seed"),
+        stop=tuple(request.get("stop") or ()),
+        reasoning_effort=request.get("reasoning_effort"),
+        request_id=job_id,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,8 +12,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from app.gate_runs.models import is_gate_request
-from app.models import FINISHED_STATUSES, Job, JobStatus, utcnow
+from app.db import get_or_404, id_page
+from app.errors import ApiError
+from app.jobs.schemas import JobCreate
+from app.models import FINISHED_STATUSES, Job, JobStatus, is_gate_request, new_job_id, utcnow
 
 
 def request_hash(request: dict[str, Any]) -> str:
@@ -21,31 +24,39 @@ def request_hash(request: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def insert_job(
-    session: orm.Session,
-    *,
-    profile: str,
-    request: dict[str, Any],
-    task_id: str,
-    idempotency_key: str | None,
-    routed_from: str | None = None,
-    route_reason: str | None = None,
-) -> Job:
+def job_row(body: JobCreate, **columns: Any) -> dict[str, Any]:
+    """The columns of a new queued job from its validated request: the one place a job row is made
+    (submit, the response cache, batch ingest). `columns` add to or override them."""
+    request = body.model_dump(mode="json", exclude_none=True)
+    row: dict[str, Any] = {
+        "id": new_job_id(),
+        "profile": body.queue_profile,
+        **body.routing_columns(),
+        "status": JobStatus.QUEUED,
+        "request": request,
+        "request_hash": request_hash(request),
+        "task_id": str(uuid.uuid4()),
+        "is_gate": is_gate_request(request),
+        "created_at": utcnow(),
+        "cancel_requested": False,
+        "cancel_requested_at": None,
+        "finished_at": None,
+        "finish_reason": None,
+    }
+    return row | columns
+
+
+def insert_job(session: orm.Session, body: JobCreate, **columns: Any) -> Job:
     """Insert and commit a queued job; raises IntegrityError when the idempotency key exists."""
-    job = Job(
-        profile=profile,
-        routed_from=routed_from,
-        route_reason=route_reason,
-        request=request,
-        request_hash=request_hash(request),
-        task_id=task_id,
-        idempotency_key=idempotency_key,
-        status=JobStatus.QUEUED,
-        is_gate=is_gate_request(request),
-    )
+    job = Job(**job_row(body, **columns))
     session.add(job)
     session.commit()
     return job
+
+
+def get_job_or_404(session: orm.Session, job_id: str) -> Job:
+    error = ApiError(404, f"No job with id '{job_id}'.", param="id", code="job_not_found")
+    return get_or_404(session, Job, job_id, error)
 
 
 def delete_job(session: orm.Session, job_id: str) -> None:
@@ -62,15 +73,8 @@ def list_jobs(
     session: orm.Session, *, status: str | None, profile: str | None, after: str | None, limit: int
 ) -> tuple[list[Job], bool]:
     """Jobs newest first, after the cursor `after` (a job id); returns (page, has_more)."""
-    query = sa.select(Job).order_by(Job.id.desc()).limit(limit + 1)
-    if status:
-        query = query.where(Job.status == status)
-    if profile:
-        query = query.where(Job.profile == profile)
-    if after:
-        query = query.where(Job.id < after)
-    jobs = list(session.scalars(query))
-    return jobs[:limit], len(jobs) > limit
+    by_status = Job.status == status if status else None
+    return id_page(session, Job, after, limit, by_status, Job.profile == profile if profile else None)
 
 
 def _transition(session: orm.Session, job_id: str, guard: sa.ColumnElement[bool], **values: Any) -> bool:
@@ -89,19 +93,47 @@ def _transition_returning(
     return job
 
 
+def cancelled_columns(now: datetime) -> dict[str, Any]:
+    """What a job cancelled before it ran holds: one cancel, whether asked for alone or with its batch."""
+    return {
+        "status": JobStatus.CANCELLED,
+        "cancel_requested": True,
+        "cancel_requested_at": now,
+        "finished_at": now,
+        "finish_reason": "cancelled",
+    }
+
+
 def cancel_queued_job(session: orm.Session, job_id: str) -> bool:
     """queued -> cancelled, now; False when the job is no longer queued."""
-    now = utcnow()
-    return _transition(
-        session,
-        job_id,
-        Job.status == JobStatus.QUEUED,
-        status=JobStatus.CANCELLED,
-        cancel_requested=True,
-        cancel_requested_at=now,
-        finished_at=now,
-        finish_reason="cancelled",
+    return _transition(session, job_id, Job.status == JobStatus.QUEUED, **cancelled_columns(utcnow()))
+
+
+def cancel_queued_jobs_of_batch(session: orm.Session, batch_id: str, now: datetime) -> int:
+    """queued -> cancelled for all the batch's queued jobs (their tasks become no-ops); returns how many."""
+    query = (
+        sa.update(Job)
+        .where(Job.batch_id == batch_id, Job.status == JobStatus.QUEUED)
+        .values(**cancelled_columns(now))
     )
+    result = session.execute(query)
+    session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def flag_running_jobs_of_batch(session: orm.Session, batch_id: str, now: datetime) -> list[str]:
+    """Mark the batch's running jobs for cancellation; returns their ids, for the worker signal."""
+    running = Job.batch_id == batch_id, Job.status == JobStatus.RUNNING
+    job_ids = list(session.scalars(sa.select(Job.id).where(*running)))
+    if job_ids:
+        flagged = sa.update(Job).where(Job.id.in_(job_ids), *running)
+        session.execute(
+            flagged.values(
+                cancel_requested=True, cancel_requested_at=sa.func.coalesce(Job.cancel_requested_at, now)
+            )
+        )
+        session.commit()
+    return job_ids
 
 
 def request_cancel_of_running_job(session: orm.Session, job_id: str) -> bool:

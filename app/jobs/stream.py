@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,11 +10,13 @@ from flask import Blueprint, Response, current_app, request
 
 from app.db import db_session
 from app.errors import ApiError
-from app.jobs import submit as job_service
+from app.http import sse, sse_response
 from app.jobs.events import JobEvent, JobEventLog, valid_event_id
 from app.jobs.render import job_json
+from app.jobs.store import get_job_or_404
 from app.limits import acquire_stream_slot
 from app.models import FINISHED_STATUSES
+from app.services import services
 
 bp = Blueprint("job_events", __name__, url_prefix="/v1/jobs")
 
@@ -23,29 +24,10 @@ STORED_EVENT_ID = "0-1"  # the id of a `done` event rebuilt from the DB after th
 GRACE_S = 5.0  # how long a finished job's terminal event may lag behind its DB row
 
 
-def sse(event_id: str | None, event: str | None, data: Any) -> str:
-    """One SSE message; `data` is JSON-encoded unless it is already a string."""
-    lines = []
-    if event_id is not None:
-        lines.append(f"id: {event_id}")
-    if event is not None:
-        lines.append(f"event: {event}")
-    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    lines.extend(f"data: {line}" for line in text.split("\n"))
-    return "\n".join(lines) + "\n\n"
-
-
-def sse_response(stream: Iterator[str]) -> Response:
-    response = Response(stream, mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"  # proxies must not buffer the stream
-    return response
-
-
 def finished_job(job_id: str) -> dict[str, Any] | None:
     """The stored job JSON when the job has finished, else None."""
     with db_session() as session:
-        job = job_service.get_job_or_404(session, job_id)
+        job = get_job_or_404(session, job_id)
         return job_json(job) if job.status in FINISHED_STATUSES else None
 
 
@@ -94,9 +76,9 @@ def job_events(job_id: str) -> Response:
     """Stream the job's events (queued, started, delta..., done|error|cancelled) as SSE."""
     after = last_event_id()
     with db_session() as session:
-        job_service.get_job_or_404(session, job_id)
-    log: JobEventLog = current_app.extensions["gptoss_events"]
-    heartbeat_s = float(current_app.config["SSE_HEARTBEAT_S"])
+        get_job_or_404(session, job_id)
+    log: JobEventLog = services().events
+    heartbeat_s = services().settings.sse_heartbeat_s
     app = current_app._get_current_object()  # type: ignore[attr-defined]
 
     def stream() -> Iterator[str]:

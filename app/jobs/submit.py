@@ -1,64 +1,62 @@
-"""Submit and cancel jobs: the DB row, the Celery task and the cancel signal kept consistent."""
+"""The one submit path (jobs, chat completions, batch lines' rows): route, replay, cache, insert, enqueue."""
 
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
-import redis
+from flask import request
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import orm
 
+from app.cache.store import no_cache_header
 from app.errors import ApiError
 from app.jobs import store as job_store
-from app.jobs.cancel import signal_cancel
-from app.jobs.events import JobEventLog
-from app.jobs.log import log_job_transition
-from app.jobs.render import job_json
+from app.jobs.budget import check_prompt_fits
 from app.jobs.schemas import JobCreate
-from app.metrics import count_cancelled_while_queued
 from app.models import Job
-
-if TYPE_CHECKING:
-    from app.cache.jobs import CachedJobs
+from app.services import services
 
 log = logging.getLogger(__name__)
 
-# enqueue(job_id, profile, task_id) puts the job's task on the profile's queue, raising on failure.
-Enqueue = Callable[[str, str, str], None]
+
+def validated_job(raw: Any) -> JobCreate:
+    """A job body checked against this app's profiles (and `auto`'s); `Cache-Control: no-cache` opts out."""
+    found = services()
+    body = JobCreate.model_validate(raw, context={"profiles": found.profiles, "router": found.router})
+    if no_cache_header(request.headers.get("Cache-Control")):
+        body.cache = False
+    return body
 
 
-def submit_job(
-    session: orm.Session,
-    body: JobCreate,
-    idempotency_key: str | None,
-    enqueue: Enqueue,
-    cached_jobs: CachedJobs | None = None,
-) -> tuple[Job, bool]:
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key header, if any (at most 255 characters)."""
+    key = request.headers.get("Idempotency-Key") or None
+    if key is not None and len(key) > 255:
+        raise ApiError(400, "Idempotency-Key must be at most 255 characters.", param="Idempotency-Key")
+    return key
+
+
+def submit_job(session: orm.Session, body: JobCreate, idempotency_key: str | None) -> tuple[Job, bool]:
     """Insert the job and enqueue its task; returns (job, created). A failed enqueue leaves no row.
 
-    With `cached_jobs`, a request whose answer is in the response cache is stored already succeeded.
+    A request whose answer is in the response cache is stored already succeeded. Profile `auto`
+    is routed here, with the current load, once the body has been validated.
     """
+    found = services()
+    body.route(found.router)
+    check_prompt_fits(body)
     request = body.model_dump(mode="json", exclude_none=True)
     if idempotency_key:
         replayed = _replayed_job(session, idempotency_key, request)
         if replayed is not None:
             return replayed, False
-    cached = cached_jobs.serve(session, body, request, idempotency_key) if cached_jobs is not None else None
-    if cached is not None:
-        return cached, True
-    task_id = str(uuid.uuid4())
+    if found.cached_jobs is not None:
+        cached = found.cached_jobs.serve(session, body, request, idempotency_key)
+        if cached is not None:
+            return cached, True
     try:
-        job = job_store.insert_job(
-            session,
-            profile=body.queue_profile,
-            request=request,
-            task_id=task_id,
-            idempotency_key=idempotency_key,
-            **body.routing_columns(),
-        )
+        job = job_store.insert_job(session, body, idempotency_key=idempotency_key)
     except sa_exc.IntegrityError:  # a concurrent submit with the same key won the insert
         session.rollback()
         replayed = _replayed_job(session, idempotency_key or "", request)
@@ -66,7 +64,7 @@ def submit_job(
             raise
         return replayed, False
     try:
-        enqueue(job.id, job.profile, task_id)
+        found.queue.enqueue(job.id, job.profile, job.task_id)
     except Exception as exc:
         log.warning("enqueue of %s failed, removing the job: %s", job.id, exc)
         job_store.delete_job(session, job.id)
@@ -89,62 +87,4 @@ def _replayed_job(session: orm.Session, key: str, request: dict) -> Job | None:
             param="Idempotency-Key",
             code="idempotency_key_reused",
         )
-    return job
-
-
-def cancel_job(
-    session: orm.Session,
-    job_id: str,
-    *,
-    redis_client: redis.Redis,
-    revoke: Callable[[str], None],
-    ttl_s: int,
-    events: JobEventLog | None = None,
-) -> Job:
-    """Cancel a queued job at once, or signal a running one; 404 unknown, 409 already finished."""
-    job = get_job_or_404(session, job_id)
-    if job_store.cancel_queued_job(session, job_id):
-        count_cancelled_while_queued(job.profile)
-        log_job_transition("cancelled", job_id, {"profile": job.profile}, from_status="queued")
-        _revoke_quietly(revoke, job.task_id)
-        if events is not None:  # no worker will ever end this job's stream
-            session.refresh(job)
-            _publish_quietly(events, job_id, "cancelled", job_json(job))
-    elif job_store.request_cancel_of_running_job(session, job_id):
-        log_job_transition("cancel_requested", job_id, {"profile": job.profile}, from_status="running")
-        try:
-            signal_cancel(redis_client, job_id, ttl_s)
-        except redis.RedisError as exc:
-            raise ApiError(
-                503,
-                "Could not signal the worker (Redis unavailable); retry the cancel.",
-                type="server_error",
-                code="queue_unavailable",
-            ) from exc
-    else:
-        session.refresh(job)
-        raise ApiError(409, f"Job {job_id} already finished with status '{job.status}'.", code="job_finished")
-    session.refresh(job)
-    return job
-
-
-def _publish_quietly(events: JobEventLog, job_id: str, event_type: str, data: dict) -> None:
-    try:
-        events.append(job_id, event_type, data)
-    except redis.RedisError as exc:
-        log.warning("job %s: could not publish %s event: %s", job_id, event_type, exc)
-
-
-def _revoke_quietly(revoke: Callable[[str], None], task_id: str) -> None:
-    """Revoking saves a worker the wake-up; the claim guard makes it safe when it fails."""
-    try:
-        revoke(task_id)
-    except Exception as exc:
-        log.warning("revoke of task %s failed: %s", task_id, exc)
-
-
-def get_job_or_404(session: orm.Session, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
-        raise ApiError(404, f"No job with id '{job_id}'.", param="id", code="job_not_found")
     return job

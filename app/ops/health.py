@@ -6,10 +6,11 @@ from typing import Any
 
 import redis
 import sqlalchemy as sa
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
 from app.db import db_session
 from app.ops.heartbeats import WorkerHeartbeat, live_workers_by_profile
+from app.services import services
 
 bp = Blueprint("health", __name__)
 
@@ -24,7 +25,7 @@ def healthz() -> Response:
 def readyz() -> tuple[Response, int]:
     """Ready when the DB and Redis answer and every profile has a worker with a live heartbeat; else 503."""
     checks: dict[str, Any] = {"database": _check_database(), "redis": _check_redis()}
-    profiles = list(current_app.extensions["gptoss_profiles"])
+    profiles = list(services().profiles)
     workers = _live_workers(profiles) if checks["redis"] == "ok" else {p: [] for p in profiles}
     checks["workers"] = {profile: [w.name for w in beats] for profile, beats in workers.items()}
     checks["worker_heartbeats"] = {
@@ -45,7 +46,7 @@ def _check_database() -> str:
 
 def _check_redis() -> str:
     try:
-        current_app.extensions["gptoss_redis"].ping()
+        services().redis.ping()
     except Exception as exc:
         return f"error: {exc.__class__.__name__}: {exc}"
     return "ok"
@@ -54,6 +55,6 @@ def _check_redis() -> str:
 def _live_workers(profiles: list[str]) -> dict[str, list[WorkerHeartbeat]]:
     """Each profile's workers whose heartbeat key has not expired (see app/ops/heartbeats.py)."""
     try:
-        return live_workers_by_profile(current_app.extensions["gptoss_redis"], profiles)
+        return live_workers_by_profile(services().redis, profiles)
     except redis.RedisError:
         return {profile: [] for profile in profiles}

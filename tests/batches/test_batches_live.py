@@ -22,6 +22,7 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
+from app.services import services
 from cli.batch import batch_run
 from tests.support.apps import TEST_MAX_TOKENS
 from tests.support.batches import batch_app, private_redis, request_line
@@ -121,7 +122,7 @@ def live(
                 os.killpg(worker.pid, signal.SIGTERM)
         for worker in workers.values():
             stop_worker(worker)
-        app.extensions["gptoss_db_engine"].dispose()
+        services(app).db_engine.dispose()
 
 
 def test_the_openai_sdk_runs_a_batch_and_reads_its_answers(live: LiveBatches) -> None:

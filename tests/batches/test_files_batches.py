@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from app.batches.models import Batch
 from app.db import db_session
 from app.jobs.cancel import cancel_key
 from app.models import Job, JobStatus, utcnow
+from app.services import services
 from tests.support.batches import (
     batch_app,
     claim,
@@ -31,7 +34,7 @@ from tests.support.batches import (
     run,
     upload,
 )
-from workers.batch_tasks import lifecycle_context
+from workers.tasks import lifecycle_context
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,7 @@ def app(test_dir: Path, profiles_file: Path, database_url: str, idle_redis_url: 
     redis.Redis.from_url(redis_url).flushdb()
     app = batch_app(test_dir, profiles_file, database_url, redis_url, BATCH_INSERT_CHUNK=2)
     yield app
-    app.extensions["gptoss_db_engine"].dispose()
+    services(app).db_engine.dispose()
 
 
 @pytest.fixture
@@ -100,12 +103,15 @@ def test_file_list_pages_in_both_orders(client: FlaskClient) -> None:
 
 
 def test_upload_refuses_a_wrong_purpose_a_missing_file_and_too_many_bytes(
-    app: Flask, client: FlaskClient
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert error_of(upload(client, b"x", purpose="fine-tune"), 400)["param"] == "purpose"
     no_file = client.post("/v1/files", data={"purpose": "batch"}, content_type="multipart/form-data")
     assert error_of(no_file, 400)["param"] == "file"
-    app.config["MAX_UPLOAD_BYTES"] = 1000
+    settings = services(app).settings  # as if the app had started with GPTOSS_MAX_UPLOAD_BYTES=1000
+    monkeypatch.setattr(
+        services(app), "settings", replace(settings, batches=replace(settings.batches, max_upload_bytes=1000))
+    )
     files_dir = Path(app.config["DATA_DIR"]) / "files"
     before = set(files_dir.iterdir())
     error_of(upload(client, b"x" * (2 * 1024 * 1024)), 413)  # refused by length, before reading
@@ -204,9 +210,26 @@ def test_ingest_creates_and_enqueues_one_job_per_line_in_chunks(app: Flask, clie
     assert len(jobs_of(app, batch["id"])) == 5
 
 
+def test_batch_jobs_get_the_queued_event_and_log_line_of_single_jobs(
+    app: Flask, client: FlaskClient, capfd: pytest.CaptureFixture[str]
+) -> None:
+    batch = create_batch(client, [request_line(f"q{i}") for i in range(3)])
+    capfd.readouterr()
+    assert ingest(app, batch["id"]) == "in_progress"
+    jobs = jobs_of(app, batch["id"])
+    logged = [
+        json.loads(line) for line in capfd.readouterr().err.splitlines() if '"event":"job.queued"' in line
+    ]
+    assert sorted(line["job_id"] for line in logged) == sorted(job.id for job in jobs)
+    assert all(line["profile"] == "latency_first" for line in logged)
+    for job in jobs:  # the same first event a POST /v1/jobs job gets (app/jobs/enqueue.py)
+        first = services(app).events.read_after(job.id)[0]
+        assert (first.type, first.data) == ("queued", {"id": job.id, "profile": "latency_first"})
+
+
 def test_ingest_resumes_after_a_crash_without_duplicates(app: Flask, client: FlaskClient) -> None:
     batch = create_batch(client, [request_line(f"r{i}") for i in range(5)])
-    from workers import batch_tasks
+    from workers import tasks as batch_tasks
 
     real_context = batch_tasks.ingest_context
     sent: list[str] = []
@@ -277,7 +300,7 @@ def test_cancel_keeps_finished_results_and_stops_the_rest(app: Flask, client: Fl
     assert cancelling["status"] == "cancelling" and cancelling["cancelling_at"] is not None
     assert [j.status for j in jobs_of(app, batch["id"])] == ["succeeded", "running", "cancelled", "cancelled",
                                                                "cancelled"]  # fmt: skip
-    assert app.extensions["gptoss_redis"].get(cancel_key(jobs[1].id)) == b"1"  # the worker's signal
+    assert services(app).redis.get(cancel_key(jobs[1].id)) == b"1"  # the worker's signal
     assert check(app, batch["id"])["status"] == "cancelling"  # the running job has not stopped yet
     assert client.post(f"/v1/batches/{batch['id']}/cancel").get_json()["status"] == "cancelling"
     finish(app, jobs[1].id, JobStatus.CANCELLED, "partial")
@@ -323,7 +346,7 @@ def test_expiry_returns_what_finished_and_marks_the_rest_expired(app: Flask, cli
     later = utcnow() + timedelta(hours=25)
     finalizing = check(app, batch["id"], now=later)
     assert finalizing["status"] == "finalizing" and finalizing["expired_at"] is not None
-    assert app.extensions["gptoss_redis"].get(cancel_key(jobs[1].id)) == b"1"
+    assert services(app).redis.get(cancel_key(jobs[1].id)) == b"1"
     finish(app, jobs[1].id, JobStatus.CANCELLED)
     expired = check(app, batch["id"], now=later)
     assert expired["status"] == "expired"
@@ -361,4 +384,4 @@ def test_redis_down_at_create_gives_503_and_leaves_no_batch(
     assert error_of(down.test_client().post("/v1/batches", json=body), 503)["code"] == "queue_unavailable"
     with down.app_context(), db_session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Batch)) == before
-    down.extensions["gptoss_db_engine"].dispose()
+    services(down).db_engine.dispose()

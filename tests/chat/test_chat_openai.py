@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from app import create_app
+from app.services import services
 from tests.support.apps import app_config
 from tests.support.live_server import serve
 from tests.support.paths import REPO_ROOT
@@ -57,7 +58,7 @@ def stack(test_dir: Path, redis_base_url: str) -> Iterator[tuple[openai.OpenAI, 
     finally:
         for worker in workers.values():
             stop_worker(worker)
-        app.extensions["gptoss_db_engine"].dispose()
+        services(app).db_engine.dispose()
         redis.Redis.from_url(redis_url).flushdb()
 
 

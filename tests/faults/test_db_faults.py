@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from app import create_app
+from app.services import services
 from tests.support.apps import app_config
 from tests.support.services import IDLE_REDIS_DB
 
@@ -47,4 +48,4 @@ def test_a_database_that_is_down_gives_503_and_queues_nothing(
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.get_json()["checks"]["database"].startswith("error")
     assert client.get("/healthz").status_code == 200
-    app.extensions["gptoss_db_engine"].dispose()
+    services(app).db_engine.dispose()

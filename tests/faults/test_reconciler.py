@@ -19,7 +19,9 @@ from app.db import db_session
 from app.jobs import store as job_store
 from app.models import Job, JobStatus, utcnow
 from app.ops.heartbeats import WorkerHeartbeat, write_heartbeat
-from app.reliability_settings import RECONCILE_TASK
+from app.queue import RECONCILE_TASK
+from app.services import services
+from tests.support.apps import insert_queued_job
 from tests.support.batches import create_batch, ingest, request_line, run
 from workers.reconciler import ReconcileContext, reconcile_context, reconcile_once, task_ids_in_broker
 from workers.recovery import MAX_ATTEMPTS
@@ -53,13 +55,11 @@ def queued_without_message(app: Flask) -> Job:
     with app.app_context(), db_session() as session:
         request = {**HELLO, "max_tokens": 4}
         task_id = f"lost-{time.time_ns()}"
-        return job_store.insert_job(
-            session, profile="latency_first", request=request, task_id=task_id, idempotency_key=None
-        )
+        return insert_queued_job(session, "latency_first", request, task_id)
 
 
 def test_queued_jobs_whose_message_is_gone_are_sent_again_and_only_those(idle_app: Flask) -> None:
-    client: redis.Redis = idle_app.extensions["gptoss_redis"]
+    client: redis.Redis = services(idle_app).redis
     in_queue = idle_app.test_client().post("/v1/jobs", json=HELLO).get_json()["id"]
     held_by_a_worker = idle_app.test_client().post("/v1/jobs", json=HELLO).get_json()["id"]
     lost, recent = queued_without_message(idle_app), queued_without_message(idle_app)
@@ -93,7 +93,7 @@ def heartbeat(app: Flask, name: str, started_at: float) -> None:
     beat = WorkerHeartbeat(
         name, "latency_first", ("latency_first",), "tiny", {}, os.getpid(), 0, time.time(), started_at
     )
-    write_heartbeat(app.extensions["gptoss_redis"], beat, ttl_s=60)
+    write_heartbeat(services(app).redis, beat, ttl_s=60)
 
 
 def test_running_jobs_of_dead_or_restarted_workers_are_requeued_or_failed(idle_app: Flask) -> None:
@@ -118,7 +118,7 @@ def test_running_jobs_of_dead_or_restarted_workers_are_requeued_or_failed(idle_a
     for job_id in (on_dead, on_restarted):
         job = stored(idle_app, job_id)
         assert (job.status, job.started_at, job.attempts) == (JobStatus.QUEUED, None, 1)
-    client = idle_app.extensions["gptoss_redis"]
+    client = services(idle_app).redis
     requeued_tasks = {stored(idle_app, job_id).task_id for job_id in (on_dead, on_restarted)}
     assert task_ids_in_broker(client, ["latency_first"], requeued_tasks) == requeued_tasks
     failed = stored(idle_app, out_of_attempts)
@@ -152,7 +152,7 @@ def test_celery_beat_runs_the_reconciler_on_the_batch_worker(idle_app: Flask) ->
     assert "workers.reconciler" in celery_app.conf.include
     off = create_app({**idle_app.config, "RECONCILE_INTERVAL_S": 0})
     assert "reconcile-jobs" not in off.extensions["celery"].conf.beat_schedule
-    off.extensions["gptoss_db_engine"].dispose()
+    services(off).db_engine.dispose()
 
 
 def test_the_reconcile_task_is_acked_on_receipt_unlike_jobs(idle_app: Flask) -> None:

@@ -15,9 +15,10 @@ from kombu import Connection, Exchange, Queue
 
 from app import create_app
 from app.db import db_session
-from app.jobs import store as job_store
 from app.ops.private_redis import free_port, redis_answers, start_private_redis, stop_private_redis
 from app.queue import RUN_JOB_TASK
+from app.services import services
+from tests.support.apps import insert_queued_job
 from tests.support.cluster import Cluster
 from tests.support.pipeline import Pipeline
 
@@ -70,7 +71,7 @@ def test_a_redis_restart_with_jobs_queued_and_running_loses_nothing(
         no_password = create_app({**cluster.app.config, "REDIS_URL": f"redis://127.0.0.1:{port}/0"})
         refused = no_password.test_client().post("/v1/jobs", json={"messages": HELLO})
         assert refused.status_code == 503 and refused.get_json()["error"]["code"] == "queue_unavailable"
-        no_password.extensions["gptoss_db_engine"].dispose()
+        services(no_password).db_engine.dispose()
     finally:
         stop_private_redis(server)
 
@@ -118,9 +119,7 @@ def test_a_pickled_message_is_refused_and_never_deserialized(pipeline: Pipeline,
     marker = tmp_path / "unpickled"
     with pipeline.app.app_context(), db_session() as session:
         request, task_id = {"messages": HELLO, "max_tokens": 4}, f"pickled-{time.time_ns()}"
-        job_id = job_store.insert_job(
-            session, profile="latency_first", request=request, task_id=task_id, idempotency_key=None
-        ).id
+        job_id = insert_queued_job(session, "latency_first", request, task_id).id
     publish_pickled_task(pipeline.env["REDIS_URL"], "latency_first", task_id, [job_id, WritesAFile(marker)])
 
     backend = sa.make_url(pipeline.env["DATABASE_URL"]).get_backend_name()

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from app import create_app
 from app.db import db_session
 from app.models import Job
+from app.services import services
 from tests.support.apps import app_config
 from tests.support.gate import assert_valid_png, gate_run_of, sample
 from tests.support.services import migrate
@@ -55,7 +56,7 @@ def gate_app(
     redis.Redis.from_url(redis_url).flushdb()
     app = create_app(app_config(test_dir, profiles_file, gate_database_url, redis_url))
     yield app
-    app.extensions["gptoss_db_engine"].dispose()
+    services(app).db_engine.dispose()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import redis
 from flask import Flask
 
 from app import create_app
+from app.services import services
 from gate.cli import main as gate_main
 from tests.support.apps import app_config
 from tests.support.gate import assert_valid_png, wait_for_worker
@@ -63,7 +64,7 @@ def demo_api(test_dir: Path, redis_base_url: str) -> Iterator[tuple[Flask, str]]
             yield app, url
     finally:
         stop_worker(worker)
-        app.extensions["gptoss_db_engine"].dispose()
+        services(app).db_engine.dispose()
         redis.Redis.from_url(redis_url).flushdb()
 
 

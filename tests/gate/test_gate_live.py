@@ -23,6 +23,7 @@ from flask import Flask
 from app import create_app
 from app.db import db_session
 from app.gate_runs.models import GateRun
+from app.services import services
 from gate.cli import main as gate_main
 from gate.schedule import run_scheduled_gate
 from tests.support.apps import app_config
@@ -86,7 +87,7 @@ def stack(
             yield GateStack(app, url, env, folder)
     finally:
         stop_worker(worker)
-        app.extensions["gptoss_db_engine"].dispose()
+        services(app).db_engine.dispose()
         redis.Redis.from_url(redis_url).flushdb()
 
 
@@ -159,7 +160,7 @@ def test_two_triggers_in_one_interval_store_one_run(stack: GateStack) -> None:
     assert sorted(results, key=bool) == [None, results[0] or results[1]]
     assert len(stack.runs("schedule")) == before + 1
     assert run_scheduled_gate(app, now + 10) is None  # same interval, later
-    app.extensions["gptoss_db_engine"].dispose()
+    services(app).db_engine.dispose()
 
 
 def start_celery(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from flask import Flask, Response, request
 
-from app.gate_runs.settings import GateSettings, gate_beat_schedule
+from app.queue import gate_beat_schedule
+from app.settings import Settings
 from gate.arrivals import arrival_count, arrival_times
 from gate.driver import LoadPlan, drive_load
 from gate.figures import compute_figures
@@ -190,14 +191,14 @@ def test_the_driver_is_open_loop_and_records_what_the_client_saw(scripted_api: s
 
 
 def test_the_beat_runs_the_gate_daily_by_default_and_not_at_all_with_schedule_0() -> None:
-    entry = gate_beat_schedule({})["release-gate"]
+    entry = gate_beat_schedule(Settings.from_config({}))["release-gate"]
     assert entry["task"] == "gate.tasks.run_scheduled_gate" and entry["options"]["queue"] == "batches"
     assert entry["schedule"].total_seconds() == 24 * 3600
-    assert gate_beat_schedule({"GATE_SCHEDULE_S": 0.0}) == {}
+    assert gate_beat_schedule(Settings.from_config({"GATE_SCHEDULE_S": 0.0})) == {}
     assert gate_lock_key("latency_first", 3600, 7200.5) == "gptoss:gate:lock:latency_first:2"
 
 
 def test_the_scheduled_gate_sends_the_first_api_key_unless_given_its_own() -> None:
-    assert GateSettings.from_config({"API_KEYS": "k1, k2"}).api_key == "k1"
-    assert GateSettings.from_config({"API_KEYS": "k1", "GATE_API_KEY": "gate"}).api_key == "gate"
-    assert GateSettings.from_config({}).api_key is None
+    assert Settings.from_config({"API_KEYS": "k1, k2"}).gate.api_key == "k1"
+    assert Settings.from_config({"API_KEYS": "k1", "GATE_API_KEY": "gate"}).gate.api_key == "gate"
+    assert Settings.from_config({}).gate.api_key is None

@@ -14,6 +14,7 @@ from app import create_app
 from app.db import db_session
 from app.jobs.cancel import cancel_key
 from app.models import Job
+from app.services import services
 from tests.support.apps import TEST_MAX_TOKENS, app_config
 
 HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
@@ -174,7 +175,7 @@ def test_cancel_of_a_running_job_sets_the_flag_and_the_redis_signal(idle_app: Fl
         assert job_store.claim_job(session, job_id, "test@host")
     body = client.post(f"/v1/jobs/{job_id}/cancel").get_json()
     assert (body["status"], body["cancel_requested"]) == ("running", True)
-    assert idle_app.extensions["gptoss_redis"].get(cancel_key(job_id)) == b"1"
+    assert services(idle_app).redis.get(cancel_key(job_id)) == b"1"
 
 
 def test_profiles_and_health(idle_client: FlaskClient) -> None:
@@ -200,7 +201,7 @@ def test_redis_down_at_submit_gives_503_and_leaves_no_row(
     with app.app_context(), db_session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Job)) == before
     assert app.test_client().get("/readyz").status_code == 503
-    app.extensions["gptoss_db_engine"].dispose()
+    services(app).db_engine.dispose()
 
 
 def test_config_comes_from_env_at_start(
@@ -212,4 +213,4 @@ def test_config_comes_from_env_at_start(
     app = create_app()
     assert app.config["MAX_CONTENT_LENGTH"] == 100
     error_of(app.test_client().post("/v1/jobs", json={"prompt": "x" * 200}), 413)
-    app.extensions["gptoss_db_engine"].dispose()
+    services(app).db_engine.dispose()

@@ -16,7 +16,6 @@ from flask.testing import FlaskClient
 from app import create_app
 from app.cache.store import (
     CachedAnswer,
-    CacheSettings,
     ModelIdentity,
     ResponseCache,
     announce_model_revision,
@@ -26,6 +25,8 @@ from app.cache.store import (
 )
 from app.jobs.schemas import JobCreate
 from app.ops.served_models import announce_served_model
+from app.services import services
+from app.settings import CacheSettings
 from tests.support.apps import app_config
 from tests.support.prometheus_text import value
 from tests.support.services import migrate
@@ -60,7 +61,7 @@ def app(
     config = app_config(tmp_path, profiles_file, database_url, f"{redis_base_url}/{CACHE_REDIS_DB}")
     app = create_app(config | {"CACHE_MAX_ENTRIES": 100})
     yield app
-    app.extensions["gptoss_db_engine"].dispose()
+    services(app).db_engine.dispose()
 
 
 def answer(job_id: str = "job_original") -> CachedAnswer:
@@ -119,10 +120,10 @@ def test_the_store_keeps_at_most_max_entries_and_expires_them(redis_client: redi
 
 def stored_answer_for(app: Flask, body: dict[str, Any]) -> CachedAnswer:
     """Announce the model as a worker would and store an answer for this exact request."""
-    client = app.extensions["gptoss_redis"]
+    client = services(app).redis
     announce_served_model(client, "latency_first", TAGS)
     announce_model_revision(client, "latency_first", MODEL.revision)
-    job = JobCreate.model_validate(body, context={"profiles": app.extensions["gptoss_profiles"]})
+    job = JobCreate.model_validate(body, context={"profiles": services(app).profiles})
     cached = answer()
     ResponseCache(client, CacheSettings(10, 60)).put(
         cache_key(MODEL, job.model_dump(mode="json", exclude_none=True)), cached

@@ -14,9 +14,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from app.batches.ingest import _job_row as job_row_of_line
 from app.batches.lines import BatchRequest, LineContext, parse_request_line
 from app.models import Job, JobStatus
 from app.routing.auto import ProfileLoad
+from app.services import services
 from tests.support.apps import app_config
 from tests.support.services import migrate
 
@@ -51,7 +53,7 @@ def app(routing_folder: tuple[Path, Path, str], redis_base_url: str) -> Iterator
     redis.Redis.from_url(redis_url).flushdb()
     app = create_app(app_config(folder, profiles, database_url, redis_url))
     yield app
-    app.extensions["gptoss_db_engine"].dispose()
+    services(app).db_engine.dispose()
     redis.Redis.from_url(redis_url).flushdb()
 
 
@@ -68,7 +70,7 @@ def submit(client: FlaskClient, content: str, **body: Any) -> dict[str, Any]:
 
 def flood(app: Flask, queue: str, jobs: int) -> None:
     """Fake a backlog: messages in the profile's Celery queue that no worker takes."""
-    app.extensions["gptoss_redis"].rpush(queue, *[json.dumps({"fake": i}) for i in range(jobs)])
+    services(app).redis.rpush(queue, *[json.dumps({"fake": i}) for i in range(jobs)])
 
 
 def test_auto_picks_the_profile_by_the_request_and_stores_why(client: FlaskClient) -> None:
@@ -88,7 +90,7 @@ def test_a_backlog_on_quality_first_sends_hard_work_to_latency_first(app: Flask,
     job = submit(client, HARD, profile="auto")
     assert job["profile"] == "latency_first"
     assert "quality_first expects ~66 s (backlog 20) > SLO 30 s: shed to latency_first" in job["route_reason"]
-    app.extensions["gptoss_redis"].delete("quality_first")
+    services(app).redis.delete("quality_first")
     assert submit(client, HARD, profile="auto")["profile"] == "quality_first"
 
 
@@ -139,22 +141,26 @@ def test_chat_completions_accept_model_auto(client: FlaskClient) -> None:
 
 
 def test_batch_lines_route_model_auto(app: Flask) -> None:
-    profiles = app.extensions["gptoss_profiles"]
-    context = LineContext(profiles, {}, 10, 10_000, app.extensions["gptoss_router"])
+    profiles = services(app).profiles
+    context = LineContext(profiles, {}, 10, 10_000, services(app).router)
     line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions"}
     line["body"] = {"model": "auto", "messages": [{"role": "user", "content": HARD}]}
     with app.app_context():
         parsed = parse_request_line(json.dumps(line), 1, context)
-    assert isinstance(parsed, BatchRequest)
-    assert parsed.job.queue_profile == "quality_first" and parsed.job.profile == "auto"
-    assert parsed.job.routing_columns()["routed_from"] == "auto"
+        assert isinstance(parsed, BatchRequest) and parsed.job.profile == "auto"
+        row = job_row_of_line("batch_1", parsed, False, context.router)  # ingest routes when it makes the row
+    assert (row["profile"], row["routed_from"], row["request"]["profile"]) == (
+        "quality_first",
+        "auto",
+        "auto",
+    )
     without_router = LineContext(profiles, {}, 10, 10_000)
     rejected = parse_request_line(json.dumps(line), 1, without_router)
     assert not isinstance(rejected, BatchRequest) and "unknown profile 'auto'" in rejected.message
 
 
 def test_the_load_snapshot_reads_queue_depths_and_recent_latency(app: Flask) -> None:
-    sessions = app.extensions["gptoss_sessions"]
+    sessions = services(app).sessions
     with sessions() as session:
         for e2e_s in (3.0, 9.0, 40.0):
             status = JobStatus.SUCCEEDED
@@ -170,7 +176,7 @@ def test_the_load_snapshot_reads_queue_depths_and_recent_latency(app: Flask) -> 
             )
         session.commit()
     flood(app, "latency_first", 5)
-    load = app.extensions["gptoss_router"].load_snapshot()
+    load = services(app).router.load_snapshot()
     assert load["quality_first"] == ProfileLoad(backlog=0, latency_s=9.0, measured=True)  # the median
     assert load["latency_first"] == ProfileLoad(backlog=5, latency_s=2.0, measured=False)  # the default
     with sessions() as session:  # the other tests expect the default latencies

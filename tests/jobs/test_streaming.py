@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from app.services import services
 from tests.support.apps import TEST_MAX_TOKENS
 from tests.support.live_server import job_events, parse_sse, serve, streamed_text
 from tests.support.pipeline import Pipeline
@@ -66,7 +67,7 @@ def test_expired_stream_replays_the_stored_result_as_one_done_event(live: tuple[
     pipeline, url = live
     job = pipeline.submit(messages=[{"role": "user", "content": "old news"}], max_tokens=20)
     stored = pipeline.wait_finished(job["id"])
-    pipeline.app.extensions["gptoss_redis"].delete(f"gptoss:events:{job['id']}")
+    services(pipeline.app).redis.delete(f"gptoss:events:{job['id']}")
     events = job_events(url, job["id"])
     assert [e.event for e in events] == ["done"]
     assert events[0].json()["result"] == stored["result"]

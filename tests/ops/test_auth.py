@@ -19,6 +19,7 @@ from flask.testing import FlaskClient
 import app.auth
 from app import create_app
 from app.ops.private_redis import free_port
+from app.services import services
 from cli.main import main as gptoss
 from tests.support.apps import app_config
 from tests.support.live_server import serve
@@ -34,7 +35,7 @@ def keyed_app(test_dir: Path, profiles_file: Path, database_url: str, redis_base
     config = app_config(test_dir, profiles_file, database_url, f"{redis_base_url}/{IDLE_REDIS_DB}")
     app = create_app({**config, "API_KEYS": KEYS})
     yield app
-    app.extensions["gptoss_db_engine"].dispose()
+    services(app).db_engine.dispose()
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -117,7 +118,7 @@ def test_keys_come_from_the_environment_at_start(
     client = app.test_client()
     assert client.get("/v1/jobs").status_code == 401
     assert client.get("/v1/jobs", headers=bearer("sk-from-env")).status_code == 200
-    app.extensions["gptoss_db_engine"].dispose()
+    services(app).db_engine.dispose()
 
 
 def test_without_keys_only_local_clients_are_served(idle_client: FlaskClient) -> None:
@@ -134,7 +135,7 @@ def test_without_keys_the_app_warns_at_start(
     with caplog.at_level("WARNING", logger="app.auth"):
         app = create_app(app_config(test_dir, profiles_file, database_url, "redis://127.0.0.1:9/0"))
     assert "no API keys configured" in caplog.text and "127.0.0.1 only" in caplog.text
-    app.extensions["gptoss_db_engine"].dispose()
+    services(app).db_engine.dispose()
 
 
 def this_machines_other_address() -> str | None:

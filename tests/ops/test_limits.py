@@ -17,6 +17,7 @@ from flask import Flask
 from app import create_app
 from app.db import db_session
 from app.models import Job
+from app.services import services
 from tests.support.apps import TEST_MAX_TOKENS, app_config
 from tests.support.batches import create_batch, ingest, request_line
 from tests.support.live_server import serve
@@ -82,7 +83,7 @@ def test_a_batch_file_over_the_line_limit_fails_with_the_line(
     assert ingest(app, batch["id"]) == "failed"
     errors = app.test_client().get(f"/v1/batches/{batch['id']}").get_json()["errors"]["data"]
     assert [(e["line"], e["code"]) for e in errors] == [(4, "too_many_requests")]
-    app.extensions["gptoss_db_engine"].dispose()
+    services(app).db_engine.dispose()
 
 
 def wait_for_a_fresh_minute_window(margin_s: float = 10) -> None:
@@ -110,7 +111,7 @@ def test_submits_per_minute_are_limited_per_client_across_api_processes(
     assert first.test_client().post("/v1/jobs", json={"messages": HELLO}, headers=b).status_code == 202
     assert first.test_client().get("/v1/jobs", headers=a).status_code == 200  # reads are not counted
     for app in (first, second):
-        app.extensions["gptoss_db_engine"].dispose()
+        services(app).db_engine.dispose()
 
 
 def test_the_limit_is_off_when_zero_and_fails_open_without_redis(
@@ -121,7 +122,7 @@ def test_the_limit_is_off_when_zero_and_fails_open_without_redis(
         assert error_of(app.test_client().post("/v1/jobs", json={"messages": HELLO}), 503)["code"] == (
             "queue_unavailable"
         )
-    app.extensions["gptoss_db_engine"].dispose()
+    services(app).db_engine.dispose()
 
 
 @pytest.fixture
@@ -133,7 +134,7 @@ def stream_server(
     )
     with serve(app) as url:
         yield url, app
-    app.extensions["gptoss_db_engine"].dispose()
+    services(app).db_engine.dispose()
 
 
 def open_stream(stack: ExitStack, url: str, readers: list[Iterator[str]]) -> httpx.Response:

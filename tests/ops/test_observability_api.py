@@ -22,6 +22,7 @@ from app import create_app
 from app.models import Job, JobStatus, utcnow
 from app.ops.served_models import announce_served_model
 from app.ops.stats import percentile
+from app.services import services
 from tests.support.apps import app_config
 from tests.support.paths import REPO_ROOT
 from tests.support.prometheus_text import FIVE_TAGS, series, value
@@ -61,7 +62,7 @@ def api(test_dir: Path, profiles_file: Path, fresh_database_url: str, redis_base
         app_config(test_dir, profiles_file, fresh_database_url, redis_url) | {"STATS_MAX_JOBS": 40}
     )
     yield app
-    app.extensions["gptoss_db_engine"].dispose()
+    services(app).db_engine.dispose()
     redis.Redis.from_url(redis_url).flushdb()
 
 
@@ -92,7 +93,7 @@ def stored_jobs(now: datetime) -> list[dict[str, Any]]:
 
 
 def insert(app: Flask, jobs: list[dict[str, Any]]) -> None:
-    with app.extensions["gptoss_sessions"]() as session:
+    with services(app).sessions() as session:
         for job in jobs:
             tags = {f"tag_{k}": v for k, v in (TAGS | {"profile": job["profile"]}).items()}
             session.add(Job(**job, **tags, request={}, request_hash="-", task_id="-"))
@@ -183,9 +184,7 @@ def job_lines(stderr: str) -> list[dict[str, Any]]:
 def test_api_logs_and_counts_queued_and_cancelled_jobs(api: Flask, capfd: pytest.CaptureFixture[str]) -> None:
     client = api.test_client()
     before = client.get("/metrics").get_data(as_text=True)
-    announce_served_model(
-        api.extensions["gptoss_redis"], "latency_first", TAGS | {"profile": "latency_first"}
-    )
+    announce_served_model(services(api).redis, "latency_first", TAGS | {"profile": "latency_first"})
     job_id = client.post("/v1/jobs", json={"prompt": "hi", "max_tokens": 4}).get_json()["id"]
     assert client.post(f"/v1/jobs/{job_id}/cancel").get_json()["status"] == "cancelled"
     assert client.get("/nope").status_code == 404
@@ -256,10 +255,10 @@ def test_a_submit_reads_the_served_tags_once_for_the_cache_and_the_log(
     redis_url = f"{redis_base_url}/{API_REDIS_DB}"
     config = app_config(test_dir, profiles_file, fresh_database_url, redis_url) | {"CACHE_MAX_ENTRIES": 100}
     api = create_app(config)
-    client_redis = api.extensions["gptoss_redis"]
+    client_redis = services(api).redis
     client_redis.flushdb()
     announce_served_model(client_redis, "latency_first", TAGS | {"profile": "latency_first"})
-    assert api.extensions.get("gptoss_cached_jobs") is not None  # the cache reads them too
+    assert services(api).cached_jobs is not None  # the cache reads them too
     reads: list[object] = []
     real_mget = client_redis.mget
 
@@ -274,4 +273,4 @@ def test_a_submit_reads_the_served_tags_once_for_the_cache_and_the_log(
     lines = [line for line in job_lines(capfd.readouterr().err) if line["job_id"] == job_id]
     assert {k: lines[0][k] for k in FIVE_TAGS} == TAGS | {"profile": "latency_first"}
     client_redis.flushdb()
-    api.extensions["gptoss_db_engine"].dispose()
+    services(api).db_engine.dispose()

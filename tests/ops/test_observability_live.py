@@ -26,7 +26,8 @@ from flask.testing import FlaskClient
 from app import create_app
 from app.models import Job
 from app.ops.private_redis import free_port
-from tests.support.apps import TEST_MAX_TOKENS, app_config
+from app.services import services
+from tests.support.apps import TEST_MAX_TOKENS, app_config, insert_queued_job
 from tests.support.paths import REPO_ROOT
 from tests.support.pipeline import FINISHED, start_worker, stop_worker, wait_for_workers
 from tests.support.prometheus_text import FIVE_TAGS, samples, series, value
@@ -64,18 +65,13 @@ class Observed:
         import uuid
 
         from app.db import db_session
-        from app.jobs import store as job_store
 
         task_id = str(uuid.uuid4())
         with self.app.app_context(), db_session() as session:
-            job = job_store.insert_job(
-                session,
-                profile="latency_first",
-                request={"profile": "latency_first", **request},
-                task_id=task_id,
-                idempotency_key=None,
+            job = insert_queued_job(
+                session, "latency_first", {"profile": "latency_first", **request}, task_id
             )
-            self.app.extensions["gptoss_enqueue"](job.id, "latency_first", task_id)
+            services(self.app).queue.enqueue(job.id, "latency_first", task_id)
             return job.id
 
     def wait(self, job_id: str, done: Callable[[dict], bool], timeout: float = 60) -> dict[str, Any]:
@@ -89,7 +85,7 @@ class Observed:
         return httpx.get(f"http://127.0.0.1:{self.metrics_ports[profile]}/metrics", timeout=10).text
 
     def rows(self) -> list[Job]:
-        with self.app.extensions["gptoss_sessions"]() as session:
+        with services(self.app).sessions() as session:
             return list(session.scalars(sa.select(Job)))
 
 
@@ -124,7 +120,7 @@ def observed(
     finally:
         with ThreadPoolExecutor(len(PROFILES)) as pool:  # warm shutdowns take seconds: overlap them
             list(pool.map(stop_worker, observed.workers.values()))
-        app.extensions["gptoss_db_engine"].dispose()
+        services(app).db_engine.dispose()
         redis.Redis.from_url(redis_url).flushdb()
 
 

@@ -15,6 +15,7 @@ from schemathesis.checks import not_a_server_error
 
 from app.openapi_operations import OPERATIONS, Operation
 from app.ops.heartbeats import WorkerHeartbeat, write_heartbeat
+from app.services import services
 
 
 def flask_routes(app: Flask) -> set[tuple[str, str]]:
@@ -48,8 +49,8 @@ def test_the_document_covers_every_route_and_names_the_profiles(idle_app: Flask)
 @pytest.fixture
 def api_schema(idle_app: Flask) -> schemathesis.BaseSchema:
     """The API over real Redis with no worker consuming (jobs stay queued), workers announced as alive."""
-    client = idle_app.extensions["gptoss_redis"]
-    for profile in idle_app.extensions["gptoss_profiles"]:  # /readyz answers 200, as in production
+    client = services(idle_app).redis
+    for profile in services(idle_app).profiles:  # /readyz answers 200, as in production
         beat = WorkerHeartbeat(
             f"{profile}@schemathesis", profile, (profile,), "", {}, os.getpid(), 0, time.time()
         )

@@ -9,8 +9,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import orm
 
 from app import create_app
+from app.jobs.store import request_hash
+from app.models import Job
+from app.services import services
 from tests.support.services import IDLE_REDIS_DB, flushed_redis_url
 
 TEST_MAX_TOKENS = 1024  # tiny model: a 1024-token job runs for seconds
@@ -61,9 +65,17 @@ def idle_app(test_dir: Path, profiles_file: Path, database_url: str, redis_base_
     redis_url = flushed_redis_url(redis_base_url, IDLE_REDIS_DB)
     app = create_app(app_config(test_dir, profiles_file, database_url, redis_url))
     yield app
-    app.extensions["gptoss_db_engine"].dispose()
+    services(app).db_engine.dispose()
 
 
 @pytest.fixture
 def idle_client(idle_app: Flask) -> FlaskClient:
     return idle_app.test_client()
+
+
+def insert_queued_job(session: orm.Session, profile: str, request: dict[str, Any], task_id: str = "t") -> Job:
+    """A queued job row with this (already valid) request, as the submit path stores one, no message sent."""
+    job = Job(profile=profile, request=request, request_hash=request_hash(request), task_id=task_id)
+    session.add(job)
+    session.commit()
+    return job

@@ -20,7 +20,7 @@ from app.jobs.store import JobOutcome
 from app.models import JobStatus
 from app.ops.private_redis import start_private_redis, stop_private_redis
 from tests.support.apps import app_config
-from workers.batch_tasks import ingest_context
+from workers.tasks import ingest_context
 
 TAGS = {
     "engine": "test",

@@ -19,6 +19,7 @@ from flask import Flask
 from app import create_app
 from app.jobs.events import events_key
 from app.ops.heartbeats import live_workers
+from app.services import services
 from tests.support.apps import app_config
 from tests.support.paths import REPO_ROOT
 from tests.support.pipeline import FINISHED
@@ -151,4 +152,4 @@ def cluster_factory(tmp_path_factory: pytest.TempPathFactory, test_dir: Path, pr
     for cluster in built:
         for name in list(cluster.workers):
             cluster.stop(name)
-        cluster.app.extensions["gptoss_db_engine"].dispose()
+        services(cluster.app).db_engine.dispose()

@@ -19,6 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from app.services import services
 from tests.support.apps import app_config
 from tests.support.paths import REPO_ROOT
 from tests.support.services import WORKER_REDIS_DB, flushed_redis_url
@@ -118,5 +119,5 @@ def pipeline(
     finally:
         for worker in workers.values():
             stop_worker(worker)
-        app.extensions["gptoss_db_engine"].dispose()
+        services(app).db_engine.dispose()
         redis.Redis.from_url(redis_url).flushdb()

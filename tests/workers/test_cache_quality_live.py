@@ -16,8 +16,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.cache.store import CacheSettings, ResponseCache
+from app.cache.store import ResponseCache
 from app.ops.private_redis import free_port
+from app.services import services
+from app.settings import CacheSettings
 from tests.support.apps import app_config
 from tests.support.paths import REPO_ROOT
 from tests.support.pipeline import FINISHED, start_worker, stop_worker, wait_for_workers
@@ -51,7 +53,7 @@ class Live:
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
 
     def cache_size(self) -> int:
-        return ResponseCache(self.app.extensions["gptoss_redis"], CacheSettings(100, 600)).size()
+        return ResponseCache(services(self.app).redis, CacheSettings(100, 600)).size()
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, redis_base_url: str) -> Itera
         yield Live(app, app.test_client(), port)
     finally:
         stop_worker(worker)
-        app.extensions["gptoss_db_engine"].dispose()
+        services(app).db_engine.dispose()
         redis.Redis.from_url(redis_url).flushdb()
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.settings import resolve_settings
+from app.settings import load_settings
 from workers.gil import set_gil_switch_interval
 
 
@@ -19,9 +19,9 @@ def restore_switch_interval() -> Iterator[None]:
 
 
 def test_the_setting_defaults_to_half_a_millisecond_and_reads_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert resolve_settings()["WORKER_GIL_SWITCH_MS"] == 0.5
+    assert load_settings().worker_gil_switch_ms == 0.5
     monkeypatch.setenv("GPTOSS_WORKER_GIL_SWITCH_MS", "2")
-    assert resolve_settings()["WORKER_GIL_SWITCH_MS"] == 2.0
+    assert load_settings().worker_gil_switch_ms == 2.0
 
 
 def test_it_sets_the_processs_switch_interval(restore_switch_interval: None) -> None:

@@ -22,6 +22,7 @@ from app.models import Job, JobStatus
 from app.profiles import load_profiles
 from engine.request_handle import ENGINE_STOPPED
 from engine.types import GenerationRequest, GenerationResult, ModelTags
+from tests.support.apps import insert_queued_job
 from workers.cancel_watcher import CancelWatcher
 from workers.engine_host import EngineHost
 from workers.job_runner import MAX_ATTEMPTS, WorkerContext, recover_jobs_of_lost_worker, run_job
@@ -60,9 +61,7 @@ def queued_job(
 ) -> str:
     request = {"messages": HELLO, "max_tokens": 8, "profile": profile} | request
     with sessions() as session:
-        job = job_store.insert_job(
-            session, profile=profile, request=request, task_id="t", idempotency_key=None
-        )
+        job = insert_queued_job(session, profile, request)
         return job.id
 
 
@@ -116,7 +115,7 @@ def test_the_cancel_signal_stops_a_running_job_and_keeps_its_text(worker: Worker
     while stored(worker.sessions, job_id).first_token_at is None:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    signal_cancel(worker.cancel_watcher.client, job_id, ttl_s=60)
+    signal_cancel(worker.cancel_watcher.client, [job_id], ttl_s=60)
     while (job := stored(worker.sessions, job_id)).status == "running":
         assert time.monotonic() < deadline
         time.sleep(0.01)

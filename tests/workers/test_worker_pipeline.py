@@ -10,7 +10,8 @@ import pytest
 from werkzeug.serving import make_server
 
 from app.models import Job
-from app.queue import enqueue_job
+from app.queue import send_run_job
+from app.services import services
 from cli.main import main as gptoss
 from tests.support.apps import TEST_MAX_TOKENS
 from tests.support.pipeline import Pipeline
@@ -82,9 +83,9 @@ def test_the_same_task_delivered_twice_runs_once(pipeline: Pipeline) -> None:
     first = pipeline.wait_finished(
         pipeline.submit(messages=HELLO, profile="quality_first", max_tokens=4)["id"]
     )
-    with pipeline.app.extensions["gptoss_sessions"]() as session:
+    with services(pipeline.app).sessions() as session:
         task_id = session.get(Job, first["id"]).task_id
-    enqueue_job(pipeline.app.extensions["celery"], first["id"], "quality_first", task_id)
+    send_run_job(pipeline.app.extensions["celery"], first["id"], "quality_first", task_id)
     # quality_first runs one task at a time, in order: once this one ends, the duplicate was handled.
     pipeline.wait_finished(pipeline.submit(messages=HELLO, profile="quality_first", max_tokens=2)["id"])
     again = pipeline.job(first["id"])

@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from app import create_app
+from app.services import services
 from tests.support.apps import TEST_MAX_TOKENS, app_config
 from tests.support.paths import REPO_ROOT
 from tests.support.pipeline import start_worker, stop_worker
@@ -61,5 +62,5 @@ def test_a_killed_workers_running_job_is_requeued_when_it_restarts(
         assert "requeued 1 job(s)" in (tmp_path / "second.log").read_text()
     finally:
         stop_worker(worker)
-        app.extensions["gptoss_db_engine"].dispose()
+        services(app).db_engine.dispose()
         redis.Redis.from_url(redis_url).flushdb()

@@ -13,14 +13,12 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask
 from prometheus_client import Counter
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import orm
 
 from app.cache.store import (
     CachedAnswer,
-    CacheSettings,
     ModelIdentity,
     ResponseCache,
     cache_key,
@@ -30,9 +28,9 @@ from app.cache.store import (
 from app.jobs.events import JobEventLog
 from app.jobs.render import job_json
 from app.jobs.schemas import JobCreate
-from app.jobs.store import request_hash
+from app.jobs.store import job_row
 from app.metrics import API_REGISTRY, JOBS_FINISHED_IN_API, TAG_LABELS, tag_values
-from app.models import Job, JobStatus, utcnow
+from app.models import Job, JobStatus
 from app.ops.served_models import served_tags_in_request
 
 log = logging.getLogger(__name__)
@@ -72,7 +70,7 @@ class CachedJobs:
         if answer is None:
             RESPONSE_CACHE_LOOKUPS.labels(**labels, result="miss").inc()
             return None
-        job = self._insert(session, body, request, idempotency_key, answer)
+        job = self._insert(session, body, idempotency_key, answer)
         if job is None:
             return None
         RESPONSE_CACHE_LOOKUPS.labels(**labels, result="hit").inc()
@@ -89,18 +87,10 @@ class CachedJobs:
         return self.cache.get(cache_key(ModelIdentity(tags["engine"], tags["model_id"], revision), request))
 
     def _insert(
-        self,
-        session: orm.Session,
-        body: JobCreate,
-        request: dict[str, Any],
-        idempotency_key: str | None,
-        answer: CachedAnswer,
+        self, session: orm.Session, body: JobCreate, idempotency_key: str | None, answer: CachedAnswer
     ) -> Job | None:
-        now = utcnow()
-        job = Job(
-            profile=body.queue_profile,
-            request=request,
-            request_hash=request_hash(request),
+        row = job_row(
+            body,
             task_id=CACHED_TASK_ID,
             idempotency_key=idempotency_key,
             status=JobStatus.SUCCEEDED,
@@ -110,12 +100,10 @@ class CachedJobs:
             prompt_tokens=answer.prompt_tokens,
             completion_tokens=answer.completion_tokens,
             cached_from=answer.job_id,
-            created_at=now,
-            finished_at=now,
-            **body.routing_columns(),
             **{f"tag_{name}": value for name, value in answer.tags.items()},
             **answer.quality,
         )
+        job = Job(**(row | {"finished_at": row["created_at"]}))  # served the moment it was asked
         session.add(job)
         try:
             session.commit()
@@ -131,12 +119,3 @@ class CachedJobs:
             self.events.append(job.id, "done", job_json(job))
         except redis.RedisError as exc:  # readers fall back to the stored job
             log.warning("job %s: could not publish its cached answer: %s", job.id, exc)
-
-
-def init_response_cache(app: Flask) -> None:
-    """Give the app its cache lookups (app.extensions["gptoss_cached_jobs"]; None when turned off)."""
-    settings = CacheSettings.from_config(app.config)
-    cache = ResponseCache(app.extensions["gptoss_redis"], settings) if settings.enabled else None
-    app.extensions["gptoss_cached_jobs"] = (
-        CachedJobs(cache, app.extensions["gptoss_events"]) if cache is not None else None
-    )
