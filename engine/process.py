@@ -97,7 +97,7 @@ class EngineProcess(RequestTable):
         # Its own session: the signals a terminal, honcho or the tests send to the worker's process group
         # (a warm shutdown's SIGTERM) must not reach it, since the worker's running jobs still need it.
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "engine.process", *map(str, child_fds)],
+            [sys.executable, "-m", "engine.process", *map(str, child_fds), str(os.getpid())],
             pass_fds=child_fds,
             start_new_session=True,
         )
@@ -288,7 +288,7 @@ class _OutputForwarder:
 
 
 def main(argv: list[str]) -> None:
-    """`python -m engine.process <commands fd> <outputs fd>`: the spec comes first on commands.
+    """`python -m engine.process <commands fd> <outputs fd> <worker pid>`: the spec comes first on commands.
 
     SIGINT and SIGTERM are ignored: the worker stops this process when it shuts down (after its
     running jobs, in a warm shutdown), and the end of its pipe says when the worker died. A supervisor
@@ -296,7 +296,8 @@ def main(argv: list[str]) -> None:
     warm shutdown."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    parent = os.getppid()
+    # the worker's pid as it started us: one killed before this line leaves us with another parent already
+    parent = int(argv[2]) if len(argv) > 2 else os.getppid()
     commands, outputs = Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False)
     try:
         spec = commands.recv()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -214,3 +215,31 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return "gone"
+
+
+def test_the_child_exits_when_the_worker_died_before_it_looked_for_its_parent(
+    tiny_model_dir: Path, test_dir: Path
+) -> None:
+    """The worker's pid comes in argv: a child reparented before it started must not adopt its new parent."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # stands for a worker SIGKILLed right after it spawned the engine
+    commands_child, commands = multiprocessing.Pipe(duplex=False)
+    outputs, outputs_child = multiprocessing.Pipe(duplex=False)
+    fds = (commands_child.fileno(), outputs_child.fileno())
+    env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "engine.process", *map(str, fds), str(gone.pid)], pass_fds=fds, env=env
+    )
+    try:
+        commands_child.close()
+        outputs_child.close()
+        # the pipes stay open here: only the parent watch can tell the child its worker is gone
+        commands.send(
+            EngineSpec(str(tiny_model_dir), "pipeline", "latency_first", 4, str(test_dir / "models"))
+        )
+        assert child.wait(timeout=15) == 0
+    finally:
+        child.kill()
+        child.wait()
+        commands.close()
+        outputs.close()
