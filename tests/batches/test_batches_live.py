@@ -39,6 +39,18 @@ class LiveBatches:
     url: str  # http://127.0.0.1:<port>
     http: httpx.Client
 
+    def start(self, lines: list[str], filename: str) -> str:
+        """Upload the request lines and create their batch over HTTP; returns the batch id."""
+        file = self.http.post(
+            "/v1/files", data={"purpose": "batch"}, files={"file": (filename, "\n".join(lines))}
+        )
+        body = {
+            "input_file_id": file.json()["id"],
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        }
+        return self.http.post("/v1/batches", json=body).json()["id"]
+
     def wait_final(self, batch_id: str, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while (batch := self.http.get(f"/v1/batches/{batch_id}").json())["status"] not in FINAL:
@@ -171,15 +183,7 @@ def test_per_request_failures_go_to_the_error_file_and_nothing_is_dropped(live: 
         else request_line(f"r{i}", f"Hello {i}", max_tokens=3)
         for i in range(9)
     ]
-    file = live.http.post(
-        "/v1/files", data={"purpose": "batch"}, files={"file": ("m.jsonl", "\n".join(lines))}
-    )
-    body = {
-        "input_file_id": file.json()["id"],
-        "endpoint": "/v1/chat/completions",
-        "completion_window": "24h",
-    }
-    batch = live.wait_final(live.http.post("/v1/batches", json=body).json()["id"])
+    batch = live.wait_final(live.start(lines, "m.jsonl"))
     counts = batch["request_counts"]
     assert batch["status"] == "completed" and counts == {"total": 9, "completed": 6, "failed": 3}
     output, errors = live.jsonl(batch["output_file_id"]), live.jsonl(batch["error_file_id"])
@@ -195,15 +199,7 @@ def test_cancel_mid_batch_keeps_what_finished(live: LiveBatches) -> None:
     lines += [
         request_line(f"long{i}", "Hi", model="quality_first", max_tokens=TEST_MAX_TOKENS) for i in range(4)
     ]
-    file = live.http.post(
-        "/v1/files", data={"purpose": "batch"}, files={"file": ("c.jsonl", "\n".join(lines))}
-    )
-    body = {
-        "input_file_id": file.json()["id"],
-        "endpoint": "/v1/chat/completions",
-        "completion_window": "24h",
-    }
-    batch_id = live.http.post("/v1/batches", json=body).json()["id"]
+    batch_id = live.start(lines, "c.jsonl")
     deadline = time.monotonic() + 30
     while live.http.get(f"/v1/batches/{batch_id}").json()["request_counts"]["completed"] < 1:
         assert time.monotonic() < deadline

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
-import redis
 
-from app import create_app
-from app.services import services
-from tests.support.apps import app_config
 from tests.support.live_server import serve
 from tests.support.paths import REPO_ROOT
-from tests.support.pipeline import start_worker, stop_worker, wait_for_workers
+from tests.support.pipeline import live_workers
 from tests.support.services import migrate
 
 CHAT_REDIS_DB = 9
@@ -40,26 +35,14 @@ def stack(test_dir: Path, redis_base_url: str) -> Iterator[tuple[openai.OpenAI, 
     database_url = f"sqlite:///{folder / 'chat.db'}"
     migrate(database_url)
     redis_url = f"{redis_base_url}/{CHAT_REDIS_DB}"
-    redis.Redis.from_url(redis_url).flushdb()
-    env = {
-        **os.environ,
-        "GPTOSS_PROFILES": str(profiles),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "GPTOSS_DATA_DIR": str(REPO_ROOT / ".data"),  # shares the converted demo model with `make run`
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    workers = {p: start_worker(p, env, folder / f"{p}.log") for p in ("latency_first", "quality_first")}
-    app = create_app(app_config(folder, profiles, database_url, redis_url))
-    try:
-        wait_for_workers(app, workers, folder)
+    demo_data = REPO_ROOT / ".data"  # the workers share the converted demo model with `make run`
+    both = ("latency_first", "quality_first")
+    with live_workers(folder, profiles, database_url, redis_url, demo_data, both, api_data_dir=folder) as (
+        app,
+        _,
+    ):
         with serve(app) as url:
             yield openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0), app
-    finally:
-        for worker in workers.values():
-            stop_worker(worker)
-        services(app).db_engine.dispose()
-        redis.Redis.from_url(redis_url).flushdb()
 
 
 def stored_job(app: object, completion_id: str) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,13 +12,11 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app import create_app
 from app.db import db_session
 from app.models import Job
-from app.services import services
-from tests.support.apps import app_config
+from tests.support.apps import api_app, app_config
 from tests.support.gate import assert_valid_png, gate_run_of, sample
-from tests.support.services import migrate
+from tests.support.services import empty_database
 
 GATE_API_REDIS_DB = 5  # no worker consumes it: submitted jobs stay queued
 
@@ -29,23 +26,8 @@ def gate_database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """An empty migrated database for this module, so runs and job counts are exact."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('gate-sqlite') / 'gptoss.db'}"
-        migrate(url)
+    with empty_database(request, tmp_path_factory.mktemp("gate-sqlite"), "gptoss_gate") as url:
         yield url
-        return
-    admin_url = request.getfixturevalue("postgres_admin_url")
-    name = f"gptoss_gate_{os.getpid()}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        connection.execute(sa.text(f"CREATE DATABASE {name}"))
-    url = sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    migrate(url)
-    yield url
-    with admin.connect() as connection:
-        connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +36,8 @@ def gate_app(
 ) -> Iterator[Flask]:
     redis_url = f"{redis_base_url}/{GATE_API_REDIS_DB}"
     redis.Redis.from_url(redis_url).flushdb()
-    app = create_app(app_config(test_dir, profiles_file, gate_database_url, redis_url))
-    yield app
-    services(app).db_engine.dispose()
+    with api_app(app_config(test_dir, profiles_file, gate_database_url, redis_url)) as app:
+        yield app
 
 
 @pytest.fixture

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from flask import Flask
 
-from app import create_app
-from app.services import services
 from gate.cli import main as gate_main
-from tests.support.apps import app_config
-from tests.support.gate import assert_valid_png, wait_for_worker
+from tests.support.gate import assert_valid_png
 from tests.support.live_server import serve
 from tests.support.paths import REPO_ROOT
-from tests.support.pipeline import start_worker, stop_worker
+from tests.support.pipeline import live_workers, worker_answers_ping
 from tests.support.services import migrate
 
 GATE_DEMO_REDIS_DB = 5
@@ -43,29 +37,16 @@ def demo_api(test_dir: Path, redis_base_url: str) -> Iterator[tuple[Flask, str]]
     database_url = f"sqlite:///{folder / 'gate.db'}"
     migrate(database_url)
     redis_url = f"{redis_base_url}/{GATE_DEMO_REDIS_DB}"
-    redis.Redis.from_url(redis_url).flushdb()
-    env = {
-        **os.environ,
-        "GPTOSS_PROFILES": str(profiles),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "GPTOSS_DATA_DIR": str(REPO_ROOT / ".data"),  # shares the converted demo model with `make run`
-        "GPTOSS_WORKER_METRICS_PORT": "0",
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    worker = start_worker("latency_first", env, folder / "latency_first.log")
-    app = create_app(app_config(folder, profiles, database_url, redis_url))
-    try:
-        wait_for_worker(app, f"latency_first@{socket.gethostname()}", worker, folder / "latency_first.log")
+    demo_data = REPO_ROOT / ".data"  # the worker shares the converted demo model with `make run`
+    with live_workers(
+        folder, profiles, database_url, redis_url, demo_data, ("latency_first",),
+        env={"GPTOSS_WORKER_METRICS_PORT": "0"}, api_data_dir=folder, ready=worker_answers_ping,
+    ) as (app, _):  # fmt: skip
         with serve(app) as url:
             warm_up = httpx.post(f"{url}/v1/jobs", json={"prompt": "Hi", "max_tokens": 4}).json()
             with httpx.stream("GET", f"{url}/v1/jobs/{warm_up['id']}/events", timeout=120) as events:
                 next(line for line in events.iter_lines() if line.startswith("event: done"))
             yield app, url
-    finally:
-        stop_worker(worker)
-        services(app).db_engine.dispose()
-        redis.Redis.from_url(redis_url).flushdb()
 
 
 def test_a_short_gate_run_on_the_demo_model_passes_the_personal_slo(

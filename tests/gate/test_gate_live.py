@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 import sqlalchemy as sa
 from flask import Flask
 
@@ -27,10 +24,10 @@ from app.services import services
 from gate.cli import main as gate_main
 from gate.schedule import run_scheduled_gate
 from tests.support.apps import app_config
-from tests.support.gate import assert_valid_png, wait_for_worker
+from tests.support.gate import assert_valid_png
 from tests.support.live_server import serve
 from tests.support.paths import REPO_ROOT
-from tests.support.pipeline import start_worker, stop_worker
+from tests.support.pipeline import live_workers, stop_worker, worker_answers_ping
 from tests.support.services import migrate
 
 GATE_LIVE_REDIS_DB = 6
@@ -64,20 +61,10 @@ def stack(
     database_url = f"sqlite:///{folder / 'gate.db'}"
     migrate(database_url)
     redis_url = f"{redis_base_url}/{GATE_LIVE_REDIS_DB}"
-    redis.Redis.from_url(redis_url).flushdb()
-    env = {
-        **os.environ,
-        "GPTOSS_PROFILES": str(profiles_file),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "GPTOSS_DATA_DIR": str(test_dir),
-        "GPTOSS_WORKER_METRICS_PORT": "0",
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    worker = start_worker("latency_first", env, folder / "latency_first.log")
-    app = create_app(app_config(folder, profiles_file, database_url, redis_url))
-    try:
-        wait_for_worker(app, f"latency_first@{socket.gethostname()}", worker, folder / "latency_first.log")
+    with live_workers(
+        folder, profiles_file, database_url, redis_url, test_dir, ("latency_first",),
+        env={"GPTOSS_WORKER_METRICS_PORT": "0"}, api_data_dir=folder, ready=worker_answers_ping,
+    ) as (app, env):  # fmt: skip
         with serve(app) as url:
             warm_up = httpx.post(f"{url}/v1/jobs", json={"prompt": "Hi", "max_tokens": 4}).json()
             deadline = time.monotonic() + 60
@@ -85,10 +72,6 @@ def stack(
                 assert time.monotonic() < deadline, "the warm-up job did not succeed"
                 time.sleep(0.1)
             yield GateStack(app, url, env, folder)
-    finally:
-        stop_worker(worker)
-        services(app).db_engine.dispose()
-        redis.Redis.from_url(redis_url).flushdb()
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

@@ -13,7 +13,6 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app import create_app
 from app.cache.store import (
     CachedAnswer,
     ModelIdentity,
@@ -27,7 +26,7 @@ from app.jobs.schemas import JobCreate
 from app.ops.served_models import announce_served_model
 from app.services import services
 from app.settings import CacheSettings
-from tests.support.apps import app_config
+from tests.support.apps import api_app, app_config
 from tests.support.prometheus_text import value
 from tests.support.services import migrate
 
@@ -59,9 +58,8 @@ def app(
     database_url = f"sqlite:///{tmp_path / 'cache.db'}"
     migrate(database_url)
     config = app_config(tmp_path, profiles_file, database_url, f"{redis_base_url}/{CACHE_REDIS_DB}")
-    app = create_app(config | {"CACHE_MAX_ENTRIES": 100})
-    yield app
-    services(app).db_engine.dispose()
+    with api_app(config | {"CACHE_MAX_ENTRIES": 100}) as app:
+        yield app
 
 
 def answer(job_id: str = "job_original") -> CachedAnswer:

@@ -13,13 +13,12 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app import create_app
 from app.batches.ingest import _job_row as job_row_of_line
 from app.batches.lines import BatchRequest, LineContext, parse_request_line
 from app.models import Job, JobStatus
 from app.routing.auto import ProfileLoad
 from app.services import services
-from tests.support.apps import app_config
+from tests.support.apps import api_app, app_config
 from tests.support.services import migrate
 
 ROUTING_REDIS_DB = 3
@@ -51,9 +50,8 @@ def app(routing_folder: tuple[Path, Path, str], redis_base_url: str) -> Iterator
     folder, profiles, database_url = routing_folder
     redis_url = f"{redis_base_url}/{ROUTING_REDIS_DB}"
     redis.Redis.from_url(redis_url).flushdb()
-    app = create_app(app_config(folder, profiles, database_url, redis_url))
-    yield app
-    services(app).db_engine.dispose()
+    with api_app(app_config(folder, profiles, database_url, redis_url)) as app:
+        yield app
     redis.Redis.from_url(redis_url).flushdb()
 
 

@@ -21,7 +21,7 @@ from app import create_app
 from app.ops.private_redis import free_port
 from app.services import services
 from cli.main import main as gptoss
-from tests.support.apps import app_config
+from tests.support.apps import api_app, app_config
 from tests.support.live_server import serve
 from tests.support.paths import REPO_ROOT
 from tests.support.services import IDLE_REDIS_DB
@@ -33,9 +33,8 @@ HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
 @pytest.fixture
 def keyed_app(test_dir: Path, profiles_file: Path, database_url: str, redis_base_url: str) -> Iterator[Flask]:
     config = app_config(test_dir, profiles_file, database_url, f"{redis_base_url}/{IDLE_REDIS_DB}")
-    app = create_app({**config, "API_KEYS": KEYS})
-    yield app
-    services(app).db_engine.dispose()
+    with api_app({**config, "API_KEYS": KEYS}) as app:
+        yield app
 
 
 def bearer(key: str) -> dict[str, str]:

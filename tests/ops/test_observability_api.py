@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import statistics
@@ -15,7 +14,6 @@ from typing import Any
 
 import pytest
 import redis
-import sqlalchemy as sa
 from flask import Flask
 
 from app import create_app
@@ -26,7 +24,7 @@ from app.services import services
 from tests.support.apps import app_config
 from tests.support.paths import REPO_ROOT
 from tests.support.prometheus_text import FIVE_TAGS, series, value
-from tests.support.services import migrate
+from tests.support.services import empty_database
 
 API_REDIS_DB = 8  # no worker consumes it: submitted jobs stay queued
 TAGS = {"engine": "transformers-cb", "model_id": "tiny-gptoss", "model_size": "20b", "gpu_mode": "cpu"}
@@ -35,23 +33,8 @@ TAGS = {"engine": "transformers-cb", "model_id": "tiny-gptoss", "model_size": "2
 @pytest.fixture(params=["sqlite", "postgres"])
 def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty migrated database of its own, so counts are exact."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'gptoss.db'}"
-        migrate(url)
+    with empty_database(request, tmp_path, "gptoss_obs") as url:
         yield url
-        return
-    admin_url = request.getfixturevalue("postgres_admin_url")
-    name = f"gptoss_obs_{os.getpid()}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        connection.execute(sa.text(f"CREATE DATABASE {name}"))
-    url = sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    migrate(url)
-    yield url
-    with admin.connect() as connection:
-        connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
 
 
 @pytest.fixture

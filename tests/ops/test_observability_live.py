@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -282,12 +281,7 @@ def test_flower_lists_both_workers_behind_basic_auth(observed: Observed) -> None
         assert httpx.get(url, timeout=10).status_code == 401
         assert httpx.get(url, auth=("ops", "wrong"), timeout=10).status_code == 401
     finally:
-        os.killpg(flower.pid, signal.SIGTERM)
-        try:
-            flower.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(flower.pid, signal.SIGKILL)
-            flower.wait()
+        stop_worker(flower)  # its process group: SIGTERM, then SIGKILL
 
 
 def test_readyz_is_503_while_a_profile_has_no_worker_and_200_when_it_is_back(observed: Observed) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,14 @@ from app.models import Job
 from app.services import services
 from tests.support.services import IDLE_REDIS_DB, flushed_redis_url
 
+# the five tags of a job no engine ran: results written by a test standing in for a worker
+FAKE_TAGS = {
+    "engine": "test",
+    "model_id": "tiny",
+    "model_size": "20b",
+    "gpu_mode": "pipeline",
+    "profile": "latency_first",
+}
 TEST_MAX_TOKENS = 1024  # tiny model: a 1024-token job runs for seconds
 
 
@@ -59,13 +68,22 @@ def app_config(test_dir: Path, profiles_file: Path, database_url: str, redis_url
     }
 
 
+@contextmanager
+def api_app(config: dict[str, Any]) -> Iterator[Flask]:
+    """create_app(config), its DB connections closed afterwards."""
+    app = create_app(config)
+    try:
+        yield app
+    finally:
+        services(app).db_engine.dispose()
+
+
 @pytest.fixture
 def idle_app(test_dir: Path, profiles_file: Path, database_url: str, redis_base_url: str) -> Iterator[Flask]:
     """The API on a queue no worker consumes: jobs stay queued."""
     redis_url = flushed_redis_url(redis_base_url, IDLE_REDIS_DB)
-    app = create_app(app_config(test_dir, profiles_file, database_url, redis_url))
-    yield app
-    services(app).db_engine.dispose()
+    with api_app(app_config(test_dir, profiles_file, database_url, redis_url)) as app:
+        yield app
 
 
 @pytest.fixture

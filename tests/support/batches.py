@@ -19,16 +19,8 @@ from app.jobs import store as job_store
 from app.jobs.store import JobOutcome
 from app.models import JobStatus
 from app.ops.private_redis import start_private_redis, stop_private_redis
-from tests.support.apps import app_config
+from tests.support.apps import FAKE_TAGS, app_config
 from workers.tasks import ingest_context
-
-TAGS = {
-    "engine": "test",
-    "model_id": "tiny",
-    "model_size": "20b",
-    "gpu_mode": "pipeline",
-    "profile": "latency_first",
-}
 
 
 @contextmanager
@@ -103,7 +95,7 @@ def finish(app: Flask, job_id: str, status: JobStatus, content: str = "", error:
         error=error,
         prompt_tokens=3,
         completion_tokens=2,
-        tags=TAGS,
+        tags=FAKE_TAGS,
     )
     with app.app_context(), db_session() as session:
         assert job_store.finish_job(session, job_id, outcome)

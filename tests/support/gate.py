@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import io
-import subprocess
 import time
 from collections.abc import Sequence
-from pathlib import Path
-
-from flask import Flask
 
 from app.gate_runs.models import new_gate_run_id
 from gate.driver import LoadPlan, LoadResult, RequestSample
@@ -18,14 +14,7 @@ from gate.report import build_report
 from gate.runner import GateRun
 from gate.slo import Slo, check_slo, find_slo
 from gate.suite import suite_for
-
-TAGS = {
-    "engine": "test",
-    "model_id": "tiny",
-    "model_size": "20b",
-    "gpu_mode": "pipeline",
-    "profile": "latency_first",
-}
+from tests.support.apps import FAKE_TAGS
 
 
 def sample(index: int, ttft_s: float | None, e2e_s: float | None, error: str | None = None) -> RequestSample:
@@ -41,7 +30,7 @@ def sample(index: int, ttft_s: float | None, e2e_s: float | None, error: str | N
         error=error,
         completion_tokens=None if error else 20,
         job_id=f"job_{index}",
-        tags=None if error else TAGS,
+        tags=None if error else FAKE_TAGS,
     )
 
 
@@ -74,11 +63,3 @@ def assert_valid_png(data: bytes) -> tuple[int, int]:
         image.load()
         assert image.format == "PNG"
         return image.size
-
-
-def wait_for_worker(app: Flask, name: str, worker: subprocess.Popen[bytes], log_path: Path) -> None:
-    """Until the Celery worker `name` answers a ping (or exits, or 90 s pass)."""
-    deadline = time.monotonic() + 90
-    while not app.extensions["celery"].control.ping(destination=[name], timeout=0.5):
-        if worker.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{name} is not up:\n{log_path.read_text()[-3000:]}")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,32 +94,69 @@ def wait_for_workers(app: Flask, workers: dict[str, subprocess.Popen[bytes]], lo
         time.sleep(0.2)
 
 
+def worker_answers_ping(app: Flask, workers: dict[str, subprocess.Popen[bytes]], logs: Path) -> None:
+    """Until each worker <profile>@<host> answers a Celery ping (or exits, or 90 s pass): for a stack
+    whose profiles file names profiles nobody serves, where /readyz stays 503."""
+    deadline = time.monotonic() + 90
+    for profile, worker in workers.items():
+        name = f"{profile}@{socket.gethostname()}"
+        while not app.extensions["celery"].control.ping(destination=[name], timeout=0.5):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} is not up:\n{(logs / f'{profile}.log').read_text()[-3000:]}")
+
+
+Ready = Callable[[Flask, dict[str, subprocess.Popen[bytes]], Path], None]
+
+
+@contextmanager
+def live_workers(
+    logs: Path,
+    profiles_file: Path,
+    database_url: str,
+    redis_url: str,
+    data_dir: Path,
+    profiles: tuple[str, ...],
+    *,
+    env: dict[str, str] | None = None,
+    config: dict[str, Any] | None = None,
+    api_data_dir: Path | None = None,
+    ready: Ready = wait_for_workers,
+) -> Iterator[tuple[Flask, dict[str, str]]]:
+    """The API (not served; its DATA_DIR api_data_dir, else data_dir) and one real worker process per
+    profile on a flushed Redis db, until `ready`; yields (app, the workers' env); stops the workers and
+    flushes Redis afterwards."""
+    redis.Redis.from_url(redis_url).flushdb()
+    worker_env = {
+        **os.environ,
+        "GPTOSS_PROFILES": str(profiles_file),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "GPTOSS_DATA_DIR": str(data_dir),
+        "PYTHONPATH": str(REPO_ROOT),
+        **(env or {}),
+    }
+    workers = {name: start_worker(name, worker_env, logs / f"{name}.log") for name in profiles}
+    api_config = app_config(api_data_dir or data_dir, profiles_file, database_url, redis_url)
+    app = create_app(api_config | (config or {}))
+    try:
+        ready(app, workers, logs)
+        yield app, worker_env
+    finally:
+        for worker in workers.values():
+            stop_worker(worker)
+        services(app).db_engine.dispose()
+        redis.Redis.from_url(redis_url).flushdb()
+
+
 @pytest.fixture(scope="session")
 def pipeline(
     test_dir: Path, profiles_file: Path, tiny_model_dir: Path, database_url: str, redis_base_url: str
 ) -> Iterator[Pipeline]:
     """One worker process per profile for the whole session (per database backend)."""
     redis_url = flushed_redis_url(redis_base_url, WORKER_REDIS_DB)
-    config = app_config(test_dir, profiles_file, database_url, redis_url)
-    env = {
-        **os.environ,
-        "GPTOSS_PROFILES": str(profiles_file),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "GPTOSS_DATA_DIR": str(test_dir),
-        "PYTHONPATH": str(REPO_ROOT),
-    }
     logs = test_dir / f"logs-{sa.make_url(database_url).get_backend_name()}"
     logs.mkdir(exist_ok=True)
-    workers = {
-        name: start_worker(name, env, logs / f"{name}.log") for name in ("latency_first", "quality_first")
-    }
-    app = create_app(config)
-    try:
-        wait_for_workers(app, workers, logs)
+    with live_workers(
+        logs, profiles_file, database_url, redis_url, test_dir, ("latency_first", "quality_first")
+    ) as (app, env):
         yield Pipeline(app, app.test_client(), env)
-    finally:
-        for worker in workers.values():
-            stop_worker(worker)
-        services(app).db_engine.dispose()
-        redis.Redis.from_url(redis_url).flushdb()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import redis
@@ -54,18 +56,39 @@ def postgres_admin_url() -> str:
     return url
 
 
+@contextmanager
+def postgres_database(admin_url: str, name: str) -> Iterator[str]:
+    """A fresh Postgres database `name` (its URL), dropped afterwards."""
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        connection.execute(sa.text(f"CREATE DATABASE {name}"))
+    try:
+        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@contextmanager
+def empty_database(request: pytest.FixtureRequest, folder: Path, name: str) -> Iterator[str]:
+    """A migrated database of its own (request.param "sqlite" or "postgres"), so counts are exact."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{folder / 'gptoss.db'}"
+        migrate(url)
+        yield url
+        return
+    with postgres_database(request.getfixturevalue("postgres_admin_url"), f"{name}_{os.getpid()}") as url:
+        migrate(url)
+        yield url
+
+
 @pytest.fixture(scope="session")
 def postgres_url(postgres_admin_url: str) -> Iterator[str]:
     """A fresh database gptoss_test_<pid>, dropped at the end of the session."""
-    name = f"gptoss_test_{os.getpid()}"
-    admin = sa.create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
-        connection.execute(sa.text(f"CREATE DATABASE {name}"))
-    yield sa.make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
+    with postgres_database(postgres_admin_url, f"gptoss_test_{os.getpid()}") as url:
+        yield url
 
 
 def migrate(database_url: str) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,18 +9,15 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app import create_app
 from app.cache.store import ResponseCache
 from app.ops.private_redis import free_port
 from app.services import services
 from app.settings import CacheSettings
-from tests.support.apps import app_config
 from tests.support.paths import REPO_ROOT
-from tests.support.pipeline import FINISHED, start_worker, stop_worker, wait_for_workers
+from tests.support.pipeline import FINISHED, live_workers
 from tests.support.prometheus_text import FIVE_TAGS, series, value
 from tests.support.services import migrate
 
@@ -68,26 +63,13 @@ def live(tmp_path_factory: pytest.TempPathFactory, redis_base_url: str) -> Itera
     database_url = f"sqlite:///{folder / 'live.db'}"
     migrate(database_url)
     redis_url = f"{redis_base_url}/{LIVE_REDIS_DB}"
-    redis.Redis.from_url(redis_url).flushdb()
     port = free_port()
-    env = os.environ | {
-        "GPTOSS_PROFILES": str(profiles),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "GPTOSS_DATA_DIR": str(folder),
-        "GPTOSS_WORKER_METRICS_PORT": str(port),
-        "GPTOSS_CACHE_MAX_ENTRIES": "100",
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    worker: subprocess.Popen[bytes] = start_worker("latency_first", env, folder / "latency_first.log")
-    app = create_app(app_config(folder, profiles, database_url, redis_url) | {"CACHE_MAX_ENTRIES": 100})
-    try:
-        wait_for_workers(app, {"latency_first": worker}, folder)
+    with live_workers(
+        folder, profiles, database_url, redis_url, folder, ("latency_first",),
+        env={"GPTOSS_WORKER_METRICS_PORT": str(port), "GPTOSS_CACHE_MAX_ENTRIES": "100"},
+        config={"CACHE_MAX_ENTRIES": 100},
+    ) as (app, _):  # fmt: skip
         yield Live(app, app.test_client(), port)
-    finally:
-        stop_worker(worker)
-        services(app).db_engine.dispose()
-        redis.Redis.from_url(redis_url).flushdb()
 
 
 def jobs_finished_by_worker(live: Live) -> float:
