@@ -20,6 +20,7 @@ from typing import Any
 
 from engine.cpu.attention import attention_choice, restore_attention, use_cpu_paged_attention
 from engine.cpu.priority import lower_pool_after_first_step, nice_from_env
+from engine.prompt import render_prompt
 from engine.request_handle import CANCELLED, DeltaCallback, RequestHandle
 from engine.request_stream import RequestStream
 from engine.sampling import install_request_sampler
@@ -61,16 +62,6 @@ class _ImmediateLoop:
 
     def call_soon_threadsafe(self, callback: Any, *args: Any) -> None:
         callback(*args)
-
-
-def render_prompt(tokenizer: Any, is_harmony: bool, request: GenerationRequest) -> list[int]:
-    """Prompt token ids: chat messages through the model's chat template (harmony for gpt-oss).
-
-    The one rendering: engines run it, and the API counts a prompt's tokens with it (app/jobs/budget.py)."""
-    messages = list(request.messages or [{"role": "user", "content": request.prompt or ""}])
-    extra = {"reasoning_effort": request.reasoning_effort or "medium"} if is_harmony else {}
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **extra)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 class RequestTable(ABC):

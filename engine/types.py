@@ -41,6 +41,7 @@ class GenerationRequest:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     reasoning_effort: ReasoningEffort | None = None
+    current_date: str | None = None  # harmony's "Current date:" line, YYYY-MM-DD (None: today, UTC)
     ignore_eos: bool = False  # benchmarks: generate exactly max_tokens
     request_id: str | None = None
 

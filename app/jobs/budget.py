@@ -19,8 +19,8 @@ from flask import Flask, current_app
 from app.errors import ApiError
 from app.jobs.schemas import JobCreate, generation_request
 from app.services import services
-from engine.engine import render_prompt
 from engine.loader import local_model_dir
+from engine.prompt import render_prompt
 from engine.types import GenerationRequest
 
 log = logging.getLogger(__name__)
