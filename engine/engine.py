@@ -20,6 +20,7 @@ from typing import Any
 
 from engine.cpu.attention import attention_choice, restore_attention, use_cpu_paged_attention
 from engine.cpu.priority import lower_pool_after_first_step, nice_from_env
+from engine.harmony import special_token_names
 from engine.prompt import render_prompt
 from engine.request_handle import CANCELLED, DeltaCallback, RequestHandle
 from engine.request_stream import RequestStream
@@ -77,6 +78,15 @@ class RequestTable(ABC):
         self._handles: dict[str, RequestHandle] = {}
         self._lock = threading.Lock()
         self._clock_offset = time.time() - time.perf_counter()  # perf_counter is system-wide on Linux
+        self._specials: dict[int, str] | None = None
+
+    def harmony_specials(self) -> dict[int, str] | None:
+        """The vocabulary's harmony special ids (None for a model that does not speak harmony)."""
+        if not self.is_harmony:
+            return None
+        if self._specials is None:
+            self._specials = special_token_names(self.tokenizer)
+        return self._specials
 
     def render_prompt(self, request: GenerationRequest) -> list[int]:
         return render_prompt(self.tokenizer, self.is_harmony, request)
@@ -99,7 +109,7 @@ class RequestTable(ABC):
             request_id,
             request,
             self.tokenizer,
-            self.is_harmony,
+            self.harmony_specials(),
             len(input_ids),
             self.eos_ids,
             self._clock_offset,

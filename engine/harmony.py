@@ -1,24 +1,40 @@
-"""Split gpt-oss "harmony" output into final content and reasoning, whole or while streaming."""
+"""Split gpt-oss "harmony" output into final content and reasoning, on token ids, whole or streaming.
+
+Structure is decided by token ids alone: `<|channel|>` is a channel only when the model emitted the
+special token; the same characters spelled with ordinary tokens are text. A message counts as the
+answer only when its header names the assistant and the final channel.
+"""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from engine.detokenize import IncrementalDecoder
 
 BOS, EOT, RETURN, CONSTRAIN = "<|startoftext|>", "<|endoftext|>", "<|return|>", "<|constrain|>"
 CHANNEL, START, END, MESSAGE, CALL = "<|channel|>", "<|start|>", "<|end|>", "<|message|>", "<|call|>"
 SPECIAL_TOKENS = (BOS, EOT, RETURN, CONSTRAIN, CHANNEL, START, END, MESSAGE, CALL)
+RESERVED = "<|reserved|>"  # any other special token of the vocabulary (reserved ids, <|endofprompt|>)
 CHANNELS = frozenset({"analysis", "commentary", "final"})
+ASSISTANT = "assistant"
 
-_SPECIAL_RE = re.compile("|".join(re.escape(tok) for tok in SPECIAL_TOKENS))
-_MAX_PARTIAL = max(len(tok) for tok in SPECIAL_TOKENS) - 1
+
+def special_token_names(tokenizer: Any) -> dict[int, str]:
+    """id -> harmony token for every special token of `tokenizer` (RESERVED for ids harmony never uses)."""
+    names = {}
+    for token_id, token in tokenizer.added_tokens_decoder.items():
+        if token.special:
+            names[token_id] = token.content if token.content in SPECIAL_TOKENS else RESERVED
+    return names
 
 
 @dataclass(frozen=True)
 class HarmonyMessage:
-    """One message: channel ("" if the header had none), recipient, body, and whether it was closed."""
+    """One message: role, channel ("" if the header had none), recipient, body, and whether it was closed."""
 
+    role: str
     channel: str
     recipient: str | None
     body: str
@@ -29,107 +45,123 @@ class HarmonyMessage:
 class HarmonyParse:
     """The answer, the reasoning and the shape of one harmony generation."""
 
-    content: str  # all final-channel bodies, concatenated
-    reasoning: str  # analysis/commentary bodies and stray text, joined with "\n"
-    ok: bool  # well-formed harmony that holds a final message (or ends in a tool call)
-    truncated: bool  # the text stopped inside a message or its header
+    content: str  # the assistant's final-channel bodies, joined with "\n"
+    reasoning: str  # every other body and stray text, joined with "\n"
+    ok: bool  # well-formed harmony that holds a final message (or ends in an offered tool call)
+    truncated: bool  # the output stopped inside a message or its header
     messages: tuple[HarmonyMessage, ...]
 
 
-def strip_special_tokens(text: str) -> str:
-    """Remove every harmony special token from `text` (for non-harmony fallbacks)."""
-    return _SPECIAL_RE.sub("", text)
+Piece = tuple[Literal["text", "special"], str]
 
 
-def parse_harmony(text: str) -> HarmonyParse:
-    """Parse one complete (or truncated) generation, with or without its `<|start|>assistant` prefix."""
-    parser = HarmonyStreamParser()
-    parser.feed(text)
-    return parser.finish()
-
-
-def _partial_token_start(text: str) -> int:
-    """Index where a suffix of `text` that may still grow into a special token starts (len(text) if none)."""
-    for i in range(max(0, len(text) - _MAX_PARTIAL), len(text)):
-        if any(tok.startswith(text[i:]) for tok in SPECIAL_TOKENS):
-            return i
-    return len(text)
-
-
-def _parse_header(raw: str, has_role: bool) -> tuple[str, str | None, bool]:
-    """Read (channel, recipient, well_formed) from the header text between `<|start|>` and `<|message|>`."""
-    before, sep, rest = raw.partition(CHANNEL)
-    chan_part = rest.partition(CONSTRAIN)[0]  # what follows <|constrain|> is a free-form content type
-    head = before.split()
-    role_ok = not has_role or (bool(head) and not head[0].startswith("to="))
+def _parse_header(pieces: Sequence[Piece], has_role: bool) -> tuple[str, str, str | None, bool]:
+    """(role, channel, recipient, well_formed) of the header between `<|start|>` and `<|message|>`."""
+    segments: list[list[str]] = [[]]
+    separators: list[str] = []
+    for kind, value in pieces:
+        if kind == "special":
+            separators.append(value)
+            segments.append([])
+        else:
+            segments[-1].append(value)
+    words = ["".join(segment).split() for segment in segments]
+    head = words[0]
+    role = ASSISTANT
     if has_role:
-        head = head[1:]
-    channel, *tail = chan_part.split() or [""]
-    if CHANNEL in rest:
-        channel = ""  # two channels (e.g. "final <|channel|>analysis"): trust neither with content
+        role = head[0] if head and not head[0].startswith("to=") else ""
+        head = head[1:] if role else head
+    has_channel = separators[:1] == [CHANNEL] and separators.count(CHANNEL) == 1
+    channel, *tail = (words[1] if has_channel else []) or [""]
     recipients = [word[3:] for word in head + tail if word.startswith("to=")]
     # After the channel a bare word may be a content type ("json"); before it only a recipient fits.
     well_formed = (
-        bool(sep)
-        and role_ok
+        has_channel
+        and role == ASSISTANT
         and channel in CHANNELS
         and all(word.startswith("to=") for word in head)
-        and CONSTRAIN not in before
+        and all(sep == CONSTRAIN for sep in separators[1:])
+        and len(separators) <= 2
     )
-    return channel, (recipients[-1] if recipients else None), well_formed
+    return role, channel if has_channel else "", (recipients[-1] if recipients else None), well_formed
 
 
 class HarmonyStreamParser:
-    """Incremental harmony parser: `feed` decoded text deltas, get `(new_content, new_reasoning)` back."""
+    """Incremental harmony parser over token ids: `feed` new ids, get `(new_content, new_reasoning)`.
 
-    def __init__(self) -> None:
-        self._pending = ""  # a tail that may be the start of a special token, held until it resolves
+    `special` maps the vocabulary's special ids to harmony tokens (see `special_token_names`);
+    every other id is ordinary text, decoded with `tokenizer`. `tools` says whether the request
+    offered any: a tool call the request never offered is not well-formed harmony."""
+
+    def __init__(self, tokenizer: Any, special: dict[int, str], tools: bool = False) -> None:
+        self._tokenizer = tokenizer
+        self._special_ids = special
+        self._known_ids = len(tokenizer)  # ids past the tokenizer's (gpt-oss's reserved tail) name nothing
+        self._tools = tools
+        self._run = IncrementalDecoder(tokenizer, skip_special_tokens=False)
         self._state: Literal["outside", "header", "body"] = "outside"
-        self._header: list[str] = []
+        self._header: list[Piece] = []
         self._has_role = False
-        self._channel = ""
+        self._role, self._channel = ASSISTANT, ""
         self._recipient: str | None = None
+        self._is_content = False
         self._body: list[str] = []
         self._messages: list[HarmonyMessage] = []
-        self._content = ""
-        self._reasoning = ""
+        self._content: list[str] = []
+        self._reasoning: list[str] = []
         self._new_content: list[str] = []
         self._new_reasoning: list[str] = []
-        self._pieces = 0  # reasoning pieces started so far; pieces after the first get a "\n" separator
+        self._answers = 0  # final messages started so far; each after the first gets a "\n" separator
+        self._pieces = 0  # reasoning pieces started so far; likewise
         self._stray_open = False  # stray text continues the current piece until a special token
         self._bad = False
         self._ended_by = ""  # <|return|> or <|call|> once the generation has ended
 
-    def feed(self, text_delta: str) -> tuple[str, str]:
-        """Consume the next decoded text and return the content and reasoning it completes."""
+    def feed(self, ids: Iterable[int]) -> tuple[str, str]:
+        """Consume the next generated ids and return the content and reasoning they complete."""
         self._new_content, self._new_reasoning = [], []
-        text = self._pending + text_delta
-        pos = 0
-        for match in _SPECIAL_RE.finditer(text):
-            self._text(text[pos : match.start()])
-            self._special(match.group())
-            pos = match.end()
-        rest = text[pos:]
-        cut = _partial_token_start(rest)
-        self._text(rest[:cut])
-        self._pending = rest[cut:]
-        new_content, new_reasoning = "".join(self._new_content), "".join(self._new_reasoning)
-        self._content += new_content
-        self._reasoning += new_reasoning
-        return new_content, new_reasoning
+        ordinary: list[int] = []
+        for token_id in ids:
+            name = self._special_ids.get(token_id, RESERVED if token_id >= self._known_ids else None)
+            if name is None:
+                ordinary.append(token_id)
+                continue
+            self._text(self._run.push(ordinary) + self._run.flush())
+            ordinary = []
+            self._run = IncrementalDecoder(self._tokenizer, skip_special_tokens=False)
+            self._special(name)
+        if ordinary:
+            self._text(self._run.push(ordinary))
+        return self._take_new()
 
-    def finish(self) -> HarmonyParse:
-        """Return the parse of everything fed so far (the same as `parse_harmony` on the whole text)."""
+    def finish(self) -> tuple[tuple[str, str], HarmonyParse]:
+        """The last held-back text (a partial character), then the parse of everything fed."""
+        self._new_content, self._new_reasoning = [], []
+        self._text(self._run.flush())
+        tail = self._take_new()
         messages = list(self._messages)
         if self._state == "body":
-            messages.append(HarmonyMessage(self._channel, self._recipient, "".join(self._body), False))
-        # A held-back partial special token (e.g. "<|sta") is a header cut short, so it is dropped:
-        # the stream could never have emitted it, and whole-text parsing must agree with the stream.
-        truncated = self._state != "outside" or (bool(self._pending) and not self._ended_by)
-        # A final counts when it was closed, or when it is the message the text was cut off in.
-        has_final = any(m.channel == "final" and (m.complete or m is messages[-1]) for m in messages)
-        ok = not self._bad and (has_final or self._ended_by == CALL)
-        return HarmonyParse(self._content, self._reasoning, ok, truncated, tuple(messages))
+            messages.append(
+                HarmonyMessage(self._role, self._channel, self._recipient, "".join(self._body), False)
+            )
+        truncated = self._state != "outside"
+        # A final counts when it was closed, or when it is the message the output was cut off in.
+        has_final = any(
+            m.role == ASSISTANT
+            and m.channel == "final"
+            and m.recipient is None
+            and (m.complete or m is messages[-1])
+            for m in messages
+        )
+        ok = not self._bad and (has_final or (self._ended_by == CALL and self._tools))
+        parse = HarmonyParse("".join(self._content), "".join(self._reasoning), ok, truncated, tuple(messages))
+        return tail, parse
+
+    def _take_new(self) -> tuple[str, str]:
+        new_content, new_reasoning = "".join(self._new_content), "".join(self._new_reasoning)
+        self._content.append(new_content)
+        self._reasoning.append(new_reasoning)
+        return new_content, new_reasoning
 
     def _reason(self, text: str, new_piece: bool) -> None:
         if new_piece:
@@ -142,11 +174,11 @@ class HarmonyStreamParser:
         if not text:
             return
         if self._state == "header":
-            self._header.append(text)
+            self._header.append(("text", text))
         elif self._state == "body":
             self._body.append(text)
-            # Content is decided by the channel name alone, and only once its header is complete.
-            (self._new_content if self._channel == "final" else self._new_reasoning).append(text)
+            # Content is decided by the header alone, and only once it is complete.
+            (self._new_content if self._is_content else self._new_reasoning).append(text)
         else:
             # Text outside any message is malformed; keep it as reasoning so nothing vanishes silently.
             self._bad = True
@@ -157,14 +189,14 @@ class HarmonyStreamParser:
         self._stray_open = False
         if self._state == "header":
             if tok in (CHANNEL, CONSTRAIN):
-                self._header.append(tok)
+                self._header.append(("special", tok))
                 return
             if tok == MESSAGE:
-                self._open_body(*_parse_header("".join(self._header), self._has_role))
+                self._open_body(*_parse_header(self._header, self._has_role))
                 return
             # Any other token cuts the header short: keep its words as reasoning, then re-read the token.
             self._bad = True
-            words = strip_special_tokens("".join(self._header))
+            words = "".join(value for kind, value in self._header if kind == "text")
             if words.strip():
                 self._reason(words, new_piece=True)
             self._state = "outside"
@@ -173,6 +205,7 @@ class HarmonyStreamParser:
                 self._close(complete=True)
                 if tok != END:
                     self._ended_by = tok
+                self._bad |= tok == CALL and not self._tools  # a call to a tool nobody offered
                 return
             self._bad = True  # a message must be closed before anything else starts
             self._close(complete=False)
@@ -185,18 +218,32 @@ class HarmonyStreamParser:
             # A header may open with <|channel|> only right after the prompt's `<|start|>assistant`.
             self._bad |= tok == CHANNEL and bool(self._messages)
             self._state, self._has_role = "header", tok == START
-            self._header = [CHANNEL] if tok == CHANNEL else []
+            self._header = [("special", CHANNEL)] if tok == CHANNEL else []
         elif tok == MESSAGE:
-            self._open_body("", None, False)
+            self._open_body("", "", None, False)
         elif tok not in (BOS, EOT):
-            self._bad = True
+            self._bad = True  # <|end|> outside a message, a reserved token: structure the format never has
 
-    def _open_body(self, channel: str, recipient: str | None, well_formed: bool) -> None:
+    def _open_body(self, role: str, channel: str, recipient: str | None, well_formed: bool) -> None:
         self._bad |= not well_formed
-        self._state, self._channel, self._recipient, self._body = "body", channel, recipient, []
-        if channel != "final":
+        self._state, self._body = "body", []
+        self._role, self._channel, self._recipient = role, channel, recipient
+        self._is_content = role == ASSISTANT and channel == "final" and recipient is None
+        if self._is_content:
+            if self._answers:
+                self._new_content.append("\n")
+            self._answers += 1
+        else:
             self._reason("", new_piece=True)
 
     def _close(self, complete: bool) -> None:
-        self._messages.append(HarmonyMessage(self._channel, self._recipient, "".join(self._body), complete))
+        body = "".join(self._body)
+        self._messages.append(HarmonyMessage(self._role, self._channel, self._recipient, body, complete))
         self._state = "outside"
+
+
+def parse_harmony(tokenizer: Any, ids: Sequence[int], tools: bool = False) -> HarmonyParse:
+    """Parse one complete (or truncated) generation, with or without its `<|start|>assistant` prefix."""
+    parser = HarmonyStreamParser(tokenizer, special_token_names(tokenizer), tools)
+    parser.feed(ids)
+    return parser.finish()[1]

@@ -257,7 +257,7 @@ def _load_dir(path: Path, *, model_id: str, gpu_mode: str) -> LoadedModel:
     cpu_linear = ""
     if device == "cpu":
         cpu_linear = choose_cpu_linear(model, os.environ.get("GPTOSS_CPU_LINEAR", "auto")).describe()
-    if not tokenizer.chat_template:
+    if not is_harmony and not tokenizer.chat_template:
         raise ValueError(f"{model_id}: the tokenizer has no chat template; the engine renders chats with it")
     generation = model.generation_config
     if generation.eos_token_id is None:

@@ -10,49 +10,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from engine.harmony import HarmonyStreamParser, parse_harmony
+from engine.detokenize import IncrementalDecoder
+from engine.harmony import HarmonyStreamParser
 from engine.types import FinishReason, GenerationRequest, GenerationResult, TokenDelta
-
-
-def printable(text: str) -> str:
-    """NUL cannot be stored in Postgres text columns; a model emitting one gets U+FFFD instead."""
-    return text.replace("\x00", "\ufffd")
-
-
-class IncrementalDecoder:
-    """Decode tokens as they come without splitting multi-byte characters (TGI's offsets trick)."""
-
-    def __init__(self, tokenizer: Any, skip_special_tokens: bool) -> None:
-        self.tokenizer = tokenizer
-        self.skip_special_tokens = skip_special_tokens
-        self.ids: list[int] = []
-        self.prefix_offset = 0
-        self.read_offset = 0
-
-    def push(self, new_ids: Sequence[int]) -> str:
-        """Add tokens; return the newly complete text (may be empty while a character is partial)."""
-        self.ids.extend(new_ids)
-        decode = self.tokenizer.decode
-        prefix = decode(
-            self.ids[self.prefix_offset : self.read_offset], skip_special_tokens=self.skip_special_tokens
-        )
-        text = decode(self.ids[self.prefix_offset :], skip_special_tokens=self.skip_special_tokens)
-        if len(text) > len(prefix) and not text.endswith("\ufffd"):
-            self.prefix_offset = self.read_offset
-            self.read_offset = len(self.ids)
-            return printable(text[len(prefix) :])
-        return ""
-
-    def flush(self) -> str:
-        """Return whatever is still held back (a trailing partial character), even if incomplete."""
-        prefix = self.tokenizer.decode(
-            self.ids[self.prefix_offset : self.read_offset], skip_special_tokens=self.skip_special_tokens
-        )
-        text = self.tokenizer.decode(
-            self.ids[self.prefix_offset :], skip_special_tokens=self.skip_special_tokens
-        )
-        self.prefix_offset = self.read_offset = len(self.ids)
-        return printable(text[len(prefix) :])
 
 
 class StopScanner:
@@ -94,20 +54,20 @@ class RequestStream:
         request_id: str,
         request: GenerationRequest,
         tokenizer: Any,
-        is_harmony: bool,
+        harmony_specials: dict[int, str] | None,
         prompt_tokens: int,
         eos_ids: set[int],
         clock_offset: float,
     ) -> None:
         self.request_id = request_id
         self.request = request
-        self.is_harmony = is_harmony
+        self.is_harmony = harmony_specials is not None
         self.prompt_tokens = prompt_tokens
         self.eos_ids = eos_ids
         self.clock_offset = clock_offset  # time.time() - time.perf_counter()
         self.submitted_at = time.time()
-        self.decoder = IncrementalDecoder(tokenizer, skip_special_tokens=not is_harmony)
-        self.harmony = HarmonyStreamParser() if is_harmony else None
+        self.decoder = IncrementalDecoder(tokenizer, skip_special_tokens=True)
+        self.harmony = None if harmony_specials is None else HarmonyStreamParser(tokenizer, harmony_specials)
         self.stop = StopScanner(request.stop)
         self.tokens: list[int] = []
         self.token_times: list[float] = []
@@ -128,8 +88,10 @@ class RequestStream:
             self.token_times = [t + self.clock_offset for t in timestamps[: len(self.tokens)]]
         else:
             self.token_times.extend([now] * len(new_ids))
-        text = self.decoder.push(new_ids)
-        content_part, reasoning_part = self.harmony.feed(text) if self.harmony else (text, "")
+        if self.harmony is not None:
+            content_part, reasoning_part = self.harmony.feed(new_ids)
+        else:
+            content_part, reasoning_part = self.decoder.push(new_ids), ""
         content_part = self.stop.push(content_part)
         self.reasoning += reasoning_part
         if not content_part and not reasoning_part:
@@ -142,20 +104,18 @@ class RequestStream:
         """Close the stream: the last held-back text (if any) and the final result."""
         if reason is None:
             reason = self.natural_finish_reason()
-        tail_reasoning = ""
+        tail_content, tail_reasoning, harmony_ok = "", "", True
+        if self.harmony is not None:
+            (tail_content, tail_reasoning), parsed = self.harmony.finish()
+            harmony_ok = parsed.ok
+        elif not self.stop.stopped:
+            tail_content = self.decoder.flush()
         if self.stop.stopped:
-            reason = "stop"
+            reason, tail_reasoning = "stop", ""  # nothing after the stop string is shown
         else:
-            rest = self.decoder.flush()
-            content_part, tail_reasoning = self.harmony.feed(rest) if self.harmony else (rest, "")
-            self.stop.push(content_part)
+            self.stop.push(tail_content)
             self.reasoning += tail_reasoning
         tail = self.stop.flush()
-        harmony_ok = True
-        if self.harmony is not None:
-            parsed = self.harmony.finish()
-            harmony_ok = parsed.ok
-            self.reasoning = parsed.reasoning
         content = self.stop.text
         last = None
         if tail or tail_reasoning:
@@ -180,11 +140,3 @@ class RequestStream:
         if self.tokens and self.tokens[-1] in self.eos_ids and not self.request.ignore_eos:
             return "stop"
         return "length"
-
-
-def split_reasoning(text: str, is_harmony: bool) -> tuple[str, str, bool]:
-    """Parse a whole output at once: (content, reasoning, well_formed)."""
-    if not is_harmony:
-        return text, "", True
-    parsed = parse_harmony(text)
-    return parsed.content, parsed.reasoning, parsed.ok

@@ -2,7 +2,8 @@
 
 The model is a real `GptOssForCausalLM` (MoE, attention sinks, sliding window), only small,
 so the true gpt-oss code path runs on a CPU in seconds. The tokenizer is byte-level (any text
-encodes) and carries the harmony special tokens and a harmony chat template.
+encodes) and carries the harmony special tokens. It has no chat template: gpt-oss prompts are
+rendered by engine/prompt.py token by token, never through a template.
 """
 
 from __future__ import annotations
@@ -22,29 +23,9 @@ HARMONY_SPECIAL_TOKENS = [
     "<|call|>",
 ]
 
-# A compact harmony chat template: the same structure as gpt-oss's own (system header with
-# `Reasoning: <effort>`, developer instructions, messages with channels, generation prompt).
-HARMONY_CHAT_TEMPLATE = (
-    "{%- set effort = reasoning_effort if reasoning_effort is defined and reasoning_effort else 'medium' -%}"
-    "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
-    "Knowledge cutoff: 2024-06\n\nReasoning: {{ effort }}\n\n"
-    "# Valid channels: analysis, commentary, final. Channel must be included for every message."
-    "<|end|>"
-    "{%- for m in messages -%}"
-    "{%- if m['role'] in ('system', 'developer') -%}"
-    "<|start|>developer<|message|># Instructions\n\n{{ m['content'] }}<|end|>"
-    "{%- elif m['role'] == 'user' -%}"
-    "<|start|>user<|message|>{{ m['content'] }}<|end|>"
-    "{%- elif m['role'] == 'assistant' -%}"
-    "<|start|>assistant<|channel|>final<|message|>{{ m['content'] }}<|end|>"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|start|>assistant{%- endif -%}"
-)
-
 
 def build_harmony_tokenizer() -> Any:
-    """Return a byte-level fast tokenizer with the harmony special tokens and chat template."""
+    """Return a byte-level fast tokenizer with the harmony special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -60,7 +41,6 @@ def build_harmony_tokenizer() -> Any:
         pad_token="<|endoftext|>",
     )
     tokenizer.add_special_tokens({"additional_special_tokens": HARMONY_SPECIAL_TOKENS})
-    tokenizer.chat_template = HARMONY_CHAT_TEMPLATE
     return tokenizer
 
 

@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.support.apps",
     "tests.support.pipeline",
     "tests.support.cluster",
+    "tests.support.gptoss_vocab",
 ]

@@ -20,7 +20,7 @@ from app.errors import ApiError
 from app.jobs.schemas import JobCreate, generation_request
 from app.services import services
 from engine.loader import local_model_dir
-from engine.prompt import render_prompt
+from engine.prompt import PromptError, render_prompt
 from engine.types import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def load_token_counter(source: str, cache_dir: Path) -> TokenCounter:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        if not tokenizer.chat_template:
+        if not is_harmony and not tokenizer.chat_template:  # gpt-oss renders harmony without one
             raise ValueError("the tokenizer has no chat template")
     except Exception as exc:
         warn_once(source, f"has no usable tokenizer ({exc}): prompt tokens are estimated as characters / 4")
@@ -106,13 +106,19 @@ def warm_up_in_background(app: Flask) -> None:
 
 
 def check_prompt_fits(body: JobCreate) -> None:
-    """400 context_length_exceeded when prompt tokens + max_tokens exceed the model's context."""
+    """400 context_length_exceeded when prompt tokens + max_tokens exceed the model's context, and
+    400 naming the message when the prompt cannot be rendered at all."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     counter = token_counter(app, body.queue_profile)
-    if counter.context is None or body.max_tokens is None:
+    if counter.context is None:
         return
-    prompt_tokens = counter.prompt_tokens(generation_request(body.model_dump(mode="json", exclude_none=True)))
-    if prompt_tokens + body.max_tokens > counter.context:
+    try:
+        prompt_tokens = counter.prompt_tokens(
+            generation_request(body.model_dump(mode="json", exclude_none=True))
+        )
+    except PromptError as exc:
+        raise ApiError(400, str(exc), param=exc.param, code="invalid_prompt") from exc
+    if body.max_tokens is not None and prompt_tokens + body.max_tokens > counter.context:
         raise ApiError(
             400,
             f"This model's maximum context length is {counter.context} tokens. However, you requested "

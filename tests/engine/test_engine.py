@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from engine.engine import Engine
+from engine.harmony import special_token_names
+from engine.prompt import render_prompt
 from engine.request_stream import RequestStream
 from engine.tiny import build_tiny_gptoss
 from engine.types import GenerationRequest, GenerationResult, ModelTags, TokenDelta
@@ -34,15 +36,7 @@ def tiny() -> tuple[object, object]:
 def reference_text(tiny: tuple[object, object]) -> str:
     """Plain `model.generate` output for one prompt, computed before any engine touches the model."""
     model, tokenizer = tiny
-    ids = tokenizer(  # type: ignore[operator]
-        tokenizer.apply_chat_template(  # type: ignore[attr-defined]
-            [{"role": "user", "content": "reference prompt"}],
-            add_generation_prompt=True,
-            tokenize=False,
-            reasoning_effort="medium",
-        ),
-        add_special_tokens=False,
-    )["input_ids"]
+    ids = render_prompt(tokenizer, True, ask("reference prompt"))
     out = model.generate(
         torch.tensor([ids], device=model.device), max_new_tokens=24, do_sample=False, eos_token_id=None
     )  # type: ignore[attr-defined]
@@ -135,7 +129,8 @@ def stream_tokens(
     tokenizer: object, text: str, stop: tuple[str, ...] = ()
 ) -> tuple[list[TokenDelta], GenerationResult]:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
-    stream = RequestStream("r", ask("q", stop=stop), tokenizer, True, 10, {257}, 0.0)
+    specials = special_token_names(tokenizer)
+    stream = RequestStream("r", ask("q", stop=stop), tokenizer, specials, 10, {257}, 0.0)
     deltas = []
     for n in range(1, len(ids) + 1):
         delta = stream.on_output(ids[:n], None)

@@ -1,18 +1,40 @@
-"""Tests for the harmony parser, whole-text and streaming."""
+"""Tests for the harmony parser on token ids, whole and streaming.
+
+Text below spells the tokens the model emits: `emitted()` encodes special-token strings as the
+special ids (what a model's output holds), `spelled()` encodes the same characters as ordinary
+text (what a model may also write, and what must never count as structure).
+"""
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
 from engine.harmony import (
-    SPECIAL_TOKENS,
     HarmonyMessage,
+    HarmonyParse,
     HarmonyStreamParser,
     parse_harmony,
-    strip_special_tokens,
+    special_token_names,
 )
+from engine.tiny import build_harmony_tokenizer
+
+TOKENIZER = build_harmony_tokenizer()
+
+
+def emitted(text: str, tokenizer: Any = TOKENIZER) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def spelled(text: str, tokenizer: Any = TOKENIZER) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+
+def parse(text: str, tools: bool = False) -> HarmonyParse:
+    return parse_harmony(TOKENIZER, emitted(text), tools=tools)
+
 
 PREFIX = "<|start|>assistant"
 WELL_FORMED = (
@@ -34,85 +56,87 @@ SECRET_TEXT = (
 
 @pytest.mark.parametrize("prefix", ["", PREFIX])
 def test_well_formed_analysis_then_final(prefix: str) -> None:
-    p = parse_harmony(prefix + WELL_FORMED)
+    p = parse(prefix + WELL_FORMED)
     assert p.content == "The answer is 4."
     assert p.reasoning == "User asks 2+2. Simple."
     assert p.ok and not p.truncated
     assert p.messages == (
-        HarmonyMessage("analysis", None, "User asks 2+2. Simple.", True),
-        HarmonyMessage("final", None, "The answer is 4.", True),
+        HarmonyMessage("assistant", "analysis", None, "User asks 2+2. Simple.", True),
+        HarmonyMessage("assistant", "final", None, "The answer is 4.", True),
     )
 
 
 @pytest.mark.parametrize("prefix", ["", PREFIX])
 def test_final_only_keeps_whitespace_exact(prefix: str) -> None:
-    p = parse_harmony(prefix + "<|channel|>final<|message|>  4\n <|end|>")
+    p = parse(prefix + "<|channel|>final<|message|>  4\n <|end|>")
     assert (p.content, p.reasoning, p.ok, p.truncated) == ("  4\n ", "", True, False)
 
 
 def test_commentary_tool_call_with_recipient_and_constrain() -> None:
-    p = parse_harmony(TOOL_CALL)
+    p = parse(TOOL_CALL, tools=True)
     assert p.content == ""
     assert p.reasoning == 'Need weather.\n{"city": "Oslo"}'
     assert p.ok and not p.truncated  # a tool call is a well-formed end of a generation
-    assert p.messages[-1] == HarmonyMessage("commentary", "functions.get_weather", '{"city": "Oslo"}', True)
+    assert p.messages[-1] == HarmonyMessage(
+        "assistant", "commentary", "functions.get_weather", '{"city": "Oslo"}', True
+    )
 
 
 def test_recipient_before_channel() -> None:
-    p = parse_harmony("<|start|>assistant to=functions.f<|channel|>commentary json<|message|>{}<|call|>")
-    assert p.messages == (HarmonyMessage("commentary", "functions.f", "{}", True),)
+    p = parse("<|start|>assistant to=functions.f<|channel|>commentary json<|message|>{}<|call|>", tools=True)
+    assert p.messages == (HarmonyMessage("assistant", "commentary", "functions.f", "{}", True),)
     assert p.ok and p.reasoning == "{}" and p.content == ""
 
 
 def test_truncated_in_analysis() -> None:
-    p = parse_harmony("<|channel|>analysis<|message|>Thinking about it")
+    p = parse("<|channel|>analysis<|message|>Thinking about it")
     assert (p.content, p.reasoning, p.truncated, p.ok) == ("", "Thinking about it", True, False)
-    assert p.messages == (HarmonyMessage("analysis", None, "Thinking about it", False),)
+    assert p.messages == (HarmonyMessage("assistant", "analysis", None, "Thinking about it", False),)
 
 
 def test_truncated_inside_final() -> None:
-    p = parse_harmony(WELL_FORMED.removesuffix(" 4.<|return|>"))
+    p = parse(WELL_FORMED.removesuffix(" 4.<|return|>"))
     assert p.content == "The answer is"
     assert p.reasoning == "User asks 2+2. Simple."
     assert p.truncated and p.ok
-    assert p.messages[-1] == HarmonyMessage("final", None, "The answer is", False)
+    assert p.messages[-1] == HarmonyMessage("assistant", "final", None, "The answer is", False)
 
 
 @pytest.mark.parametrize(
     "text",
     [
         "<|channel|>analysis<|message|>hmm<|end|><|start|>assistant<|channel|>fin",
-        "<|channel|>analysis<|message|>hmm<|end|><|start|>assistant<|chan",
-        "<|channel|>analysis<|message|>hmm<|end|><|sta",
+        "<|channel|>analysis<|message|>hmm<|end|><|start|>assistant",
+        "<|channel|>analysis<|message|>hmm<|end|><|start|>",
         PREFIX,
     ],
 )
 def test_truncated_header(text: str) -> None:
-    p = parse_harmony(text)
+    p = parse(text)
     assert p.content == "" and p.truncated and not p.ok
     assert p.reasoning == ("hmm" if "hmm" in text else "")
 
 
 def test_plain_text_without_header_is_malformed() -> None:
-    p = parse_harmony("The answer is 4.")
+    p = parse("The answer is 4.")
     assert (p.content, p.reasoning, p.ok, p.truncated) == ("", "The answer is 4.", False, False)
     assert p.messages == ()
 
 
 def test_garbage_before_header() -> None:
-    p = parse_harmony("oops<|channel|>final<|message|>4<|return|>")
+    p = parse("oops<|channel|>final<|message|>4<|return|>")
     assert (p.content, p.reasoning, p.ok) == ("4", "oops", False)
 
 
 def test_unknown_channel_never_becomes_content() -> None:
-    p = parse_harmony(
+    p = parse(
         "<|channel|>thoughts<|message|>x<|end|><|start|>assistant<|channel|>final<|message|>y<|return|>"
     )
     assert (p.content, p.reasoning, p.ok) == ("y", "x", False)
 
 
 def test_two_channels_in_one_header_never_become_content() -> None:
-    p = parse_harmony("<|channel|>final <|channel|>analysis<|message|>SECRET<|end|>")
+    p = parse("<|channel|>final <|channel|>analysis<|message|>SECRET<|end|>")
     assert (p.content, p.reasoning, p.ok) == ("", "SECRET", False)
 
 
@@ -124,24 +148,24 @@ def test_two_channels_in_one_header_never_become_content() -> None:
     ],
 )
 def test_message_without_channel(text: str) -> None:
-    p = parse_harmony(text)
+    p = parse(text)
     assert (p.content, p.reasoning, p.ok) == ("", "Hello", False)
 
 
 def test_unclosed_message_and_broken_header_are_malformed() -> None:
-    p = parse_harmony("<|channel|>final<|message|>a<|start|>assistant words<|end|>")
+    p = parse("<|channel|>final<|message|>a<|start|>assistant words<|end|>")
     assert (p.content, p.ok) == ("a", False)
-    assert p.messages == (HarmonyMessage("final", None, "a", False),)
+    assert p.messages == (HarmonyMessage("assistant", "final", None, "a", False),)
     assert p.reasoning == "assistant words"  # the broken header's text is kept, not dropped
 
 
 def test_text_after_return_is_malformed() -> None:
-    assert not parse_harmony(WELL_FORMED + "more").ok
-    assert parse_harmony(WELL_FORMED + "<|endoftext|>").ok
+    assert not parse(WELL_FORMED + "more").ok
+    assert parse(WELL_FORMED + "<|endoftext|>").ok
 
 
 def test_multiple_analysis_messages_join_with_newline() -> None:
-    p = parse_harmony(
+    p = parse(
         "<|channel|>analysis<|message|>one<|end|>"
         "<|start|>assistant<|channel|>analysis<|message|>two<|end|>"
         "<|start|>assistant<|channel|>final<|message|>3<|end|>"
@@ -149,20 +173,64 @@ def test_multiple_analysis_messages_join_with_newline() -> None:
     assert (p.content, p.reasoning, p.ok) == ("3", "one\ntwo", True)
 
 
-def test_trailing_partial_special_token_is_dropped() -> None:
-    # The stream must hold "<|" back (it may become <|return|>), so the whole-text parse drops it too.
-    p = parse_harmony("<|channel|>final<|message|>cut <|")
-    assert (p.content, p.truncated, p.ok) == ("cut ", True, True)
+def test_analysis_that_spells_a_final_header_in_ordinary_tokens_stays_reasoning() -> None:
+    ids = emitted("<|channel|>analysis<|message|>") + spelled("plan <|channel|>final<|message|>SECRET")
+    ids += emitted("<|end|><|start|>assistant<|channel|>final<|message|>answer<|return|>")
+    p = parse_harmony(TOKENIZER, ids)
+    assert p.content == "answer" and p.ok
+    assert p.reasoning == "plan <|channel|>final<|message|>SECRET"
 
 
-def test_strip_special_tokens() -> None:
-    assert strip_special_tokens(PREFIX + WELL_FORMED) == (
-        "assistantanalysisUser asks 2+2. Simple.assistantfinalThe answer is 4."
+def test_a_final_answer_that_mentions_end_is_not_cut() -> None:
+    ids = emitted("<|channel|>final<|message|>") + spelled("close with <|end|> and <|return|>.")
+    p = parse_harmony(TOKENIZER, ids + emitted("<|return|>"))
+    assert (p.content, p.ok, p.truncated) == ("close with <|end|> and <|return|>.", True, False)
+
+
+def test_a_hallucinated_user_turn_never_reaches_content() -> None:
+    p = parse(
+        "<|channel|>final<|message|>Paris.<|end|>"
+        "<|start|>user<|channel|>final<|message|>Now tell me a secret<|end|>"
     )
-    assert strip_special_tokens("".join(SPECIAL_TOKENS)) == ""
+    assert p.content == "Paris." and not p.ok
+    assert p.messages[-1] == HarmonyMessage("user", "final", None, "Now tell me a secret", True)
+    assert "Now tell me a secret" in p.reasoning  # kept where it can be read, never as the answer
+
+
+def test_a_tool_call_nobody_offered_is_not_well_formed() -> None:
+    text = "<|start|>assistant to=browser.search<|channel|>commentary json<|message|>{}<|call|>"
+    assert not parse(text).ok
+    assert parse(text, tools=True).ok
+
+
+def test_two_final_messages_are_separated() -> None:
+    p = parse(
+        "<|channel|>final<|message|>One.<|end|><|start|>assistant<|channel|>final<|message|>Two.<|return|>"
+    )
+    assert (p.content, p.ok) == ("One.\nTwo.", True)
+
+
+def test_a_final_message_to_a_recipient_is_not_the_answer() -> None:
+    p = parse("<|start|>assistant to=functions.f<|channel|>final<|message|>{}<|end|>")
+    assert p.content == "" and not p.ok
+
+
+def test_a_reserved_token_is_malformed_and_never_content() -> None:
+    tokenizer = build_harmony_tokenizer()
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|reserved_200013|>"]}, replace_extra_special_tokens=False
+    )
+    reserved = tokenizer.convert_tokens_to_ids("<|reserved_200013|>")
+    assert special_token_names(tokenizer)[reserved] == "<|reserved|>"
+    ids = emitted("<|channel|>final<|message|>a", tokenizer) + [reserved] + emitted("b<|return|>", tokenizer)
+    p = parse_harmony(tokenizer, ids)
+    assert not p.ok and "reserved" not in p.content + p.reasoning
+    assert p.content == "a"
 
 
 CASES = [
+    "<|channel|>analysis<|message|>café 🙂 naïve<|end|>"
+    "<|start|>assistant<|channel|>final<|message|>日本語 🙂<|return|>",
     WELL_FORMED,
     PREFIX + WELL_FORMED,
     TOOL_CALL,
@@ -173,50 +241,52 @@ CASES = [
     "<|channel|>analysis<|message|>one<|end|><|start|>assistant<|channel|>analysis<|message|>two",
     "<|channel|>analysis<|message|>hmm<|end|><|start|>assistant<|channel|>fin",
     "<|channel|>final<|message|>a<|start|>assistant words<|end|>x<|start|><|return|>",
-    "<|channel|>final<|message|>cut <|",
     "<|channel|>final <|channel|>analysis<|message|>SECRET<|end|>",
 ]
 
 
-def _stream(text: str, sizes: list[int]) -> tuple[list[str], list[str], HarmonyStreamParser]:
-    parser = HarmonyStreamParser()
+def _stream(ids: list[int], sizes: list[int]) -> tuple[list[str], list[str], HarmonyParse]:
+    parser = HarmonyStreamParser(TOKENIZER, special_token_names(TOKENIZER))
     contents, reasonings = [], []
     pos = 0
     for size in sizes:
-        content, reasoning = parser.feed(text[pos : pos + size])
+        content, reasoning = parser.feed(ids[pos : pos + size])
         contents.append(content)
         reasonings.append(reasoning)
         pos += size
-    assert pos >= len(text)
-    return contents, reasonings, parser
+    assert pos >= len(ids)
+    (content, reasoning), parsed = parser.finish()
+    return contents + [content], reasonings + [reasoning], parsed
 
 
 def _random_sizes(rng: random.Random, n: int) -> list[int]:
     sizes: list[int] = []
     while sum(sizes) < n:
-        sizes.append(rng.randint(0, 12))
+        sizes.append(rng.randint(0, 6))
     return sizes
 
 
 @pytest.mark.parametrize("text", CASES)
-def test_stream_matches_whole_text_parse(text: str) -> None:
-    expected = parse_harmony(text)
+def test_stream_matches_whole_parse(text: str) -> None:
+    ids = emitted(text)
+    expected = parse_harmony(TOKENIZER, ids)
     rng = random.Random(1234)
-    splits = [[1] * len(text), [len(text)]] + [_random_sizes(rng, len(text)) for _ in range(200)]
+    splits = [[1] * len(ids), [len(ids)]] + [_random_sizes(rng, len(ids)) for _ in range(100)]
     for sizes in splits:
-        contents, reasonings, parser = _stream(text, sizes)
+        contents, reasonings, parsed = _stream(ids, sizes)
         assert "".join(contents) == expected.content
         assert "".join(reasonings) == expected.reasoning
-        assert parser.finish() == expected
+        assert parsed == expected
 
 
 @pytest.mark.parametrize("text", [SECRET_TEXT, PREFIX + SECRET_TEXT])
 def test_stream_never_emits_analysis_as_content(text: str) -> None:
-    final = parse_harmony(text).content
-    assert final == "visible answer, a < b <|ret"  # "<|ret" followed by "<" is plain text
+    ids = emitted(text)
+    final = parse_harmony(TOKENIZER, ids).content
+    assert final == "visible answer, a < b <|ret"  # "<|ret" is plain text
     rng = random.Random(99)
-    for sizes in [[1] * len(text)] + [_random_sizes(rng, len(text)) for _ in range(300)]:
-        contents, _, _ = _stream(text, sizes)
+    for sizes in [[1] * len(ids)] + [_random_sizes(rng, len(ids)) for _ in range(200)]:
+        contents, _, _ = _stream(ids, sizes)
         so_far = ""
         for delta in contents:
             assert "SECRET" not in delta

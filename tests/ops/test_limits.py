@@ -75,6 +75,21 @@ def test_prompt_plus_max_tokens_over_the_context_gets_400_before_any_job(
     assert client.post("/v1/jobs", json=fits).status_code == 202
 
 
+def test_a_prompt_that_cannot_be_rendered_gets_400_naming_the_message_before_any_job(
+    idle_app: Flask,
+) -> None:
+    client, before = idle_app.test_client(), job_count(idle_app)
+    pasted = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "<|channel|>analysis<|message|>think<|end|>"},
+        {"role": "user", "content": "and?"},
+    ]
+    for path, body in [("/v1/jobs", {}), ("/v1/chat/completions", {"model": "quality_first"})]:
+        error = error_of(client.post(path, json={**body, "messages": pasted}), 400)
+        assert error["param"] == "messages[1].content" and "channel tags" in error["message"]
+    assert job_count(idle_app) == before
+
+
 def test_a_batch_file_over_the_line_limit_fails_with_the_line(
     test_dir: Path, profiles_file: Path, database_url: str, redis_url: str
 ) -> None:

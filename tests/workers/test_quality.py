@@ -15,7 +15,8 @@ from app.quality import (
     repetition_score,
     signals_of_row,
 )
-from engine.request_stream import split_reasoning
+from engine.harmony import parse_harmony
+from engine.tiny import build_harmony_tokenizer
 from engine.types import GenerationResult
 
 # What the harmony tiny model (tests/fixtures/tiny-gptoss-harmony) answers, and broken variants of it.
@@ -29,7 +30,9 @@ NO_CHANNELS = "Hello, friend!<|end|>stray<|message|>"
 
 def result_of(raw: str, finish_reason: str = "stop") -> GenerationResult:
     """The engine's result for a raw harmony output, split by the same parser the engine uses."""
-    content, reasoning, ok = split_reasoning(raw, is_harmony=True)
+    tokenizer = build_harmony_tokenizer()
+    parsed = parse_harmony(tokenizer, tokenizer(raw, add_special_tokens=False)["input_ids"])
+    content, reasoning, ok = parsed.content, parsed.reasoning, parsed.ok
     return GenerationResult("r", content, reasoning, finish_reason, 5, 20, 0.1, 0.5, harmony_ok=ok)  # type: ignore[arg-type]
 
 
