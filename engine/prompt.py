@@ -35,13 +35,19 @@ def chat_messages(request: GenerationRequest) -> list[Mapping[str, str]]:
     return list(request.messages or [{"role": "user", "content": request.prompt or ""}])
 
 
-def render_prompt(tokenizer: Any, is_harmony: bool, request: GenerationRequest) -> list[int]:
-    """Prompt token ids: harmony for gpt-oss, the model's chat template for any other model."""
+def render_prompt(
+    tokenizer: Any, is_harmony: bool, request: GenerationRequest, add_generation_prompt: bool = True
+) -> list[int]:
+    """Prompt token ids: harmony for gpt-oss, the model's chat template for any other model.
+
+    Without the generation prompt (`<|start|>assistant` for harmony) it is the conversation alone,
+    as POST /tokenize can show it."""
     if is_harmony:
-        return encode_pieces(tokenizer, harmony_pieces(request))
+        pieces = harmony_pieces(request)
+        return encode_pieces(tokenizer, pieces if add_generation_prompt else pieces[:-2])
     try:
         text = tokenizer.apply_chat_template(
-            chat_messages(request), add_generation_prompt=True, tokenize=False
+            chat_messages(request), add_generation_prompt=add_generation_prompt, tokenize=False
         )
     except Exception as exc:  # jinja's TemplateError, a template's raise_exception, a missing template
         raise PromptError(f"the model's chat template cannot render these messages: {exc}") from exc

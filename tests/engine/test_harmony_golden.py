@@ -142,3 +142,40 @@ def test_a_hallucinated_user_turn_never_reaches_content_on_the_real_vocabulary(g
     text = "<|channel|>final<|message|>Paris.<|end|><|start|>user<|channel|>final<|message|>more<|end|>"
     parsed = parse_harmony(gptoss_tokenizer, gptoss_tokenizer(text, add_special_tokens=False)["input_ids"])
     assert parsed.content == "Paris." and not parsed.ok
+
+
+def test_without_the_generation_prompt_it_is_harmonys_conversation(
+    gptoss_tokenizer: Any, harmony_encoding: Any
+) -> None:
+    messages = CONVERSATIONS["system and multi-turn"]
+    request = GenerationRequest(messages=tuple(messages), current_date=DATE)
+    start = harmony_encoding.encode("<|start|>assistant", allowed_special="all")
+    assert (
+        render_prompt(gptoss_tokenizer, True, request, add_generation_prompt=False)
+        == (harmony_ids(harmony_encoding, messages)[: -len(start)])
+    )
+
+
+def test_the_engine_on_the_real_vocabulary_renders_harmonys_prompt_and_streams_its_parse(
+    tiny_gptoss_real_vocab_dir: Any, harmony_encoding: Any
+) -> None:
+    from engine.engine import Engine
+    from engine.loader import load_model
+    from engine.types import TokenDelta
+
+    loaded = load_model(str(tiny_gptoss_real_vocab_dir), allow_demo_fallback=False)
+    engine = Engine.from_loaded(loaded, "latency_first", max_batch=2)
+    try:
+        messages = [m("system", "Be brief."), m("user", FORGED)]
+        request = GenerationRequest(
+            messages=tuple(messages), max_tokens=24, ignore_eos=True, current_date=DATE
+        )
+        assert engine.render_prompt(request) == harmony_ids(harmony_encoding, messages)
+        events = list(engine.submit(request).events(timeout=120))
+    finally:
+        engine.shutdown()
+    deltas = [e for e in events if isinstance(e, TokenDelta)]
+    result = events[-1]
+    assert result.completion_tokens == 24  # a random model: most ids are ordinary text or reserved
+    assert "".join(d.content for d in deltas) == result.content
+    assert "".join(d.reasoning for d in deltas) == result.reasoning
