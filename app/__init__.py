@@ -14,6 +14,7 @@ from app.auth import init_auth
 from app.batches import files_views
 from app.batches import views as batches_views
 from app.cache.store import ResponseCache
+from app.chat import tokenize_views
 from app.chat import views as chat_views
 from app.db import make_engine, write_lock_for
 from app.errors import register_error_handlers
@@ -21,6 +22,7 @@ from app.gate_runs import views as gate_runs_views
 from app.jobs import stream as job_events_views
 from app.jobs import views as jobs_views
 from app.jobs.cached import CachedJobs
+from app.jobs.defaults import ProfileDefaults
 from app.jobs.enqueue import JobQueue
 from app.jobs.events import JobEventLog
 from app.jobs.log import configure_job_log
@@ -32,7 +34,7 @@ from app.services import EXTENSION_KEY, Services
 from app.settings import Settings, resolve_settings
 
 BLUEPRINTS = (
-    jobs_views.bp, job_events_views.bp, chat_views.bp, files_views.bp, batches_views.bp,
+    jobs_views.bp, job_events_views.bp, chat_views.bp, tokenize_views.bp, files_views.bp, batches_views.bp,
     profiles_views.bp, health.bp, stats_views.bp, gate_runs_views.bp, metrics.bp, openapi.bp,
 )  # fmt: skip
 
@@ -53,6 +55,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions[EXTENSION_KEY] = Services(
         settings=settings,
         profiles=profiles,
+        sampling_defaults=ProfileDefaults(profiles, settings.model_cache_dir),
         redis=client,
         events=events,
         db_engine=db_engine,

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from app.batches.files_views import FileListQuery
 from app.batches.views import BatchCreate, BatchListQuery
 from app.chat.schemas import ChatCompletionCreate
+from app.chat.tokenize_views import DetokenizeRequest, TokenizeRequest
 from app.gate_runs.views import GateRunCreate, GateRunListQuery
 from app.jobs.schemas import JobCreate
 from app.jobs.views import JobListQuery
@@ -66,6 +67,11 @@ OPERATIONS: tuple[Operation, ...] = (
               "Create a chat completion (OpenAI-compatible)", ok_types=(JSON, SSE), body=ChatCompletionCreate,
               headers=("Idempotency-Key",), errors=(400, 404, 409, 413, 422, 429), tags=("openai",)),
     Operation("get", "/v1/models", "chat.list_models", "List the served models", tags=("openai",)),
+    Operation("post", "/tokenize", "tokenize.tokenize",
+              "Token ids of messages (as the engine renders them) or of a raw prompt (vLLM-compatible)",
+              body=TokenizeRequest, errors=(400, 404, 413, 422), tags=("vllm",)),
+    Operation("post", "/detokenize", "tokenize.detokenize", "Text of token ids (vLLM-compatible)",
+              body=DetokenizeRequest, errors=(400, 404, 413, 422), tags=("vllm",)),
     Operation("post", "/v1/files", "files.upload_file", "Upload a batch input file", multipart=FILE_UPLOAD,
               errors=(400, 413), tags=("openai",)),
     Operation("get", "/v1/files", "files.list_files", "List files", query=FileListQuery, errors=(422,),

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from engine.types import ReasoningEffort
+
 
 class ProfileConfigError(ValueError):
     """The profiles file is missing, malformed, or describes an impossible profile."""
@@ -24,9 +26,13 @@ class Profile(BaseModel):
     gpu_mode: Literal["pipeline", "tensor"]
     max_batch: int = Field(ge=1)  # requests decoded together = worker threads
     max_tokens: int = Field(ge=1)  # the largest max_tokens a job may ask for
+    # a job's defaults where it names none; absent: the model's generation_config.json (app/jobs/defaults.py)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    reasoning_effort: ReasoningEffort | None = None
 
     def as_api_dict(self) -> dict[str, Any]:
-        return {"id": self.name, "object": "profile", **self.model_dump(exclude={"name"})}
+        return {"id": self.name, "object": "profile", **self.model_dump(exclude={"name"}, exclude_none=True)}
 
 
 def load_profiles(path: str | Path) -> dict[str, Profile]:

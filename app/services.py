@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy import orm
 
     from app.jobs.cached import CachedJobs
+    from app.jobs.defaults import ProfileDefaults
     from app.jobs.enqueue import JobQueue
     from app.jobs.events import JobEventLog
     from app.profiles import Profile
@@ -35,6 +36,7 @@ EXTENSION_KEY = "gptoss"
 class Services:
     settings: Settings
     profiles: dict[str, Profile]
+    sampling_defaults: ProfileDefaults  # a job's temperature, top_p, reasoning_effort where it names none
     redis: redis.Redis  # short timeouts: limits, cancel signals, heartbeats, the cache
     events: JobEventLog  # per-job event streams (a client with a socket timeout above an SSE heartbeat)
     db_engine: sa.Engine

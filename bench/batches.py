@@ -292,7 +292,8 @@ def main() -> None:
     profiles = work / "profiles.toml"
     profiles.write_text(
         "".join(f'[profiles.{name}]\nmodel = "{model}"\nmodel_size = "tiny"\ngpu_mode = "pipeline"\n'
-                f"max_batch = {args.max_batch}\nmax_tokens = 64\n\n" for name in (PROFILE, "quality_first"))
+                f"max_batch = {args.max_batch}\nmax_tokens = 64\ntemperature = 0.0\n\n"
+                for name in (PROFILE, "quality_first"))
     )  # fmt: skip
     redis_server, redis_url = start_private_redis(work / "redis")
     env = os.environ | {

@@ -25,7 +25,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))  # `python bench/engine_speed.py` puts bench/, not
 from engine.cpu.threads import in_short_lived_thread  # noqa: E402
 from engine.engine import CacheSizing, Engine  # noqa: E402
 from engine.loader import load_model  # noqa: E402
+from engine.prompt import render_prompt  # noqa: E402
 from engine.types import GenerationRequest  # noqa: E402
 
 OUT_PATH = ROOT / "bench" / "out" / "engine.json"
@@ -115,8 +115,7 @@ def request(index: int, max_tokens: int) -> GenerationRequest:
 
 def render(loaded, index: int) -> list[int]:
     """The engine's own prompt rendering, without building an engine (see the module docstring)."""
-    renderer = SimpleNamespace(tokenizer=loaded.tokenizer, is_harmony=loaded.is_harmony)
-    return Engine.render_prompt(renderer, request(index, 1))  # type: ignore[arg-type]
+    return render_prompt(loaded.tokenizer, loaded.is_harmony, request(index, 1))
 
 
 def generate(model, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int, pad_id: int) -> torch.Tensor:

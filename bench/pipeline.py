@@ -278,7 +278,7 @@ def main() -> None:
     profiles = work / "profiles.toml"
     profiles.write_text(
         f'[profiles.{PROFILE}]\nmodel = "{model}"\nmodel_size = "bench"\ngpu_mode = "pipeline"\n'
-        f"max_batch = {args.jobs}\nmax_tokens = {args.max_tokens}\n"
+        f"max_batch = {args.jobs}\nmax_tokens = {args.max_tokens}\ntemperature = 0.0\n"
     )
     database_url = args.database_url or f"sqlite:///{work / 'bench.db'}"
 

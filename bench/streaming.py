@@ -47,7 +47,7 @@ def start_stack(
     profiles = folder / "profiles.toml"
     profiles.write_text(
         f'[profiles.latency_first]\nmodel = "{model}"\nmodel_size = "20b"\ngpu_mode = "pipeline"\n'
-        "max_batch = 8\nmax_tokens = 512\n"
+        "max_batch = 8\nmax_tokens = 512\ntemperature = 0.0\n"
     )
     database_url = f"sqlite:///{folder / 'bench.db'}"
     migrate(database_url)

@@ -81,8 +81,9 @@ def answer_line(result: dict[str, Any]) -> dict[str, Any]:
     if response.get("status_code") == 200 and body.get("choices"):
         message = body["choices"][0].get("message") or {}
         answer = {"custom_id": result.get("custom_id"), "content": message.get("content")}
-        if message.get("reasoning_content"):
-            answer["reasoning"] = message["reasoning_content"]
+        reasoning = message.get("reasoning") or message.get("reasoning_content")
+        if reasoning:
+            answer["reasoning"] = reasoning
         return {
             **answer,
             "finish_reason": body["choices"][0].get("finish_reason"),

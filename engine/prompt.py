@@ -54,9 +54,14 @@ def render_prompt(
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def today_utc() -> str:
+    """The date a prompt rendered now carries: YYYY-MM-DD, UTC."""
+    return datetime.datetime.now(datetime.UTC).date().isoformat()
+
+
 def system_content(request: GenerationRequest) -> str:
     """Harmony's system message: identity, knowledge cutoff, date, reasoning effort, channels."""
-    date = request.current_date or datetime.datetime.now(datetime.UTC).date().isoformat()
+    date = request.current_date or today_utc()
     return (
         f"{MODEL_IDENTITY}\nKnowledge cutoff: {KNOWLEDGE_CUTOFF}\nCurrent date: {date}\n\n"
         f"Reasoning: {request.reasoning_effort or 'medium'}\n\n{VALID_CHANNELS}"

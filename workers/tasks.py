@@ -40,6 +40,7 @@ def ingest_context(app: Flask) -> IngestContext:
         lines=lines,
         insert_chunk=settings.insert_chunk,
         enqueue_jobs=found.queue.enqueue_many,
+        sampling_defaults=found.sampling_defaults,
     )
 
 

@@ -16,9 +16,11 @@ from app.batches import store as batch_store
 from app.batches.lines import BatchRequest, LineContext, LineError, read_requests
 from app.batches.models import Batch, BatchStatus
 from app.jobs import store as job_store
+from app.jobs.defaults import SamplingDefaults
 from app.models import Job, utcnow
 from app.queue import QueuedJob
 from app.routing.auto import ProfileRouter
+from engine.prompt import today_utc
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ class IngestContext:
     lines: LineContext
     insert_chunk: int
     enqueue_jobs: Callable[[Sequence[QueuedJob]], None]  # JobQueue.enqueue_many
+    sampling_defaults: Callable[[str], SamplingDefaults]  # Services.sampling_defaults
 
 
 def ingest_batch(ctx: IngestContext, batch_id: str) -> str | None:
@@ -113,7 +116,10 @@ def create_jobs(ctx: IngestContext, batch_id: str, input_file_id: str, total: in
         for chunk in _chunks(pending, ctx.insert_chunk):
             with ctx.sessions() as session:
                 cancelled = _status(session, batch_id) == BatchStatus.CANCELLING
-                rows = [_job_row(batch_id, request, cancelled, ctx.lines.router) for request in chunk]
+                rows = [
+                    _job_row(batch_id, request, cancelled, ctx.lines.router, ctx.sampling_defaults)
+                    for request in chunk
+                ]
                 session.execute(sa.insert(Job), rows)
                 session.commit()
             if not cancelled:  # a cancelled batch's remaining lines are stored as cancelled, never run
@@ -141,10 +147,15 @@ def _chunks(requests: Iterator[BatchRequest], size: int) -> Iterator[list[BatchR
 
 
 def _job_row(
-    batch_id: str, request: BatchRequest, cancelled: bool, router: ProfileRouter | None
+    batch_id: str,
+    request: BatchRequest,
+    cancelled: bool,
+    router: ProfileRouter | None,
+    sampling_defaults: Callable[[str], SamplingDefaults],
 ) -> dict[str, Any]:
-    """The jobs row of one batch line: a submitted job's row plus the batch keys."""
+    """The jobs row of one batch line: a submitted job's row (routed, defaults filled) plus the batch keys."""
     request.job.route(router)
+    request.job.fill_defaults(sampling_defaults(request.job.queue_profile), today_utc())
     row = job_store.job_row(
         request.job, batch_id=batch_id, custom_id=request.custom_id, batch_line=request.line
     )

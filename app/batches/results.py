@@ -13,6 +13,7 @@ from sqlalchemy import orm
 
 from app.batches import files as file_store
 from app.batches.models import FilePurpose, StoredFile, new_file_id
+from app.chat.schemas import reasoning_fields
 from app.models import Job, JobStatus
 
 READ_CHUNK = 1000  # job rows fetched per round trip while writing
@@ -35,7 +36,7 @@ def chat_completion(job: Job) -> dict[str, Any]:
     """The chat.completion object of a succeeded job, as POST /v1/chat/completions answers it."""
     message: dict[str, Any] = {"role": "assistant", "content": job.content or "", "refusal": None}
     if job.reasoning:
-        message["reasoning_content"] = job.reasoning
+        message.update(reasoning_fields(job.reasoning))
     prompt_tokens, completion_tokens = job.prompt_tokens or 0, job.completion_tokens or 0
     finish_reason = job.finish_reason if job.finish_reason in ("stop", "length") else "stop"
     return {

@@ -1,9 +1,11 @@
 """The response cache: answers of deterministic requests, keyed by the model and the exact request.
 
 Key: sha256 of the model that produced the answer (engine, model_id and a revision of its weights
-that its worker announces, see engine/revision.py) and the request's generation inputs
-(messages or prompt, reasoning_effort, max_tokens, temperature, top_p, seed, stop). Only
-deterministic requests are cached: temperature 0 (greedy) or a fixed seed. A request opts out with
+that its worker announces, see engine/revision.py) and the request's generation inputs: everything
+that changes the rendered prompt (messages or prompt, reasoning_effort, current_date) and the
+sampling (max_tokens, temperature, top_p, seed, stop). The submit path stores these filled in with
+the profile's defaults (app/jobs/defaults.py), so a request is cached when it runs deterministically:
+temperature 0 (asked for, or the profile's default) or a fixed seed. A request opts out with
 `"cache": false` in the job body, metadata {"cache": "false"} (chat completions and batch lines
 too), or the header `Cache-Control: no-cache` / `no-store`; then it is neither served from nor
 stored in the cache. Release-gate traffic always bypasses it (the gate measures the engine).
@@ -30,7 +32,8 @@ from app.settings import CacheSettings
 ENTRY_KEY_PREFIX = "gptoss:cache:entry:"
 INDEX_KEY = "gptoss:cache:index"  # sorted set: entry key -> unix time it was stored
 REVISION_KEY_PREFIX = "gptoss:served-revision:"
-KEY_FIELDS = ("messages", "prompt", "reasoning_effort", "max_tokens", "temperature", "top_p", "seed", "stop")
+PROMPT_FIELDS = ("messages", "prompt", "reasoning_effort", "current_date")  # what the prompt renders from
+KEY_FIELDS = (*PROMPT_FIELDS, "max_tokens", "temperature", "top_p", "seed", "stop")
 OPT_OUT_VALUES = frozenset({"false", "no", "off", "0"})
 CACHEABLE_FINISH_REASONS = frozenset({"stop", "length"})
 
@@ -74,7 +77,10 @@ class CachedAnswer:
 
 
 def is_deterministic(request: Mapping[str, Any]) -> bool:
-    """Greedy decoding (temperature 0) or a fixed seed gives the same answer every time."""
+    """Greedy decoding (temperature 0) or a fixed seed gives the same answer every time.
+
+    `request` is a stored one, defaults filled in; rows stored before that had temperature 0 by default.
+    """
     return float(request.get("temperature", 0.0)) == 0.0 or request.get("seed") is not None
 
 

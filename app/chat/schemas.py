@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from app.errors import ApiError
 from app.profiles import Profile
 from app.routing.auto import AUTO_PROFILE
 
@@ -31,6 +40,20 @@ class ChatMessage(BaseModel):
             return "".join(part.text for part in self.content)
         return self.content or ""
 
+    def as_job_message(self) -> dict[str, str]:
+        """The message as a job (and the engine) holds it: role and text."""
+        return {"role": self.role, "content": self.text()}
+
+
+def _some_user_text(messages: list[ChatMessage]) -> list[ChatMessage]:
+    if not any(m.role == "user" and m.text() for m in messages):
+        raise PydanticCustomError("no_user_message", "at least one user message with text is required")
+    return messages
+
+
+# chat messages as chat completions (and POST /tokenize) take them
+ChatMessages = Annotated[list[ChatMessage], Field(min_length=1), AfterValidator(_some_user_text)]
+
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -48,7 +71,7 @@ class ChatCompletionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1)
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: ChatMessages
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
@@ -79,12 +102,11 @@ class ChatCompletionCreate(BaseModel):
             )
         return value
 
-    @field_validator("messages")
-    @classmethod
-    def _some_text(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
-        if not any(m.role == "user" and m.text() for m in messages):
-            raise PydanticCustomError("no_user_message", "at least one user message with text is required")
-        return messages
+
+def reasoning_fields(reasoning: str) -> dict[str, str]:
+    """gpt-oss's reasoning in a chat message or delta: `reasoning` (what clients now read) and, the
+    same text, `reasoning_content` (what they read before)."""
+    return {"reasoning": reasoning, "reasoning_content": reasoning}
 
 
 def profile_for_model(model: str, profiles: dict[str, Profile], served: dict[str, str]) -> str | None:
@@ -97,10 +119,24 @@ def profile_for_model(model: str, profiles: dict[str, Profile], served: dict[str
     return None
 
 
+def named_profile(model: str, profiles: dict[str, Profile], served: dict[str, str]) -> str:
+    """profile_for_model, or 404 model_not_found naming the choices."""
+    profile = profile_for_model(model, profiles, served)
+    if profile is None:
+        choices = sorted({*profiles, *(p.model for p in profiles.values()), *served.values()})
+        raise ApiError(
+            404,
+            f"The model '{model}' does not exist; use one of {choices}.",
+            param="model",
+            code="model_not_found",
+        )
+    return profile
+
+
 def job_body(chat: ChatCompletionCreate, profile: str) -> dict[str, Any]:
     """The POST /v1/jobs body equivalent to a chat request (validated again as a JobCreate)."""
     body: dict[str, Any] = {
-        "messages": [{"role": m.role, "content": m.text()} for m in chat.messages],
+        "messages": [m.as_job_message() for m in chat.messages],
         "profile": profile,
     }
     max_tokens = chat.max_completion_tokens or chat.max_tokens

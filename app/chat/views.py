@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from app.chat.schemas import ChatCompletionCreate, job_body, profile_for_model
+from app.chat.schemas import ChatCompletionCreate, job_body, named_profile, reasoning_fields
 from app.db import db_session
 from app.errors import ApiError
 from app.http import json_body, sse, sse_response
@@ -31,16 +31,7 @@ def submit_chat_job(chat: ChatCompletionCreate) -> tuple[dict[str, Any], str]:
     """Create the job behind a chat request; returns (job JSON, model name to report)."""
     profiles = services().profiles
     served = served_model_ids(services().redis, list(profiles))
-    profile = profile_for_model(chat.model, profiles, served)
-    if profile is None:
-        choices = sorted({*profiles, *(p.model for p in profiles.values()), *served.values()})
-        raise ApiError(
-            404,
-            f"The model '{chat.model}' does not exist; use one of {choices}.",
-            param="model",
-            code="model_not_found",
-        )
-    body = validated_job(job_body(chat, profile))
+    body = validated_job(job_body(chat, named_profile(chat.model, profiles, served)))
     with db_session() as session:
         job, _ = submit_job(session, body, idempotency_key())
         return job_json(job), served.get(job.profile) or profiles[job.profile].model
@@ -88,7 +79,7 @@ def create_chat_completion() -> Response:
     result = done.get("result") or {}
     message = {"role": "assistant", "content": result.get("content") or "", "refusal": None}
     if result.get("reasoning"):
-        message["reasoning_content"] = result["reasoning"]
+        message.update(reasoning_fields(result["reasoning"]))
     return jsonify(
         id=completion_id(job["id"]),
         object="chat.completion",
@@ -133,7 +124,7 @@ def stream_chunks(
                     if event.data.get("content"):
                         delta["content"] = event.data["content"]
                     if event.data.get("reasoning"):
-                        delta["reasoning_content"] = event.data["reasoning"]
+                        delta.update(reasoning_fields(event.data["reasoning"]))
                     if delta:
                         yield chunk(delta)
                 elif event.is_terminal:

@@ -39,13 +39,15 @@ class TokenCounter:
     tokenizer: Any | None
     context: int | None
     is_harmony: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock)  # a fast tokenizer is not thread-safe
+    lock: threading.Lock = field(
+        default_factory=threading.Lock
+    )  # hold it: a fast tokenizer is not thread-safe
 
     def prompt_tokens(self, request: GenerationRequest) -> int:
         if self.tokenizer is None:
             messages = request.messages or ({"content": request.prompt or ""},)
             return sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN
-        with self._lock:
+        with self.lock:
             return len(render_prompt(self.tokenizer, self.is_harmony, request))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -16,6 +17,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from app.jobs.defaults import SamplingDefaults
 from app.profiles import Profile
 from app.routing.auto import (
     AUTO_PROFILE,
@@ -50,6 +52,7 @@ class JobCreate(BaseModel):
     Profile `auto` needs a ProfileRouter in the context ("router"); `route` then picks the profile
     that runs the job (`queue_profile`; the stored request keeps "auto"). Its max_tokens default is the
     smallest limit among the profiles it may choose, so the answer's budget never depends on load.
+    Then `fill_defaults` gives what is left out the routed profile's sampling defaults and the date.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -59,17 +62,20 @@ class JobCreate(BaseModel):
     messages: list[Message] | None = Field(default=None, min_length=1, validate_default=True)
     profile: str = Field(default="", validate_default=True)
     max_tokens: int | None = Field(default=None, ge=1, validate_default=True)
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    # temperature, top_p and reasoning_effort left out: the routed profile's (fill_defaults)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     seed: int | None = None
     # max_length sits on the list itself: on the optional it would be applied to an explicit null (a 500)
     stop: Annotated[
         Annotated[list[StopString], Field(max_length=4)] | None, BeforeValidator(_stop_as_list)
     ] = None
     reasoning_effort: Literal["low", "medium", "high"] | None = None
+    current_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")  # default: submit's (UTC)
     metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=16)
     cache: bool | None = None  # false: neither served from nor stored in the response cache
     _route: RouteDecision | None = PrivateAttr(default=None)  # set when profile is "auto"
+    _as_given: dict[str, Any] | None = PrivateAttr(default=None)  # the request before fill_defaults
 
     @field_validator("messages")
     @classmethod
@@ -81,6 +87,16 @@ class JobCreate(BaseModel):
         if messages is not None and info.data["prompt"] is not None:
             raise PydanticCustomError("messages_and_prompt", "give either 'messages' or 'prompt', not both")
         return messages
+
+    @field_validator("current_date")
+    @classmethod
+    def _a_real_date(cls, current_date: str | None) -> str | None:
+        if current_date is not None:
+            try:
+                date.fromisoformat(current_date)
+            except ValueError:
+                raise PydanticCustomError("invalid_date", "current_date must be a date, YYYY-MM-DD") from None
+        return current_date
 
     @field_validator("profile")
     @classmethod
@@ -126,6 +142,28 @@ class JobCreate(BaseModel):
                 max_tokens=self.max_tokens,
             )  # fmt: skip
             self._route = router(request)
+
+    def fill_defaults(self, defaults: SamplingDefaults, current_date: str) -> None:
+        """Fill in what the request leaves out with its routed profile's defaults and the submit's date.
+
+        The submit path calls this once, after `route`, so that the stored request shows what runs.
+        """
+        if self._as_given is not None:
+            return
+        self._as_given = self.model_dump(mode="json", exclude_none=True)
+        if self.temperature is None:
+            self.temperature = defaults.temperature
+        if self.top_p is None:
+            self.top_p = defaults.top_p
+        self.reasoning_effort = self.reasoning_effort or defaults.reasoning_effort
+        self.current_date = self.current_date or current_date
+
+    def replay_request(self) -> dict[str, Any]:
+        """What tells a replayed submit from a different one: the request as validated, before the
+        defaults that depend on the profile `auto` chose and on the day."""
+        if self._as_given is not None:
+            return self._as_given
+        return self.model_dump(mode="json", exclude_none=True)
 
     @property
     def queue_profile(self) -> str:
@@ -180,10 +218,11 @@ def generation_request(request: dict[str, Any], job_id: str | None = None) -> Ge
         messages=tuple(messages) if messages is not None else None,
         prompt=request.get("prompt"),
         max_tokens=request["max_tokens"],
-        temperature=request.get("temperature", 0.0),
+        temperature=request.get("temperature", 0.0),  # rows stored before defaults were filled in
         top_p=request.get("top_p", 1.0),
         seed=request.get("seed"),
         stop=tuple(request.get("stop") or ()),
         reasoning_effort=request.get("reasoning_effort"),
+        current_date=request.get("current_date"),
         request_id=job_id,
     )

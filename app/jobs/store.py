@@ -34,7 +34,7 @@ def job_row(body: JobCreate, **columns: Any) -> dict[str, Any]:
         **body.routing_columns(),
         "status": JobStatus.QUEUED,
         "request": request,
-        "request_hash": request_hash(request),
+        "request_hash": request_hash(body.replay_request()),
         "task_id": str(uuid.uuid4()),
         "is_gate": is_gate_request(request),
         "created_at": utcnow(),

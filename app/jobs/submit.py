@@ -16,6 +16,7 @@ from app.jobs.budget import check_prompt_fits
 from app.jobs.schemas import JobCreate
 from app.models import Job
 from app.services import services
+from engine.prompt import today_utc
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +42,16 @@ def submit_job(session: orm.Session, body: JobCreate, idempotency_key: str | Non
     """Insert the job and enqueue its task; returns (job, created). A failed enqueue leaves no row.
 
     A request whose answer is in the response cache is stored already succeeded. Profile `auto`
-    is routed here, with the current load, once the body has been validated.
+    is routed here, with the current load, once the body has been validated; then the profile's
+    sampling defaults and today's date are filled in (app/jobs/defaults.py).
     """
     found = services()
     body.route(found.router)
+    body.fill_defaults(found.sampling_defaults(body.queue_profile), today_utc())
     check_prompt_fits(body)
     request = body.model_dump(mode="json", exclude_none=True)
     if idempotency_key:
-        replayed = _replayed_job(session, idempotency_key, request)
+        replayed = _replayed_job(session, idempotency_key, body.replay_request())
         if replayed is not None:
             return replayed, False
     if found.cached_jobs is not None:
@@ -59,7 +62,7 @@ def submit_job(session: orm.Session, body: JobCreate, idempotency_key: str | Non
         job = job_store.insert_job(session, body, idempotency_key=idempotency_key)
     except sa_exc.IntegrityError:  # a concurrent submit with the same key won the insert
         session.rollback()
-        replayed = _replayed_job(session, idempotency_key or "", request)
+        replayed = _replayed_job(session, idempotency_key or "", body.replay_request())
         if replayed is None:
             raise
         return replayed, False

@@ -17,10 +17,12 @@ from flask.testing import FlaskClient
 
 from app.batches.lifecycle import check_batch
 from app.batches.models import Batch
+from app.batches.results import chat_completion
 from app.db import db_session
 from app.jobs.cancel import cancel_key
 from app.models import Job, JobStatus, utcnow
 from app.services import services
+from engine.prompt import today_utc
 from tests.support.batches import (
     batch_app,
     claim,
@@ -202,6 +204,9 @@ def test_ingest_creates_and_enqueues_one_job_per_line_in_chunks(app: Flask, clie
     assert [(j.custom_id, j.batch_line, j.status, j.request["max_tokens"]) for j in jobs] == [
         (f"r{i}", i + 1, "queued", 5 + i) for i in range(5)
     ]
+    # the profile's sampling defaults and the ingest's date are stored, as for a submitted job
+    assert {(j.request["temperature"], j.request["reasoning_effort"]) for j in jobs} == {(0.0, "medium")}
+    assert all(j.request["current_date"] == today_utc() for j in jobs)
     assert redis.Redis.from_url(app.config["REDIS_URL"]).llen("latency_first") == 5
     shown = client.get(f"/v1/batches/{batch['id']}").get_json()
     assert shown["status"] == "in_progress" and shown["in_progress_at"] is not None
@@ -385,3 +390,14 @@ def test_redis_down_at_create_gives_503_and_leaves_no_batch(
     with down.app_context(), db_session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Batch)) == before
     services(down).db_engine.dispose()
+
+
+def test_an_output_line_carries_reasoning_under_both_keys() -> None:
+    job = Job(
+        id="job_x", profile="latency_first", request={}, request_hash="", task_id="t",
+        content="Hello", reasoning="Greet back.", finish_reason="stop", created_at=utcnow(),
+    )  # fmt: skip
+    message = chat_completion(job)["choices"][0]["message"]
+    assert (message["content"], message["reasoning"], message["reasoning_content"]) == (
+        "Hello", "Greet back.", "Greet back.",
+    )  # fmt: skip

@@ -66,6 +66,8 @@ def test_answers_come_from_output_and_error_lines() -> None:
         "custom_id": "a", "content": "Paris", "reasoning": "think", "finish_reason": "stop",
         "usage": {"total_tokens": 3},
     }  # fmt: skip
+    body["choices"][0]["message"] = {"content": "Paris", "reasoning": "think"}  # the newer key alone
+    assert answer_line(ok)["reasoning"] == "think"
     failed = {"custom_id": "b", "response": {"status_code": 500, "body": {"error": {"message": "boom"}}}}
     assert answer_line(failed) == {"custom_id": "b", "error": {"code": None, "message": "boom"}}
     cancelled = {

@@ -28,9 +28,9 @@ def stack(test_dir: Path, redis_base_url: str) -> Iterator[tuple[openai.OpenAI, 
     profiles = folder / "profiles.toml"
     profiles.write_text(
         '[profiles.latency_first]\nmodel = "demo"\nmodel_size = "20b"\ngpu_mode = "pipeline"\n'
-        "max_batch = 4\nmax_tokens = 512\n\n"
+        "max_batch = 4\nmax_tokens = 512\ntemperature = 0.0\n\n"
         f'[profiles.quality_first]\nmodel = "{HARMONY_MODEL}"\nmodel_size = "120b"\ngpu_mode = "tensor"\n'
-        "max_batch = 4\nmax_tokens = 512\n"
+        "max_batch = 4\nmax_tokens = 512\ntemperature = 0.0\n"
     )
     database_url = f"sqlite:///{folder / 'chat.db'}"
     migrate(database_url)
@@ -92,26 +92,28 @@ def test_streaming_chat_completion_streams_the_same_answer(stack: tuple[openai.O
     )
 
 
-def test_gptoss_reasoning_goes_to_reasoning_content_never_to_content(
+def test_gptoss_reasoning_goes_to_reasoning_and_reasoning_content_never_to_content(
     stack: tuple[openai.OpenAI, object],
 ) -> None:
     client, _ = stack
     completion = client.chat.completions.create(model="quality_first", messages=QUESTION, max_tokens=100)  # type: ignore[arg-type]
     message = completion.choices[0].message
     assert message.content == HARMONY_ANSWER
-    assert message.model_extra is not None and message.model_extra["reasoning_content"] == HARMONY_REASONING
+    assert message.model_extra is not None
+    assert message.model_extra["reasoning"] == message.model_extra["reasoning_content"] == HARMONY_REASONING
 
     stream = client.chat.completions.create(
         model="quality_first", messages=QUESTION, max_tokens=100, stream=True
     )  # type: ignore[arg-type]
-    content, reasoning = "", ""
+    content, reasoning, reasoning_content = "", "", ""
     for chunk in stream:
         delta = chunk.choices[0].delta if chunk.choices else None
         if delta is not None:
             assert "Greet" not in (delta.content or "")
             content += delta.content or ""
-            reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
-    assert (content, reasoning) == (HARMONY_ANSWER, HARMONY_REASONING)
+            reasoning += (delta.model_extra or {}).get("reasoning") or ""
+            reasoning_content += (delta.model_extra or {}).get("reasoning_content") or ""
+    assert (content, reasoning, reasoning_content) == (HARMONY_ANSWER, HARMONY_REASONING, HARMONY_REASONING)
 
 
 def test_unknown_model_and_bad_parameters_are_clear_errors(stack: tuple[openai.OpenAI, object]) -> None:

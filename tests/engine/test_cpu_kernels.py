@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
@@ -11,6 +9,7 @@ from engine.cpu.attention import NAME as CPU_ATTENTION
 from engine.cpu.linear import choose_cpu_linear, transposed_linear
 from engine.cpu.threads import in_short_lived_thread
 from engine.engine import CacheSizing, Engine
+from engine.prompt import render_prompt
 from engine.tiny import build_harmony_tokenizer
 from engine.types import GenerationRequest, ModelTags
 
@@ -52,6 +51,8 @@ def tiny_llama() -> tuple[object, object]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = build_harmony_tokenizer()
+    # Not gpt-oss, so the engine renders its chats with a chat template: a plain one.
+    tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -156,10 +157,9 @@ def test_batched_gptoss_requests_with_per_request_attention_match_plain_generate
     choose_cpu_linear(model, layout)
     chats = [({"role": "user", "content": "x" * 8 * i},) for i in range(4)]
     requests = [GenerationRequest(messages=chat, max_tokens=10, ignore_eos=True) for chat in chats]
-    renderer = SimpleNamespace(tokenizer=tokenizer, is_harmony=True)
     expected = []
     for request in requests:
-        ids = torch.tensor([Engine.render_prompt(renderer, request)])  # type: ignore[arg-type]
+        ids = torch.tensor([render_prompt(tokenizer, True, request)])
         out = model.generate(ids, max_new_tokens=10, do_sample=False, eos_token_id=None)
         expected.append(out[0, ids.shape[1] :].tolist())
     # 48 tokens per step: prompts are prefilled in chunks longer than the window, next to others' decodes.

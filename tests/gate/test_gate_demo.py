@@ -32,7 +32,7 @@ def demo_api(test_dir: Path, redis_base_url: str) -> Iterator[tuple[Flask, str]]
     profiles = folder / "profiles.toml"
     profiles.write_text(
         '[profiles.latency_first]\nmodel = "demo"\nmodel_size = "20b"\ngpu_mode = "pipeline"\n'
-        "max_batch = 8\nmax_tokens = 512\n"
+        "max_batch = 8\nmax_tokens = 512\ntemperature = 0.0\n"
     )
     database_url = f"sqlite:///{folder / 'gate.db'}"
     migrate(database_url)

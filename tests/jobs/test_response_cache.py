@@ -26,6 +26,7 @@ from app.jobs.schemas import JobCreate
 from app.ops.served_models import announce_served_model
 from app.services import services
 from app.settings import CacheSettings
+from engine.prompt import today_utc
 from tests.support.apps import api_app, app_config
 from tests.support.prometheus_text import value
 from tests.support.services import migrate
@@ -82,6 +83,7 @@ def test_keys_cover_the_model_and_every_generation_input_but_nothing_else() -> N
         {**request, "max_tokens": 65},
         {**request, "seed": 1},
         {**request, "reasoning_effort": "high"},
+        {**request, "current_date": "2026-01-02"},  # harmony's "Current date:" line
         {**request, "stop": ["."]},
         {**request, "messages": [{"role": "user", "content": "hi!"}]},
     ]
@@ -117,11 +119,13 @@ def test_the_store_keeps_at_most_max_entries_and_expires_them(redis_client: redi
 
 
 def stored_answer_for(app: Flask, body: dict[str, Any]) -> CachedAnswer:
-    """Announce the model as a worker would and store an answer for this exact request."""
+    """Announce the model as a worker would and store an answer for this exact request (as submitted
+    today: the profile's defaults and the date filled in)."""
     client = services(app).redis
     announce_served_model(client, "latency_first", TAGS)
     announce_model_revision(client, "latency_first", MODEL.revision)
     job = JobCreate.model_validate(body, context={"profiles": services(app).profiles})
+    job.fill_defaults(services(app).sampling_defaults(job.queue_profile), today_utc())
     cached = answer()
     ResponseCache(client, CacheSettings(10, 60)).put(
         cache_key(MODEL, job.model_dump(mode="json", exclude_none=True)), cached
@@ -136,7 +140,7 @@ def cache_lookups(client: FlaskClient, result: str) -> float:
 
 def test_a_hit_is_a_job_already_succeeded_by_no_worker(app: Flask) -> None:
     client = app.test_client()
-    body = {"messages": HI, "profile": "latency_first", "max_tokens": 64}
+    body = {"messages": HI, "profile": "latency_first", "max_tokens": 64}  # greedy: the profile's default
     original = stored_answer_for(app, body)
     hits_before = cache_lookups(client, "hit")
     response = client.post("/v1/jobs", json=body)

@@ -33,9 +33,9 @@ def routing_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     profiles = folder / "profiles.toml"
     profiles.write_text(
         '[profiles.latency_first]\nmodel = "demo"\nmodel_size = "20b"\ngpu_mode = "pipeline"\n'
-        "max_batch = 4\nmax_tokens = 512\n\n"
+        "max_batch = 4\nmax_tokens = 512\ntemperature = 0.0\n\n"
         '[profiles.quality_first]\nmodel = "demo"\nmodel_size = "120b"\ngpu_mode = "tensor"\n'
-        "max_batch = 2\nmax_tokens = 1024\n\n"
+        "max_batch = 2\nmax_tokens = 1024\ntemperature = 0.0\n\n"
         "[routing]\nload_refresh_s = 0\nslo_s = 30\n"
         "default_latency_s = { latency_first = 2.0, quality_first = 6.0 }\n"
     )
@@ -146,12 +146,14 @@ def test_batch_lines_route_model_auto(app: Flask) -> None:
     with app.app_context():
         parsed = parse_request_line(json.dumps(line), 1, context)
         assert isinstance(parsed, BatchRequest) and parsed.job.profile == "auto"
-        row = job_row_of_line("batch_1", parsed, False, context.router)  # ingest routes when it makes the row
+        # ingest routes when it makes the row, then fills in the chosen profile's defaults
+        row = job_row_of_line("batch_1", parsed, False, context.router, services(app).sampling_defaults)
     assert (row["profile"], row["routed_from"], row["request"]["profile"]) == (
         "quality_first",
         "auto",
         "auto",
     )
+    assert (row["request"]["temperature"], row["request"]["reasoning_effort"]) == (0.0, "medium")
     without_router = LineContext(profiles, {}, 10, 10_000)
     rejected = parse_request_line(json.dumps(line), 1, without_router)
     assert not isinstance(rejected, BatchRequest) and "unknown profile 'auto'" in rejected.message

@@ -54,6 +54,8 @@ ROUTES = [
     ("get", "/v1/jobs/job_x/events"),  # SSE
     ("post", "/v1/chat/completions"),
     ("get", "/v1/models"),
+    ("post", "/tokenize"),  # at the root, as vLLM serves it, and keyed like /v1
+    ("post", "/detokenize"),
     ("get", "/v1/batches"),
     ("get", "/v1/files"),
     ("get", "/readyz"),

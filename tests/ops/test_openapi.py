@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -47,8 +48,9 @@ def test_the_document_covers_every_route_and_names_the_profiles(idle_app: Flask)
 
 
 @pytest.fixture
-def api_schema(idle_app: Flask) -> schemathesis.BaseSchema:
-    """The API over real Redis with no worker consuming (jobs stay queued), workers announced as alive."""
+def api_schema(idle_app: Flask, tiny_model_dir: Path) -> schemathesis.BaseSchema:
+    """The API over real Redis with no worker consuming (jobs stay queued), workers announced as alive,
+    the profiles' tokenizer on disk (/tokenize answers)."""
     client = services(idle_app).redis
     for profile in services(idle_app).profiles:  # /readyz answers 200, as in production
         beat = WorkerHeartbeat(

@@ -38,6 +38,9 @@ def profile_table(**changes: str | None) -> str:
         (profile_table(max_tokens=None), "max_tokens"),
         (profile_table(max_tokens="'5'"), "max_tokens"),
         (profile_table(surprise="1"), "surprise"),
+        (profile_table(temperature="2.5"), "temperature"),
+        (profile_table(top_p="0"), "top_p"),
+        (profile_table(reasoning_effort="'max'"), "reasoning_effort"),
     ],
 )
 def test_broken_profiles_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -45,6 +48,18 @@ def test_broken_profiles_files_name_the_problem(tmp_path: Path, text: str, messa
     path.write_text(text)
     with pytest.raises(ProfileConfigError, match=message):
         load_profiles(path)
+
+
+def test_sampling_defaults_are_optional_keys(tmp_path: Path) -> None:
+    path = tmp_path / "profiles.toml"
+    path.write_text(profile_table(temperature="0", top_p="0.9", reasoning_effort="'high'"))
+    profile = load_profiles(path)["a"]
+    assert (profile.temperature, profile.top_p, profile.reasoning_effort) == (0.0, 0.9, "high")
+    assert profile.as_api_dict()["temperature"] == 0.0
+    path.write_text(profile_table())
+    profile = load_profiles(path)["a"]
+    assert (profile.temperature, profile.top_p, profile.reasoning_effort) == (None, None, None)
+    assert "temperature" not in profile.as_api_dict()  # not set: the model's own, at submit
 
 
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -41,9 +41,9 @@ def profiles_file(test_dir: Path) -> Path:
     path = test_dir / "profiles.toml"
     path.write_text(
         f'[profiles.latency_first]\nmodel = "{model_dir}"\nmodel_size = "20b"\ngpu_mode = "pipeline"\n'
-        f"max_batch = 4\nmax_tokens = {TEST_MAX_TOKENS}\n\n"
+        f"max_batch = 4\nmax_tokens = {TEST_MAX_TOKENS}\ntemperature = 0.0\n\n"
         f'[profiles.quality_first]\nmodel = "{model_dir}"\nmodel_size = "120b"\ngpu_mode = "tensor"\n'
-        f"max_batch = 1\nmax_tokens = {TEST_MAX_TOKENS}\n"
+        f"max_batch = 1\nmax_tokens = {TEST_MAX_TOKENS}\ntemperature = 0.0\n"
     )
     return path
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.make_gptoss_tokenizer import MODEL_VOCAB_SIZE, build
+from tests.fixtures.make_gptoss_tokenizer import MODEL_VOCAB_SIZE, build, publish
 from tests.support.paths import REPO_ROOT
 
 # gpt-oss's generation_config.json: a turn ends at <|return|>, <|endoftext|> or <|call|>.
@@ -62,12 +62,7 @@ def save_tiny_real_vocab_model(directory: Path, tokenizer_dir: Path) -> Path:
     model.to(torch.bfloat16).save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     (staging / recipe_file.name).write_text(json.dumps(TINY_RECIPE) + "\n")
-    shutil.rmtree(directory, ignore_errors=True)
-    try:
-        os.rename(staging, directory)
-    except OSError:  # another session renamed its copy first
-        shutil.rmtree(staging, ignore_errors=True)
-    return directory
+    return publish(staging, directory)
 
 
 @pytest.fixture(scope="session")

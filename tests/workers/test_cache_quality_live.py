@@ -58,7 +58,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, redis_base_url: str) -> Itera
     profiles = folder / "profiles.toml"
     profiles.write_text(
         f'[profiles.latency_first]\nmodel = "{HARMONY_MODEL}"\nmodel_size = "20b"\ngpu_mode = "pipeline"\n'
-        "max_batch = 2\nmax_tokens = 256\n"
+        "max_batch = 2\nmax_tokens = 256\ntemperature = 0.0\n"
     )
     database_url = f"sqlite:///{folder / 'live.db'}"
     migrate(database_url)
