@@ -61,7 +61,6 @@ class RequestStream:
     ) -> None:
         self.request_id = request_id
         self.request = request
-        self.is_harmony = harmony_specials is not None
         self.prompt_tokens = prompt_tokens
         self.eos_ids = eos_ids
         self.clock_offset = clock_offset  # time.time() - time.perf_counter()

@@ -24,7 +24,7 @@ from app.jobs.budget import TokenCounter, token_counter
 from app.ops.served_models import served_model_ids
 from app.routing.auto import AUTO_PROFILE
 from app.services import services
-from engine.prompt import PromptError, render_prompt, today_utc
+from engine.prompt import encode_text, today_utc
 from engine.types import GenerationRequest, ReasoningEffort
 
 bp = Blueprint("tokenize", __name__)
@@ -67,11 +67,11 @@ def tokenize() -> Response:
     profile = tokenizer_profile(body.model)
     request = chat_request(body, profile) if body.messages is not None else None
     counter = available_counter(profile)
-    with counter.lock:  # a fast tokenizer is not thread-safe
-        if request is None:
+    if request is None:
+        with counter.lock:  # a fast tokenizer is not thread-safe
             tokens = encode_text(counter.tokenizer, body.prompt or "")
-        else:
-            tokens = render(counter, request, body.add_generation_prompt)
+    else:
+        tokens = counter.prompt_ids(request, body.add_generation_prompt)
     return jsonify(tokens=tokens, count=len(tokens), max_model_len=counter.context)
 
 
@@ -119,18 +119,6 @@ def chat_request(body: TokenizeRequest, profile: str) -> GenerationRequest:
         reasoning_effort=body.reasoning_effort or defaults.reasoning_effort,
         current_date=today_utc(),
     )
-
-
-def render(counter: TokenCounter, request: GenerationRequest, add_generation_prompt: bool) -> list[int]:
-    try:
-        return render_prompt(counter.tokenizer, counter.is_harmony, request, add_generation_prompt)
-    except PromptError as exc:
-        raise ApiError(400, str(exc), param=exc.param) from exc
-
-
-def encode_text(tokenizer: Any, text: str) -> list[int]:
-    """Raw text as token ids: no chat template, no special tokens added, none read from the text."""
-    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
 
 def decode_ids(tokenizer: Any, tokens: list[int]) -> str:

@@ -39,16 +39,21 @@ class TokenCounter:
     tokenizer: Any | None
     context: int | None
     is_harmony: bool = False
-    lock: threading.Lock = field(
-        default_factory=threading.Lock
-    )  # hold it: a fast tokenizer is not thread-safe
+    lock: threading.Lock = field(default_factory=threading.Lock)  # a fast tokenizer is not thread-safe
 
     def prompt_tokens(self, request: GenerationRequest) -> int:
         if self.tokenizer is None:
             messages = request.messages or ({"content": request.prompt or ""},)
             return sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN
-        with self.lock:
-            return len(render_prompt(self.tokenizer, self.is_harmony, request))
+        return len(self.prompt_ids(request))
+
+    def prompt_ids(self, request: GenerationRequest, add_generation_prompt: bool = True) -> list[int]:
+        """The ids the engine reads for `request`; 400 naming the field it cannot render."""
+        try:
+            with self.lock:
+                return render_prompt(self.tokenizer, self.is_harmony, request, add_generation_prompt)
+        except PromptError as exc:
+            raise ApiError(400, str(exc), param=exc.param, code="invalid_prompt") from exc
 
 
 def load_token_counter(source: str, cache_dir: Path) -> TokenCounter:

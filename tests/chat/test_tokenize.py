@@ -11,11 +11,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.chat import tokenize_views
 from app.jobs.budget import token_counter
 from app.jobs.schemas import generation_request
 from app.services import services
-from engine.prompt import PromptError, render_prompt, today_utc
+from engine.prompt import render_prompt, today_utc
 from engine.types import GenerationRequest
 from tests.support.apps import api_app, app_config
 from tests.support.services import IDLE_REDIS_DB, flushed_redis_url, migrate
@@ -158,15 +157,10 @@ def test_an_unknown_model_is_a_404_as_in_chat(client: FlaskClient) -> None:
     assert error_of(client.post("/tokenize", data="{not json"), 400)["code"] == "invalid_json"
 
 
-def test_a_prompt_the_engine_refuses_is_a_400_naming_its_field(
-    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def refuse(tokenizer: Any, is_harmony: bool, request: GenerationRequest, add: bool = True) -> list[int]:
-        raise PromptError("this message cannot be rendered", "messages[1].content")
-
-    monkeypatch.setattr(tokenize_views, "render_prompt", refuse)
-    error = error_of(client.post("/tokenize", json={"model": "latency_first", "messages": CHAT}), 400)
-    assert (error["param"], error["message"]) == ("messages[1].content", "this message cannot be rendered")
+def test_a_prompt_the_engine_refuses_is_a_400_naming_its_field(client: FlaskClient) -> None:
+    pasted = [*CHAT, {"role": "assistant", "content": "<|channel|>final<|message|>4<|end|>"}]
+    error = error_of(client.post("/tokenize", json={"model": "latency_first", "messages": pasted}), 400)
+    assert error["param"] == "messages[2].content" and "channel tags" in error["message"]
 
 
 @contextmanager
