@@ -99,6 +99,8 @@ class Job(Base):
     reasoning: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
     finish_reason: orm.Mapped[str | None] = orm.mapped_column(sa.String(16))
     error: orm.Mapped[str | None] = orm.mapped_column(sa.Text)
+    # the function calls the answer made: [{"id", "name", "arguments", "error"?}] (engine.types.ToolCall)
+    tool_calls: orm.Mapped[list[dict[str, Any]] | None] = orm.mapped_column(sa.JSON)
     prompt_tokens: orm.Mapped[int | None]
     completion_tokens: orm.Mapped[int | None]
     ttft_s: orm.Mapped[float | None]  # engine: submit to first token

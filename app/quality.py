@@ -2,7 +2,8 @@
 
 Signals, computed once per succeeded job (finish_reason stop or length) and stored in its row:
 - harmony_ok: the output parsed as well-formed harmony (the engine's parser says so);
-- empty_answer: the final channel (content) is blank, e.g. all tokens went to reasoning;
+- empty_answer: the final channel (content) is blank and no function was called, e.g. all tokens
+  went to reasoning;
 - truncated: the job hit max_tokens (finish_reason "length");
 - reasoning_share: reasoning / (reasoning + answer), in characters. Characters stand in for tokens:
   both channels are text of one tokenizer (~4 characters a token in English for o200k), so the
@@ -41,6 +42,8 @@ class GenerationLike(Protocol):
     def finish_reason(self) -> str: ...
     @property
     def harmony_ok(self) -> bool: ...
+    @property
+    def tool_calls(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ def quality_signals(result: GenerationLike) -> QualitySignals:
     """The signals of one finished generation."""
     return QualitySignals(
         harmony_ok=bool(result.harmony_ok),
-        empty_answer=not result.content.strip(),
+        empty_answer=not result.content.strip() and not result.tool_calls,
         truncated=result.finish_reason == "length",
         reasoning_share=reasoning_share(result.content, result.reasoning),
         repetition=repetition_score(result.content),

@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--profile", help="latency_first or quality_first (default: the first profile)")
     submit.add_argument("--max-tokens", type=int)
     submit.add_argument("--reasoning-effort", choices=["low", "medium", "high"])
+    submit.add_argument("--tools", help="a JSON file with a list of function tools (OpenAI's chat shape)")
+    submit.add_argument("--tool-choice", help="auto, none, required, or the name of one function")
     submit.add_argument("--wait", action="store_true", help="poll until the job ends, then print its content")
     submit.add_argument("--stream", action="store_true", help="print the answer's tokens as they arrive")
     submit.add_argument("--show-reasoning", action="store_true", help="--stream: reasoning to stderr")
@@ -55,8 +57,25 @@ def job_body(args: argparse.Namespace) -> dict[str, Any]:
         "profile": args.profile,
         "max_tokens": args.max_tokens,
         "reasoning_effort": args.reasoning_effort,
+        "tools": read_tools(args.tools) if args.tools else None,
+        "tool_choice": tool_choice(args.tool_choice),
     }
     return body | {key: value for key, value in options.items() if value is not None}
+
+
+def read_tools(path: str) -> list[dict[str, Any]]:
+    """Function tools from a JSON file, in OpenAI's chat shape ({"type", "function": {...}}) or flat."""
+    with open(path) as file:
+        tools = json.load(file)
+    if not isinstance(tools, list):
+        raise SystemExit(f"gptoss submit: {path} must hold a JSON list of tools")
+    return [{"type": "function", **tool["function"]} if "function" in tool else tool for tool in tools]
+
+
+def tool_choice(choice: str | None) -> str | dict[str, str] | None:
+    if choice is None or choice in ("auto", "none", "required"):
+        return choice
+    return {"type": "function", "name": choice}
 
 
 def wait_for(client: httpx.Client, job_id: str, timeout: float) -> dict[str, Any]:
@@ -99,7 +118,11 @@ def _run(client: httpx.Client, args: argparse.Namespace) -> int:
         detail = (job.get("error") or {}).get("message") or job["status"]
         print(f"job {job['id']} {job['status']}: {detail}", file=sys.stderr)
         return 1
-    print(job["result"]["content"])
+    for call in job["result"].get("tool_calls") or ():
+        problem = f"  # not run as written: {call['error']}" if call.get("error") else ""
+        print(f"tool call {call['id']}: {call['name']}({call['arguments']}){problem}")
+    if job["result"]["content"] or not job["result"].get("tool_calls"):
+        print(job["result"]["content"])
     return 0
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from engine.cpu.attention import attention_choice, restore_attention, use_cpu_paged_attention
 from engine.cpu.priority import lower_pool_after_first_step, nice_from_env
 from engine.harmony import special_token_names
-from engine.prompt import render_prompt
+from engine.prompt import prefill_ids, render_prompt
 from engine.request_handle import CANCELLED, DeltaCallback, RequestHandle
 from engine.request_stream import RequestStream
 from engine.sampling import install_request_sampler
@@ -113,6 +113,7 @@ class RequestTable(ABC):
             len(input_ids),
             self.eos_ids,
             self._clock_offset,
+            prefill_ids(self.tokenizer, request) if self.is_harmony else (),
         )
         handle = RequestHandle(self, stream, on_delta)
         with self._lock:

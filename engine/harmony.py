@@ -19,6 +19,7 @@ SPECIAL_TOKENS = (BOS, EOT, RETURN, CONSTRAIN, CHANNEL, START, END, MESSAGE, CAL
 RESERVED = "<|reserved|>"  # any other special token of the vocabulary (reserved ids, <|endofprompt|>)
 CHANNELS = frozenset({"analysis", "commentary", "final"})
 ASSISTANT = "assistant"
+FUNCTIONS = "functions."  # the recipient prefix of a function call: `to=functions.NAME`
 
 
 def special_token_names(tokenizer: Any) -> dict[int, str]:
@@ -50,6 +51,7 @@ class HarmonyParse:
     ok: bool  # well-formed harmony that holds a final message (or ends in an offered tool call)
     truncated: bool  # the output stopped inside a message or its header
     messages: tuple[HarmonyMessage, ...]
+    ended_by: str = ""  # <|return|> or <|call|> when one of them ended the generation
 
 
 Piece = tuple[Literal["text", "special"], str]
@@ -86,12 +88,18 @@ def _parse_header(pieces: Sequence[Piece], has_role: bool) -> tuple[str, str, st
     return role, channel if has_channel else "", (recipients[-1] if recipients else None), well_formed
 
 
+def is_function_call(message: HarmonyMessage) -> bool:
+    """An assistant message addressed to a function (`to=functions.NAME`)."""
+    return message.role == ASSISTANT and (message.recipient or "").startswith(FUNCTIONS)
+
+
 class HarmonyStreamParser:
     """Incremental harmony parser over token ids: `feed` new ids, get `(new_content, new_reasoning)`.
 
     `special` maps the vocabulary's special ids to harmony tokens (see `special_token_names`);
     every other id is ordinary text, decoded with `tokenizer`. `tools` says whether the request
-    offered any: a tool call the request never offered is not well-formed harmony."""
+    offered any: a tool call the request never offered is not well-formed harmony. When it did, a
+    function call's body is its arguments, not reasoning: `take_tool_deltas` hands out its pieces."""
 
     def __init__(self, tokenizer: Any, special: dict[int, str], tools: bool = False) -> None:
         self._tokenizer = tokenizer
@@ -105,6 +113,9 @@ class HarmonyStreamParser:
         self._role, self._channel = ASSISTANT, ""
         self._recipient: str | None = None
         self._is_content = False
+        self._call_index: int | None = None  # the function call whose arguments the body is
+        self._calls = 0
+        self._tool_deltas: list[dict[str, Any]] = []
         self._body: list[str] = []
         self._messages: list[HarmonyMessage] = []
         self._content: list[str] = []
@@ -154,8 +165,16 @@ class HarmonyStreamParser:
             for m in messages
         )
         ok = not self._bad and (has_final or (self._ended_by == CALL and self._tools))
-        parse = HarmonyParse("".join(self._content), "".join(self._reasoning), ok, truncated, tuple(messages))
+        parse = HarmonyParse(
+            "".join(self._content), "".join(self._reasoning), ok, truncated, tuple(messages), self._ended_by
+        )
         return tail, parse
+
+    def take_tool_deltas(self) -> list[dict[str, Any]]:
+        """Function-call pieces since the last call: {"index", "name"} when a call opens, then
+        {"index", "arguments"} for each piece of its body."""
+        deltas, self._tool_deltas = self._tool_deltas, []
+        return deltas
 
     def _take_new(self) -> tuple[str, str]:
         new_content, new_reasoning = "".join(self._new_content), "".join(self._new_reasoning)
@@ -178,7 +197,10 @@ class HarmonyStreamParser:
         elif self._state == "body":
             self._body.append(text)
             # Content is decided by the header alone, and only once it is complete.
-            (self._new_content if self._is_content else self._new_reasoning).append(text)
+            if self._call_index is not None:
+                self._tool_deltas.append({"index": self._call_index, "arguments": text})
+            else:
+                (self._new_content if self._is_content else self._new_reasoning).append(text)
         else:
             # Text outside any message is malformed; keep it as reasoning so nothing vanishes silently.
             self._bad = True
@@ -229,14 +251,21 @@ class HarmonyStreamParser:
         self._state, self._body = "body", []
         self._role, self._channel, self._recipient = role, channel, recipient
         self._is_content = role == ASSISTANT and channel == "final" and recipient is None
+        self._call_index = None
         if self._is_content:
             if self._answers:
                 self._new_content.append("\n")
             self._answers += 1
+        elif self._tools and role == ASSISTANT and (recipient or "").startswith(FUNCTIONS):
+            self._call_index = self._calls
+            self._calls += 1
+            name = (recipient or "")[len(FUNCTIONS) :]
+            self._tool_deltas.append({"index": self._call_index, "name": name})
         else:
             self._reason("", new_piece=True)
 
     def _close(self, complete: bool) -> None:
+        self._call_index = None
         body = "".join(self._body)
         self._messages.append(HarmonyMessage(self._role, self._channel, self._recipient, body, complete))
         self._state = "outside"

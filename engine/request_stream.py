@@ -6,13 +6,15 @@ channel split for gpt-oss, stop strings, and the finish reason.
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from engine.detokenize import IncrementalDecoder
-from engine.harmony import HarmonyStreamParser
-from engine.types import FinishReason, GenerationRequest, GenerationResult, TokenDelta
+from engine.harmony import CALL, FUNCTIONS, HarmonyParse, HarmonyStreamParser, is_function_call
+from engine.types import FinishReason, GenerationRequest, GenerationResult, TokenDelta, ToolCall
 
 
 class StopScanner:
@@ -58,7 +60,10 @@ class RequestStream:
         prompt_tokens: int,
         eos_ids: set[int],
         clock_offset: float,
+        prefill_ids: Sequence[int] = (),
     ) -> None:
+        """`prefill_ids`: the prompt's last ids that begin the answer (a forced call's header): the
+        harmony parser reads them first, as if the model had written them."""
         self.request_id = request_id
         self.request = request
         self.prompt_tokens = prompt_tokens
@@ -66,7 +71,11 @@ class RequestStream:
         self.clock_offset = clock_offset  # time.time() - time.perf_counter()
         self.submitted_at = time.time()
         self.decoder = IncrementalDecoder(tokenizer, skip_special_tokens=True)
-        self.harmony = None if harmony_specials is None else HarmonyStreamParser(tokenizer, harmony_specials)
+        self.harmony = None
+        if harmony_specials is not None:
+            self.harmony = HarmonyStreamParser(tokenizer, harmony_specials, tools=request.offers_tools)
+            self.harmony.feed(prefill_ids)
+        self.call_ids: list[str] = []  # the id of each function call, by index
         self.stop = StopScanner(request.stop)
         self.tokens: list[int] = []
         self.token_times: list[float] = []
@@ -87,15 +96,46 @@ class RequestStream:
             self.token_times = [t + self.clock_offset for t in timestamps[: len(self.tokens)]]
         else:
             self.token_times.extend([now] * len(new_ids))
+        tool_parts: tuple[dict[str, Any], ...] = ()
         if self.harmony is not None:
             content_part, reasoning_part = self.harmony.feed(new_ids)
+            tool_parts = self.tool_deltas()
         else:
             content_part, reasoning_part = self.decoder.push(new_ids), ""
         content_part = self.stop.push(content_part)
         self.reasoning += reasoning_part
-        if not content_part and not reasoning_part:
+        if not content_part and not reasoning_part and not tool_parts:
             return None
-        return TokenDelta(self.request_id, content_part, reasoning_part, len(self.tokens), now)
+        return TokenDelta(self.request_id, content_part, reasoning_part, len(self.tokens), now, tool_parts)
+
+    def tool_deltas(self) -> tuple[dict[str, Any], ...]:
+        """The parser's function-call pieces, each call's first one given the call's id."""
+        assert self.harmony is not None
+        parts = []
+        for part in self.harmony.take_tool_deltas():
+            if "name" in part:
+                self.call_ids.append("call_" + uuid.uuid4().hex[:24])
+                part = {"index": part["index"], "id": self.call_ids[part["index"]], **part}
+            parts.append(part)
+        return tuple(parts)
+
+    def tool_calls(self, parsed: HarmonyParse) -> tuple[ToolCall, ...]:
+        """The generation's function calls, each checked: a call that cannot run as written says why."""
+        offered = {tool["name"] for tool in self.request.tools}
+        calls = [m for m in parsed.messages if is_function_call(m)] if self.request.offers_tools else []
+        made = []
+        for index, message in enumerate(calls):
+            name = (message.recipient or "")[len(FUNCTIONS) :]
+            last = index == len(calls) - 1
+            error: str | None
+            if name not in offered:
+                error = f"the model called {name!r}, which the request does not offer"
+            elif not (last and parsed.ended_by == CALL and message.complete):
+                error = "the call was cut off before it ended (<|call|>)"
+            else:
+                error = arguments_error(message.body)
+            made.append(ToolCall(self.call_ids[index], name, message.body, error))
+        return tuple(made)
 
     def finish(
         self, reason: FinishReason | None, error: str | None = None
@@ -104,9 +144,15 @@ class RequestStream:
         if reason is None:
             reason = self.natural_finish_reason()
         tail_content, tail_reasoning, harmony_ok = "", "", True
+        tool_calls: tuple[ToolCall, ...] = ()
+        tail_tools: tuple[dict[str, Any], ...] = ()
         if self.harmony is not None:
             (tail_content, tail_reasoning), parsed = self.harmony.finish()
             harmony_ok = parsed.ok
+            tail_tools = self.tool_deltas()
+            tool_calls = self.tool_calls(parsed)
+            if tool_calls and reason == "stop" and parsed.ended_by == CALL:
+                reason = "tool_calls"
         elif not self.stop.stopped:
             tail_content = self.decoder.flush()
         if self.stop.stopped:
@@ -117,8 +163,10 @@ class RequestStream:
         tail = self.stop.flush()
         content = self.stop.text
         last = None
-        if tail or tail_reasoning:
-            last = TokenDelta(self.request_id, tail, tail_reasoning, len(self.tokens), time.time())
+        if tail or tail_reasoning or tail_tools:
+            last = TokenDelta(
+                self.request_id, tail, tail_reasoning, len(self.tokens), time.time(), tail_tools
+            )
         end = self.token_times[-1] if self.token_times else time.time()
         result = GenerationResult(
             request_id=self.request_id,
@@ -132,6 +180,7 @@ class RequestStream:
             token_times=list(self.token_times),
             harmony_ok=harmony_ok,
             error=error,
+            tool_calls=tool_calls,
         )
         return last, result
 
@@ -139,3 +188,12 @@ class RequestStream:
         if self.tokens and self.tokens[-1] in self.eos_ids and not self.request.ignore_eos:
             return "stop"
         return "length"
+
+
+def arguments_error(arguments: str) -> str | None:
+    """Why a call's arguments are not a JSON object, or None."""
+    try:
+        value = json.loads(arguments)
+    except ValueError as exc:
+        return f"the arguments are not valid JSON: {exc}"
+    return None if isinstance(value, dict) else "the arguments are JSON but not an object"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled", "error"]
 ReasoningEffort = Literal["low", "medium", "high"]
+ToolChoice = Literal["auto", "none", "required"]
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,15 @@ class ModelTags:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One generation job as the engine sees it. Either `messages` or `prompt` is set."""
+    """One generation job as the engine sees it. Either `messages` or `prompt` is set.
 
-    messages: tuple[dict[str, str], ...] | None = None
+    A message is {"role", "content"}; an assistant message may carry "tool_calls" (each {"id", "name",
+    "arguments"}, arguments a JSON string) and a "tool" message answers one: {"role": "tool",
+    "content", "name" (the function), "tool_call_id"}. `tools` are function definitions ({"name",
+    "description", "parameters"}, parameters a JSON schema). `tool_choice` "none" hides them from the
+    model; "required" makes the answer a call (to `tool_name` when it is set)."""
+
+    messages: tuple[dict[str, Any], ...] | None = None
     prompt: str | None = None
     max_tokens: int = 256
     temperature: float = 0.0  # 0 means greedy
@@ -42,8 +49,31 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     reasoning_effort: ReasoningEffort | None = None
     current_date: str | None = None  # harmony's "Current date:" line, YYYY-MM-DD (None: today, UTC)
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: ToolChoice = "auto"
+    tool_name: str | None = None  # a named function: the one the answer calls
     ignore_eos: bool = False  # benchmarks: generate exactly max_tokens
     request_id: str | None = None
+
+    @property
+    def offers_tools(self) -> bool:
+        """The model is shown the tools and may call them."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model made: `arguments` as it wrote them (meant to be a JSON object);
+    `error` says why the call cannot be run as it is (arguments not JSON, a function never offered)."""
+
+    id: str
+    name: str
+    arguments: str
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        call = {"id": self.id, "name": self.name, "arguments": self.arguments}
+        return call if self.error is None else {**call, "error": self.error}
 
 
 @dataclass(frozen=True)
@@ -55,6 +85,8 @@ class TokenDelta:
     reasoning: str  # new analysis-channel text
     completion_tokens: int  # tokens generated so far
     time: float  # time.time() when the token arrived
+    # tool-call pieces as OpenAI streams them: {"index", "id" and "name" (first piece), "arguments"}
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,3 +102,4 @@ class GenerationResult:
     token_times: list[float] = field(default_factory=list)  # time.time() of each generated token
     harmony_ok: bool = True  # the output parsed as well-formed harmony (always True for non-harmony models)
     error: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # finish_reason "tool_calls" when there are any

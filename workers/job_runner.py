@@ -155,7 +155,9 @@ def generate(
     thread wakes for the first one, to stamp first_token_at, and for the result."""
 
     def publish_delta(event: TokenDelta) -> None:
-        delta = {"content": event.content, "reasoning": event.reasoning}
+        delta: dict[str, Any] = {"content": event.content, "reasoning": event.reasoning}
+        if event.tool_calls:
+            delta["tool_calls"] = list(event.tool_calls)
         worker.publish(
             job_id, "delta", {**delta, "completion_tokens": event.completion_tokens, "time": event.time}
         )
@@ -203,6 +205,7 @@ def outcome_of(result: GenerationResult, tags: ModelTags) -> JobOutcome:
         tags=tags.as_dict(),
         quality=quality_signals(result).as_columns() if scored else None,
         token_times=tuple(result.token_times),
+        tool_calls=tuple(call.as_dict() for call in result.tool_calls),
     )
 
 

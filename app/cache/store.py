@@ -96,7 +96,8 @@ def opted_out(request: Mapping[str, Any]) -> bool:
 
 def is_cacheable(request: Mapping[str, Any]) -> bool:
     """Whether this stored (validated) job request may be served from and stored in the cache."""
-    return is_deterministic(request) and not opted_out(request)
+    # an answer to a request with tools may be a call, which the cache does not keep
+    return is_deterministic(request) and not opted_out(request) and not request.get("tools")
 
 
 def no_cache_header(cache_control: str | None) -> bool:

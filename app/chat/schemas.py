@@ -29,20 +29,45 @@ class TextPart(BaseModel):
     text: str
 
 
+class ChatFunctionCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    arguments: str
+
+
+class ChatToolCall(BaseModel):
+    """A call an earlier assistant turn made, as OpenAI's clients pass it back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    type: Literal["function"] = "function"
+    function: ChatFunctionCall
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")  # e.g. `name`, `refusal`: harmless, not used
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
+    tool_calls: list[ChatToolCall] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(part.text for part in self.content)
         return self.content or ""
 
-    def as_job_message(self) -> dict[str, str]:
-        """The message as a job (and the engine) holds it: role and text."""
-        return {"role": self.role, "content": self.text()}
+    def as_job_message(self) -> dict[str, Any]:
+        """The message as a job (and the engine) holds it: role and text, and its calls."""
+        message: dict[str, Any] = {"role": self.role, "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"id": call.id, "name": call.function.name, "arguments": call.function.arguments}
+                for call in self.tool_calls
+            ]
+        return message
 
 
 def _some_user_text(messages: list[ChatMessage]) -> list[ChatMessage]:
@@ -53,6 +78,47 @@ def _some_user_text(messages: list[ChatMessage]) -> list[ChatMessage]:
 
 # chat messages as chat completions (and POST /tokenize) take them
 ChatMessages = Annotated[list[ChatMessage], Field(min_length=1), AfterValidator(_some_user_text)]
+
+
+class ChatFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None  # accepted; the arguments are checked as JSON, not against the schema
+
+
+class ChatTool(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    function: ChatFunction
+
+    @field_validator("type")
+    @classmethod
+    def _functions_only(cls, value: str) -> str:
+        if value != "function":
+            raise PydanticCustomError(
+                "unsupported_parameter",
+                "only function tools are supported, not {type} (gpt-oss's built-in browser and python "
+                "tools are not served)",
+                {"type": value},
+            )
+        return value
+
+
+class ChatFunctionName(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+
+
+class ChatNamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: ChatFunctionName
 
 
 class StreamOptions(BaseModel):
@@ -86,12 +152,30 @@ class ChatCompletionCreate(BaseModel):
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     metadata: dict[str, str] | None = None
     user: str | None = None
-    n: Literal[1] | None = None  # one choice per job
+    n: int | None = None  # one choice per job
     frequency_penalty: float | None = None  # only 0 (no penalty) is supported
     presence_penalty: float | None = None
-    logprobs: Literal[False] | None = None
-    parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    tools: list[ChatTool] | None = None
+    tool_choice: Literal["auto", "none", "required"] | ChatNamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # gpt-oss makes at most one call a turn, which satisfies both
     store: bool | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise PydanticCustomError("unsupported_parameter", "only n=1 is supported (one choice per job)")
+        return value
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: bool | None) -> bool | None:
+        if value:
+            raise PydanticCustomError(
+                "unsupported_parameter", "logprobs are not supported; omit it or use false"
+            )
+        return value
 
     @field_validator("frequency_penalty", "presence_penalty")
     @classmethod
@@ -133,12 +217,42 @@ def named_profile(model: str, profiles: dict[str, Profile], served: dict[str, st
     return profile
 
 
+def job_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """Chat messages as a job holds them: a tool result names the function of the call it answers."""
+    called: dict[str, str] = {}
+    held = []
+    for index, message in enumerate(messages):
+        job_message = message.as_job_message()
+        for call in message.tool_calls or ():
+            called[call.id] = call.function.name
+        if message.role == "tool":
+            if message.tool_call_id not in called:
+                raise ApiError(
+                    400,
+                    f"messages[{index}].tool_call_id {message.tool_call_id!r} answers no tool call of an "
+                    "earlier assistant message",
+                    param=f"messages[{index}].tool_call_id",
+                    code="unknown_tool_call",
+                )
+            job_message.update(name=called[message.tool_call_id], tool_call_id=message.tool_call_id)
+        held.append(job_message)
+    return held
+
+
+def job_tool_choice(choice: str | ChatNamedToolChoice | None) -> str | dict[str, str] | None:
+    if isinstance(choice, ChatNamedToolChoice):
+        return {"type": "function", "name": choice.function.name}
+    return choice
+
+
 def job_body(chat: ChatCompletionCreate, profile: str) -> dict[str, Any]:
     """The POST /v1/jobs body equivalent to a chat request (validated again as a JobCreate)."""
-    body: dict[str, Any] = {
-        "messages": [m.as_job_message() for m in chat.messages],
-        "profile": profile,
-    }
+    body: dict[str, Any] = {"messages": job_messages(chat.messages), "profile": profile}
+    if chat.tools:
+        body["tools"] = [
+            {"type": "function", **tool.function.model_dump(exclude={"strict"}, exclude_none=True)}
+            for tool in chat.tools
+        ]
     max_tokens = chat.max_completion_tokens or chat.max_tokens
     optional = {
         "max_tokens": max_tokens,
@@ -148,6 +262,7 @@ def job_body(chat: ChatCompletionCreate, profile: str) -> dict[str, Any]:
         "stop": chat.stop,
         "reasoning_effort": chat.reasoning_effort,
         "metadata": chat.metadata,
+        "tool_choice": job_tool_choice(chat.tool_choice),
     }
     body.update({key: value for key, value in optional.items() if value is not None})
     return body

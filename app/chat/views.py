@@ -47,7 +47,54 @@ def usage_of(done: dict[str, Any]) -> dict[str, int]:
 
 def finish_reason_of(done: dict[str, Any]) -> str:
     reason = (done.get("result") or {}).get("finish_reason") or "stop"
-    return reason if reason in ("stop", "length") else "stop"
+    if reason == "tool_calls" and not chat_tool_calls(done)[0]:
+        return "stop"  # every call it made is broken: nothing for the client to run
+    return reason if reason in ("stop", "length", "tool_calls") else "stop"
+
+
+def chat_tool_calls(done: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The job's calls as chat's `tool_calls`, and those that cannot run as written (`invalid_tool_calls`,
+    each with its `error`: arguments that are not a JSON object, a function never offered)."""
+    calls = (done.get("result") or {}).get("tool_calls") or []
+    valid = [
+        {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+        for c in calls
+        if not c.get("error")
+    ]
+    return valid, [c for c in calls if c.get("error")]
+
+
+def chat_message(done: dict[str, Any]) -> dict[str, Any]:
+    """The assistant message of a finished job."""
+    result = done.get("result") or {}
+    valid, invalid = chat_tool_calls(done)
+    content = result.get("content") or ""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": content or (None if valid else ""),
+        "refusal": None,
+    }
+    if valid:
+        message["tool_calls"] = valid
+    if invalid:
+        message["invalid_tool_calls"] = invalid
+    if result.get("reasoning"):
+        message.update(reasoning_fields(result["reasoning"]))
+    return message
+
+
+def tool_call_deltas(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Engine tool-call pieces as chat.completion.chunk `tool_calls` deltas."""
+    deltas = []
+    for part in parts:
+        if "name" in part:
+            function = {"name": part["name"], "arguments": ""}
+            deltas.append(
+                {"index": part["index"], "id": part["id"], "type": "function", "function": function}
+            )
+        else:
+            deltas.append({"index": part["index"], "function": {"arguments": part["arguments"]}})
+    return deltas
 
 
 def raise_if_failed(done: dict[str, Any]) -> None:
@@ -76,10 +123,7 @@ def create_chat_completion() -> Response:
         return sse_response(slot.wrap(stream_chunks(app, log, job, model, include_usage)))
     done = wait_for_job(log, job["id"])
     raise_if_failed(done)
-    result = done.get("result") or {}
-    message = {"role": "assistant", "content": result.get("content") or "", "refusal": None}
-    if result.get("reasoning"):
-        message.update(reasoning_fields(result["reasoning"]))
+    message = chat_message(done)
     return jsonify(
         id=completion_id(job["id"]),
         object="chat.completion",
@@ -125,6 +169,8 @@ def stream_chunks(
                         delta["content"] = event.data["content"]
                     if event.data.get("reasoning"):
                         delta.update(reasoning_fields(event.data["reasoning"]))
+                    if event.data.get("tool_calls"):
+                        delta["tool_calls"] = tool_call_deltas(event.data["tool_calls"])
                     if delta:
                         yield chunk(delta)
                 elif event.is_terminal:

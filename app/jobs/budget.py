@@ -20,7 +20,7 @@ from app.errors import ApiError
 from app.jobs.schemas import JobCreate, generation_request
 from app.services import services
 from engine.loader import local_model_dir
-from engine.prompt import PromptError, render_prompt
+from engine.prompt import PromptError, refuse_tools, render_prompt
 from engine.types import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -117,12 +117,13 @@ def check_prompt_fits(body: JobCreate) -> None:
     400 naming the message when the prompt cannot be rendered at all."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     counter = token_counter(app, body.queue_profile)
-    if counter.context is None:
-        return
+    request = generation_request(body.model_dump(mode="json", exclude_none=True))
     try:
-        prompt_tokens = counter.prompt_tokens(
-            generation_request(body.model_dump(mode="json", exclude_none=True))
-        )
+        if counter.context is None:
+            if services(app).profiles[body.queue_profile].model == "demo":  # SmolLM2: no harmony
+                refuse_tools(request)
+            return
+        prompt_tokens = counter.prompt_tokens(request)
     except PromptError as exc:
         raise ApiError(400, str(exc), param=exc.param, code="invalid_prompt") from exc
     if body.max_tokens is not None and prompt_tokens + body.max_tokens > counter.context:

@@ -29,7 +29,12 @@ def job_json(job: Job) -> dict[str, Any]:
         }
     result = None
     if job.finish_reason is not None and job.status != "queued":
-        result = {"content": job.content, "reasoning": job.reasoning, "finish_reason": job.finish_reason}
+        result = {
+            "content": job.content,
+            "reasoning": job.reasoning,
+            "finish_reason": job.finish_reason,
+            "tool_calls": job.tool_calls or [],
+        }
     return {
         "id": job.id,
         "object": "job",

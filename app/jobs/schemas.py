@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     BaseModel,
@@ -27,7 +27,7 @@ from app.routing.auto import (
     RouteDecision,
     RouteRequest,
 )
-from engine.types import GenerationRequest
+from engine.types import GenerationRequest, ToolChoice
 
 MetadataKey = Annotated[str, StringConstraints(max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
@@ -39,11 +39,66 @@ def _stop_as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-class Message(BaseModel):
+FunctionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class ToolCallIn(BaseModel):
+    """A function call an earlier assistant turn made, passed back in."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    role: Literal["system", "developer", "user", "assistant"]
+    id: str = Field(min_length=1, max_length=255)
+    name: FunctionName
+    arguments: str  # a JSON object, as the model wrote it
+
+
+class Message(BaseModel):
+    """A conversation message; a `tool` message answers the assistant's call `tool_call_id` to `name`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str
+    tool_calls: list[ToolCallIn] | None = Field(default=None, min_length=1)
+    name: FunctionName | None = Field(default=None, validate_default=True)
+    tool_call_id: str | None = None
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _only_the_assistant_calls(cls, calls: Any, info: ValidationInfo) -> Any:
+        if calls is not None and info.data.get("role") != "assistant":
+            raise PydanticCustomError("tool_calls_role", "only assistant messages carry tool_calls")
+        return calls
+
+    @field_validator("name")
+    @classmethod
+    def _tool_results_name_the_function(cls, name: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("role") == "tool" and name is None:
+            raise PydanticCustomError("missing", "a tool message names the function it answers")
+        return name
+
+
+class FunctionTool(BaseModel):
+    """A function the model may call: `parameters` is a JSON schema of its arguments."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["function"] = "function"
+    name: FunctionName
+    description: str | None = Field(default=None, max_length=8192)
+    parameters: dict[str, Any] | None = None
+
+    def as_engine_tool(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"type"}, exclude_none=True)
+
+
+class NamedToolChoice(BaseModel):
+    """tool_choice naming one function: the answer is a call to it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["function"]
+    name: FunctionName
 
 
 class JobCreate(BaseModel):
@@ -74,6 +129,8 @@ class JobCreate(BaseModel):
     current_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")  # default: submit's (UTC)
     metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=16)
     cache: bool | None = None  # false: neither served from nor stored in the response cache
+    tools: list[FunctionTool] | None = Field(default=None, min_length=1, max_length=128)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None  # default auto
     _route: RouteDecision | None = PrivateAttr(default=None)  # set when profile is "auto"
     _as_given: dict[str, Any] | None = PrivateAttr(default=None)  # the request before fill_defaults
 
@@ -87,6 +144,20 @@ class JobCreate(BaseModel):
         if messages is not None and info.data["prompt"] is not None:
             raise PydanticCustomError("messages_and_prompt", "give either 'messages' or 'prompt', not both")
         return messages
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _a_choice_among_the_tools(cls, choice: Any, info: ValidationInfo) -> Any:
+        tools = info.data.get("tools") or []
+        if isinstance(choice, NamedToolChoice) and choice.name not in {tool.name for tool in tools}:
+            raise PydanticCustomError(
+                "unknown_tool",
+                "tool_choice names {name}, which is not among the tools",
+                {"name": choice.name},
+            )
+        if choice == "required" and not tools:
+            raise PydanticCustomError("no_tools", "tool_choice 'required' needs tools")
+        return choice
 
     @field_validator("current_date")
     @classmethod
@@ -214,6 +285,8 @@ def _profiles(info: ValidationInfo) -> dict[str, Profile]:
 def generation_request(request: dict[str, Any], job_id: str | None = None) -> GenerationRequest:
     """The engine's view of a validated job request (JobCreate dumped, as the jobs row stores it)."""
     messages = request.get("messages")
+    choice = request.get("tool_choice") or "auto"
+    named = choice.get("name") if isinstance(choice, dict) else None
     return GenerationRequest(
         messages=tuple(messages) if messages is not None else None,
         prompt=request.get("prompt"),
@@ -224,5 +297,11 @@ def generation_request(request: dict[str, Any], job_id: str | None = None) -> Ge
         stop=tuple(request.get("stop") or ()),
         reasoning_effort=request.get("reasoning_effort"),
         current_date=request.get("current_date"),
+        tools=tuple(
+            {key: value for key, value in tool.items() if key != "type"}
+            for tool in request.get("tools") or ()
+        ),
+        tool_choice="required" if named else cast(ToolChoice, choice),
+        tool_name=named,
         request_id=job_id,
     )

@@ -183,6 +183,7 @@ class JobOutcome:
     tags: dict[str, str] | None = None
     quality: dict[str, Any] | None = None  # the quality_* columns of an answer (app/quality.py)
     token_times: tuple[float, ...] = ()  # time.time() of each token, for inter-token metrics (not stored)
+    tool_calls: tuple[dict[str, Any], ...] = ()  # the answer's function calls (ToolCall.as_dict)
 
 
 def finish_job(session: orm.Session, job_id: str, outcome: JobOutcome) -> Job | None:
@@ -198,6 +199,7 @@ def finish_job(session: orm.Session, job_id: str, outcome: JobOutcome) -> Job | 
         content=outcome.content,
         reasoning=outcome.reasoning,
         finish_reason=outcome.finish_reason,
+        tool_calls=list(outcome.tool_calls) or None,
         error=outcome.error,
         prompt_tokens=outcome.prompt_tokens,
         completion_tokens=outcome.completion_tokens,

@@ -65,7 +65,7 @@ def stats_query(
     """The jobs the stats cover: newest first, in the window, bounded; release-gate jobs on request."""
     query = sa.select(
         Job.status, Job.created_at, Job.started_at, Job.ttft_s, Job.e2e_s, Job.completion_tokens,
-        Job.routed_from, Job.cached_from, *QUALITY_COLUMNS,
+        Job.routed_from, Job.cached_from, Job.tool_calls, *QUALITY_COLUMNS,
     ).order_by(Job.id.desc())  # ids are time-ordered; the primary key index serves the order  # fmt: skip
     if profile is not None:
         query = query.where(Job.profile == profile)
@@ -108,4 +108,15 @@ def job_stats(
         "quality": quality_summary(r for r in rows if r.cached_from is None),
         "cache_hits": sum(r.cached_from is not None for r in rows),
         "routed_auto": sum(r.routed_from is not None for r in rows),
+        "tool_calls": tool_call_counts(rows),
+    }
+
+
+def tool_call_counts(rows: Sequence[Any]) -> dict[str, int]:
+    """Answers that called a function, the calls, and the calls that cannot run as written."""
+    calls = [call for row in rows for call in row.tool_calls or ()]
+    return {
+        "jobs": sum(bool(row.tool_calls) for row in rows),
+        "calls": len(calls),
+        "invalid": sum(bool(call.get("error")) for call in calls),
     }

@@ -12,6 +12,7 @@ from tests.support.live_server import serve
 from tests.support.paths import REPO_ROOT
 from tests.support.pipeline import live_workers
 from tests.support.services import migrate
+from tests.support.tiny_tools import TIME_TOOL, WEATHER_TOOL
 
 CHAT_REDIS_DB = 9
 HARMONY_MODEL = REPO_ROOT / "tests" / "fixtures" / "tiny-gptoss-harmony"  # see make_harmony_tiny.py
@@ -123,12 +124,90 @@ def test_unknown_model_and_bad_parameters_are_clear_errors(stack: tuple[openai.O
     with pytest.raises(openai.UnprocessableEntityError) as error:
         client.chat.completions.create(model="latency_first", messages=QUESTION, max_tokens=100_000)  # type: ignore[arg-type]
     assert error.value.param == "max_tokens"
-    with pytest.raises(openai.UnprocessableEntityError) as error:
+    with pytest.raises(openai.BadRequestError) as bad:  # not served: OpenAI's 400
         client.chat.completions.create(model="latency_first", messages=QUESTION, n=2)  # type: ignore[arg-type]
-    assert error.value.param == "n"
+    assert bad.value.param == "n"
 
 
 def test_models_lists_profiles_and_the_models_they_really_run(stack: tuple[openai.OpenAI, object]) -> None:
     client, _ = stack
     ids = {model.id for model in client.models.list()}
     assert {"latency_first", "quality_first", "HuggingFaceTB/SmolLM2-135M-Instruct"} <= ids
+
+
+# -- function tools (the fixture was not taught to call: these show what holds for any gpt-oss) ----------
+
+TOOLS = [{"type": "function", "function": tool} for tool in (WEATHER_TOOL, TIME_TOOL)]
+WEATHER = {"role": "user", "content": "What is the weather in Paris?"}
+
+
+def calls_of(message: object) -> list[tuple[str, str]]:
+    """(name, arguments) of every call in a chat message: runnable ones and those reported invalid."""
+    extra = getattr(message, "model_extra", None) or {}
+    valid = [(c.function.name, c.function.arguments) for c in getattr(message, "tool_calls", None) or []]
+    return valid + [(c["name"], c["arguments"]) for c in extra.get("invalid_tool_calls") or []]
+
+
+def test_tool_choice_none_never_calls_and_a_named_function_is_the_one_called(
+    stack: tuple[openai.OpenAI, object],
+) -> None:
+    client, app = stack
+    plain = client.chat.completions.create(
+        model="quality_first", messages=[WEATHER], tools=TOOLS, tool_choice="none"
+    )  # type: ignore[arg-type, list-item]
+    assert calls_of(plain.choices[0].message) == [] and plain.choices[0].finish_reason == "stop"
+    assert plain.choices[0].message.content == HARMONY_ANSWER
+    named = client.chat.completions.create(
+        model="quality_first", messages=[WEATHER], tools=TOOLS, max_tokens=40,  # type: ignore[arg-type, list-item]
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+    )  # fmt: skip
+    [(name, _)] = calls_of(named.choices[0].message)
+    assert name == "get_time"
+    [stored] = stored_job(app, named.id)["result"]["tool_calls"]
+    assert stored["name"] == "get_time" and stored["id"].startswith("call_")
+
+
+def test_a_streamed_call_arrives_as_openais_tool_call_deltas(stack: tuple[openai.OpenAI, object]) -> None:
+    client, app = stack
+    stream = client.chat.completions.create(
+        model="quality_first", messages=[WEATHER], tools=TOOLS, max_tokens=40, stream=True,  # type: ignore[arg-type, list-item]
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+    )  # fmt: skip
+    calls: dict[int, dict[str, str]] = {}
+    chunk_id = ""
+    for chunk in stream:
+        chunk_id = chunk.id
+        for part in chunk.choices[0].delta.tool_calls or []:
+            call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] += part.id or ""
+            call["name"] += (part.function.name or "") if part.function else ""
+            call["arguments"] += (part.function.arguments or "") if part.function else ""
+    [stored] = stored_job(app, chunk_id)["result"]["tool_calls"]
+    assert list(calls.values()) == [{k: stored[k] for k in ("id", "name", "arguments")}]
+    assert stored["name"] == "get_weather"
+
+
+def test_tool_requests_that_cannot_be_served_are_refused_naming_the_parameter(
+    stack: tuple[openai.OpenAI, object],
+) -> None:
+    client, _ = stack
+    refused = [
+        ({"tools": [{"type": "web_search"}]}, "tools[0].type", 400),
+        ({"logprobs": True}, "logprobs", 400),
+        ({"model": "latency_first", "tools": TOOLS}, "tools", 400),  # the demo model does not speak harmony
+        (
+            {"messages": [WEATHER, {"role": "tool", "tool_call_id": "call_x", "content": "1"}]},
+            "messages[1].tool_call_id",
+            400,
+        ),
+        (
+            {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+            422,
+        ),
+    ]
+    for extra, param, status in refused:
+        body = {"model": "quality_first", "messages": [WEATHER], **extra}
+        with pytest.raises(openai.APIStatusError) as error:
+            client.chat.completions.create(**body)  # type: ignore[call-overload]
+        assert (error.value.status_code, getattr(error.value, "param", None)) == (status, param), error.value

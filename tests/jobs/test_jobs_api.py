@@ -18,6 +18,8 @@ from app.services import services
 from tests.support.apps import TEST_MAX_TOKENS, app_config
 
 HELLO = {"messages": [{"role": "user", "content": "Hello"}]}
+TOOL = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+CALL = {"id": "call_1", "name": "get_weather", "arguments": "{}"}
 
 
 def error_of(response: Any, status: int) -> dict[str, Any]:
@@ -72,6 +74,12 @@ def test_submit_defaults_to_the_first_profile_and_accepts_a_prompt(idle_client: 
         ({**HELLO, "metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
         ({**HELLO, "metadata": {"k": "v" * 513}}, "metadata.k"),
         ({**HELLO, "model": "gpt-4"}, "model"),
+        ({**HELLO, "tools": [{"type": "function", "name": "has space"}]}, "tools[0].name"),
+        ({**HELLO, "tools": []}, "tools"),
+        ({**HELLO, "tool_choice": "required"}, "tool_choice"),
+        ({**HELLO, "tools": [TOOL], "tool_choice": {"type": "function", "name": "other"}}, "tool_choice"),
+        ({"messages": [*HELLO["messages"], {"role": "tool", "content": "1"}]}, "messages[1].name"),
+        ({"messages": [{"role": "user", "content": "x", "tool_calls": [CALL]}]}, "messages[0].tool_calls"),
     ],
 )
 def test_bad_bodies_get_422_naming_the_field(idle_client: FlaskClient, body: dict, param: str) -> None:

@@ -142,6 +142,25 @@ def test_stats_match_the_stored_jobs_in_a_window_and_profile(api: Flask) -> None
     assert_stats(everything, sorted(jobs, key=lambda j: j["id"])[-40:])
 
 
+def test_stats_count_tool_calls_and_the_invalid_ones(api: Flask) -> None:
+    now = utcnow()
+    good = {"id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'}
+    bad = {
+        "id": "call_2",
+        "name": "get_weather",
+        "arguments": "{",
+        "error": "the arguments are not valid JSON",
+    }
+    jobs = [
+        {"id": f"job_{i:012x}{0:016x}", "profile": "latency_first", "status": JobStatus.SUCCEEDED,
+         "created_at": now, "tool_calls": calls}
+        for i, calls in enumerate([[good], [bad], None, [good]])
+    ]  # fmt: skip
+    insert(api, jobs)
+    body = api.test_client().get("/v1/stats").get_json()
+    assert body["tool_calls"] == {"jobs": 3, "calls": 3, "invalid": 1}
+
+
 def test_stats_reject_bad_parameters_naming_the_field(api: Flask) -> None:
     client = api.test_client()
     for query, param in [("since=yesterday", "since"), ("profile=nope", "profile"), ("limit=5", "limit")]:
