@@ -94,7 +94,7 @@ def test_a_bom_on_the_first_line_and_crlf_line_ends_are_accepted() -> None:
         (request_line(max_tokens=513), "max_tokens_above_limit", "body.max_tokens"),
         (request_line(temperature=3), "less_than_equal", "body.temperature"),
         (request_line(stream=True), "invalid_request", "body.stream"),
-        (request_line(n=2), "literal_error", "body.n"),
+        (request_line(n=2), "unsupported_parameter", "body.n"),
     ],
 )  # fmt: skip
 def test_a_bad_line_is_reported_with_its_line_number(bad_line: str, code: str, param: str | None) -> None:

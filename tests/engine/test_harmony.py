@@ -75,7 +75,7 @@ def test_final_only_keeps_whitespace_exact(prefix: str) -> None:
 def test_commentary_tool_call_with_recipient_and_constrain() -> None:
     p = parse(TOOL_CALL, tools=True)
     assert p.content == ""
-    assert p.reasoning == 'Need weather.\n{"city": "Oslo"}'
+    assert p.reasoning == "Need weather."  # a function call's body is its arguments, not reasoning
     assert p.ok and not p.truncated  # a tool call is a well-formed end of a generation
     assert p.messages[-1] == HarmonyMessage(
         "assistant", "commentary", "functions.get_weather", '{"city": "Oslo"}', True
@@ -85,7 +85,7 @@ def test_commentary_tool_call_with_recipient_and_constrain() -> None:
 def test_recipient_before_channel() -> None:
     p = parse("<|start|>assistant to=functions.f<|channel|>commentary json<|message|>{}<|call|>", tools=True)
     assert p.messages == (HarmonyMessage("assistant", "commentary", "functions.f", "{}", True),)
-    assert p.ok and p.reasoning == "{}" and p.content == ""
+    assert p.ok and p.reasoning == "" and p.content == ""
 
 
 def test_truncated_in_analysis() -> None:

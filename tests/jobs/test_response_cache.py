@@ -147,7 +147,12 @@ def test_a_hit_is_a_job_already_succeeded_by_no_worker(app: Flask) -> None:
     assert response.status_code == 202
     job = response.get_json()
     assert (job["status"], job["cached"], job["cached_from"]) == ("succeeded", True, original.job_id)
-    assert job["result"] == {"content": "Hello, friend!", "reasoning": "Greet back.", "finish_reason": "stop"}
+    assert job["result"] == {
+        "content": "Hello, friend!",
+        "reasoning": "Greet back.",
+        "finish_reason": "stop",
+        "tool_calls": [],
+    }
     assert job["tags"] == TAGS and job["usage"]["completion_tokens"] == 9
     assert job["worker"] is None and job["started_at"] is None and job["attempts"] == 0
     assert job["quality"]["reasoning_share"] == 0.44
