@@ -29,13 +29,15 @@ from app.jobs.log import configure_job_log
 from app.ops import health, profiles_views, stats_views
 from app.profiles import load_profiles
 from app.queue import make_celery
+from app.responses import views as responses_views
 from app.routing.load import make_router
 from app.services import EXTENSION_KEY, Services
 from app.settings import Settings, resolve_settings
 
 BLUEPRINTS = (
-    jobs_views.bp, job_events_views.bp, chat_views.bp, tokenize_views.bp, files_views.bp, batches_views.bp,
-    profiles_views.bp, health.bp, stats_views.bp, gate_runs_views.bp, metrics.bp, openapi.bp,
+    jobs_views.bp, job_events_views.bp, chat_views.bp, responses_views.bp, tokenize_views.bp, files_views.bp,
+    batches_views.bp, profiles_views.bp, health.bp, stats_views.bp, gate_runs_views.bp, metrics.bp,
+    openapi.bp,
 )  # fmt: skip
 
 

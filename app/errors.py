@@ -33,11 +33,14 @@ class ApiError(Exception):
         return jsonify(error=body), self.status
 
 
+UNION_TAG_PREFIX = "union:"  # a tagged union's tags (e.g. "union:message"): which member, not a field
+
+
 def param_path(loc: tuple[int | str, ...]) -> str | None:
     """Pydantic's loc as a param name: ("messages", 0, "content") -> "messages[0].content"."""
     path = ""
     for part in loc:
-        if part == "[key]":  # pydantic's marker for "the dict key itself was invalid"
+        if part == "[key]" or str(part).startswith(UNION_TAG_PREFIX):  # "the dict key itself"; a union's tag
             continue
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path or None

@@ -15,6 +15,7 @@ from app.gate_runs.views import GateRunCreate, GateRunListQuery
 from app.jobs.schemas import JobCreate
 from app.jobs.views import JobListQuery
 from app.ops.stats_views import StatsQuery
+from app.responses.schemas import ResponseCreate
 
 JSON = "application/json"
 SSE = "text/event-stream"
@@ -67,6 +68,15 @@ OPERATIONS: tuple[Operation, ...] = (
               "Create a chat completion (OpenAI-compatible)", ok_types=(JSON, SSE), body=ChatCompletionCreate,
               headers=("Idempotency-Key",), errors=(400, 404, 409, 413, 422, 429), tags=("openai",)),
     Operation("get", "/v1/models", "chat.list_models", "List the served models", tags=("openai",)),
+    Operation("post", "/v1/responses", "responses.create_response",
+              "Create a response (OpenAI Responses API; stream=true for its events, background=true to poll)",
+              ok_types=(JSON, SSE), body=ResponseCreate, headers=("Idempotency-Key",),
+              errors=(400, 404, 409, 413, 422, 429), tags=("openai",)),
+    Operation("get", "/v1/responses/{response_id}", "responses.get_response",
+              "Show a stored response (stream=true: its events again, after starting_after)",
+              ok_types=(JSON, SSE), errors=(400, 404, 429), tags=("openai",)),
+    Operation("post", "/v1/responses/{response_id}/cancel", "responses.cancel_response",
+              "Cancel a queued or running response", errors=(404, 409), tags=("openai",)),
     Operation("post", "/tokenize", "tokenize.tokenize",
               "Token ids of messages (as the engine renders them) or of a raw prompt (vLLM-compatible)",
               body=TokenizeRequest, errors=(400, 404, 413, 422), tags=("vllm",)),

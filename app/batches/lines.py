@@ -11,13 +11,21 @@ from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.chat.schemas import ChatCompletionCreate, job_body, profile_for_model
-from app.errors import param_path
+from app.chat.schemas import ChatCompletionCreate, profile_for_model
+from app.chat.schemas import job_body as chat_job_body
+from app.errors import ApiError, param_path
 from app.jobs.schemas import JobCreate
 from app.profiles import Profile
+from app.responses.conversation import job_body as response_job_body
+from app.responses.schemas import ResponseCreate
 from app.routing.auto import ProfileRouter
 
 CHAT_COMPLETIONS = "/v1/chat/completions"
+RESPONSES = "/v1/responses"
+REQUEST_MODELS: dict[str, type[ChatCompletionCreate] | type[ResponseCreate]] = {
+    CHAT_COMPLETIONS: ChatCompletionCreate,
+    RESPONSES: ResponseCreate,
+}
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ class RequestLine(BaseModel):
 
     custom_id: str = Field(min_length=1, max_length=512)
     method: Literal["POST"]
-    url: Literal["/v1/chat/completions"]
+    url: Literal["/v1/chat/completions", "/v1/responses"]
     body: dict[str, Any]
 
 
@@ -83,8 +91,20 @@ def _validation_line_error(line: int, exc: ValidationError, prefix: str = "") ->
     return LineError(line, code, described, f"{prefix}{param}" if param else None)
 
 
+def _not_in_a_batch(request: ChatCompletionCreate | ResponseCreate) -> str | None:
+    """The parameter a batch line cannot use: a stream, a background run, a previous response."""
+    if request.stream:
+        return "stream"
+    if isinstance(request, ResponseCreate):
+        if request.background:
+            return "background"
+        if request.previous_response_id is not None:
+            return "previous_response_id"
+    return None
+
+
 def parse_request_line(text: str, line: int, context: LineContext) -> BatchRequest | LineError:
-    """Validate one decoded line as a chat completion request and map it onto its profile's job."""
+    """One decoded line as a chat completion or a Responses request, mapped onto its profile's job."""
     if not text.strip():
         return LineError(line, "blank_line", "Blank lines are not allowed; each line must be one request.")
     try:
@@ -98,21 +118,29 @@ def parse_request_line(text: str, line: int, context: LineContext) -> BatchReque
     except ValidationError as exc:
         return _validation_line_error(line, exc)
     try:
-        chat = ChatCompletionCreate.model_validate(envelope.body)
+        request = REQUEST_MODELS[envelope.url].model_validate(envelope.body)
     except ValidationError as exc:
         return _validation_line_error(line, exc, "body.")
-    if chat.stream:
-        return LineError(line, "invalid_request", "Batch requests cannot be streamed.", "body.stream")
-    profile = profile_for_model(chat.model, context.profiles, context.served_models)
+    refused = _not_in_a_batch(request)
+    if refused is not None:
+        return LineError(line, "invalid_request", f"Batch requests cannot use {refused}.", f"body.{refused}")
+    profile = profile_for_model(request.model, context.profiles, context.served_models)
     if profile is None:
         choices = sorted({*context.profiles, *(p.model for p in context.profiles.values())})
-        message = f"The model '{chat.model}' does not exist; use one of {choices}."
+        message = f"The model '{request.model}' does not exist; use one of {choices}."
         return LineError(line, "model_not_found", message, "body.model")
     try:
         job_context = {"profiles": context.profiles, "router": context.router}
-        job = JobCreate.model_validate(job_body(chat, profile), context=job_context)
+        body = (
+            chat_job_body(request, profile)
+            if isinstance(request, ChatCompletionCreate)
+            else response_job_body(request, profile, None)
+        )
+        job = JobCreate.model_validate(body, context=job_context)
     except ValidationError as exc:
         return _validation_line_error(line, exc, "body.")
+    except ApiError as exc:  # a function_call_output answering no call of the line
+        return LineError(line, exc.code or "invalid_request", exc.message, f"body.{exc.param}")
     return BatchRequest(line, envelope.custom_id, job)
 
 

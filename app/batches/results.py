@@ -13,8 +13,10 @@ from sqlalchemy import orm
 
 from app.batches import files as file_store
 from app.batches.models import FilePurpose, StoredFile, new_file_id
-from app.chat.schemas import reasoning_fields
+from app.chat.render import chat_completion
+from app.jobs.render import job_json
 from app.models import Job, JobStatus
+from app.responses.render import response_json
 
 READ_CHUNK = 1000  # job rows fetched per round trip while writing
 UNFINISHED_MESSAGES = {  # the error of a request that was stopped, by the code of why
@@ -32,34 +34,18 @@ class ResultFiles:
     failed: int
 
 
-def chat_completion(job: Job) -> dict[str, Any]:
-    """The chat.completion object of a succeeded job, as POST /v1/chat/completions answers it."""
-    message: dict[str, Any] = {"role": "assistant", "content": job.content or "", "refusal": None}
-    if job.reasoning:
-        message.update(reasoning_fields(job.reasoning))
-    prompt_tokens, completion_tokens = job.prompt_tokens or 0, job.completion_tokens or 0
-    finish_reason = job.finish_reason if job.finish_reason in ("stop", "length") else "stop"
-    return {
-        "id": "chatcmpl-" + job.id.removeprefix("job_"),
-        "object": "chat.completion",
-        "created": int(job.created_at.timestamp()),
-        "model": job.tag_model_id or job.profile,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-        "job_id": job.id,
-        "tags": job.tags(),
-    }
+def response_body(job: Job) -> dict[str, Any]:
+    """What the line's endpoint answers for a succeeded job: a response object for a /v1/responses line,
+    else a chat.completion."""
+    done = job_json(job)
+    return response_json(done) if job.request.get("response") else chat_completion(done, job.profile)
 
 
 def result_line(job: Job, cancelled_code: str) -> tuple[bool, dict[str, Any]]:
     """(succeeded, its line) for a job of an ended batch; cancelled_code says why unfinished ones stopped."""
     line: dict[str, Any] = {"id": "batch_req_" + job.id.removeprefix("job_"), "custom_id": job.custom_id}
     if job.status == JobStatus.SUCCEEDED:
-        response = {"status_code": 200, "request_id": job.id, "body": chat_completion(job)}
+        response = {"status_code": 200, "request_id": job.id, "body": response_body(job)}
         return True, {**line, "response": response, "error": None}
     if job.status == JobStatus.FAILED:
         error = {

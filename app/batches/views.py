@@ -34,7 +34,7 @@ class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     input_file_id: str = Field(min_length=1)
-    endpoint: Literal["/v1/chat/completions"]
+    endpoint: Literal["/v1/chat/completions", "/v1/responses"]  # lines may use either
     completion_window: Literal["24h"]
     metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=16)
 

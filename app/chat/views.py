@@ -7,15 +7,15 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from app.chat.render import chat_completion, completion_id, finish_reason_of, tool_call_deltas, usage_of
 from app.chat.schemas import ChatCompletionCreate, job_body, named_profile, reasoning_fields
 from app.db import db_session
 from app.errors import ApiError
 from app.http import json_body, sse, sse_response
-from app.jobs.cancel import cancel
+from app.jobs.cancel import cancel_quietly
 from app.jobs.events import JobEventLog
 from app.jobs.render import job_json
-from app.jobs.store import get_job_or_404
-from app.jobs.stream import follow_job
+from app.jobs.stream import STREAM_POLL_S, follow_job, wait_for_job
 from app.jobs.submit import idempotency_key, submit_job, validated_job
 from app.limits import StreamSlot, acquire_stream_slot, counts_as_submit
 from app.ops.served_models import served_model_ids
@@ -23,8 +23,6 @@ from app.routing.auto import AUTO_PROFILE
 from app.services import services
 
 bp = Blueprint("chat", __name__, url_prefix="/v1")
-
-STREAM_POLL_S = 0.5  # idle streams send a comment this often, which also detects gone clients
 
 
 def submit_chat_job(chat: ChatCompletionCreate) -> tuple[dict[str, Any], str]:
@@ -35,66 +33,6 @@ def submit_chat_job(chat: ChatCompletionCreate) -> tuple[dict[str, Any], str]:
     with db_session() as session:
         job, _ = submit_job(session, body, idempotency_key())
         return job_json(job), served.get(job.profile) or profiles[job.profile].model
-
-
-def completion_id(job_id: str) -> str:
-    return "chatcmpl-" + job_id.removeprefix("job_")
-
-
-def usage_of(done: dict[str, Any]) -> dict[str, int]:
-    return done.get("usage") or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-
-
-def finish_reason_of(done: dict[str, Any]) -> str:
-    reason = (done.get("result") or {}).get("finish_reason") or "stop"
-    if reason == "tool_calls" and not chat_tool_calls(done)[0]:
-        return "stop"  # every call it made is broken: nothing for the client to run
-    return reason if reason in ("stop", "length", "tool_calls") else "stop"
-
-
-def chat_tool_calls(done: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The job's calls as chat's `tool_calls`, and those that cannot run as written (`invalid_tool_calls`,
-    each with its `error`: arguments that are not a JSON object, a function never offered)."""
-    calls = (done.get("result") or {}).get("tool_calls") or []
-    valid = [
-        {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-        for c in calls
-        if not c.get("error")
-    ]
-    return valid, [c for c in calls if c.get("error")]
-
-
-def chat_message(done: dict[str, Any]) -> dict[str, Any]:
-    """The assistant message of a finished job."""
-    result = done.get("result") or {}
-    valid, invalid = chat_tool_calls(done)
-    content = result.get("content") or ""
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": content or (None if valid else ""),
-        "refusal": None,
-    }
-    if valid:
-        message["tool_calls"] = valid
-    if invalid:
-        message["invalid_tool_calls"] = invalid
-    if result.get("reasoning"):
-        message.update(reasoning_fields(result["reasoning"]))
-    return message
-
-
-def tool_call_deltas(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Engine tool-call pieces as chat.completion.chunk `tool_calls` deltas."""
-    deltas = []
-    for part in parts:
-        if "name" in part:
-            function = {"name": part["name"], "arguments": ""}
-            deltas.append(
-                {"index": part["index"], "id": part["id"], "type": "function", "function": function}
-            )
-        else:
-            deltas.append({"index": part["index"], "function": {"arguments": part["arguments"]}})
-    return deltas
 
 
 def raise_if_failed(done: dict[str, Any]) -> None:
@@ -123,26 +61,7 @@ def create_chat_completion() -> Response:
         return sse_response(slot.wrap(stream_chunks(app, log, job, model, include_usage)))
     done = wait_for_job(log, job["id"])
     raise_if_failed(done)
-    message = chat_message(done)
-    return jsonify(
-        id=completion_id(job["id"]),
-        object="chat.completion",
-        created=job["created_at"],
-        model=(done.get("tags") or {}).get("model_id") or model,  # the model that really answered
-        choices=[{"index": 0, "message": message, "finish_reason": finish_reason_of(done), "logprobs": None}],
-        usage=usage_of(done),
-        job_id=job["id"],
-        tags=done.get("tags"),
-    )
-
-
-def wait_for_job(log: JobEventLog, job_id: str) -> dict[str, Any]:
-    """Block until the job ends; return its stored JSON."""
-    for event in follow_job(log, job_id, "0", poll_s=5.0):
-        if event is not None and event.is_terminal:
-            break
-    with db_session() as session:
-        return job_json(get_job_or_404(session, job_id))
+    return jsonify(chat_completion(done, model))
 
 
 def stream_chunks(
@@ -191,15 +110,6 @@ def stream_chunks(
         finally:
             if not finished:  # the client went away mid-stream: stop spending the GPU on it
                 cancel_quietly(job["id"])
-
-
-def cancel_quietly(job_id: str) -> None:
-    """Cancel a job whose client left; a job that already finished is fine."""
-    try:
-        with db_session() as session:
-            cancel(session, job_id)
-    except ApiError:
-        pass
 
 
 @bp.get("/models")

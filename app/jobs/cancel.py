@@ -14,6 +14,7 @@ from datetime import datetime
 import redis
 from sqlalchemy import orm
 
+from app.db import db_session
 from app.errors import ApiError
 from app.jobs import store as job_store
 from app.jobs.events import JobEventLog
@@ -55,6 +56,15 @@ def cancel(session: orm.Session, job_id: str) -> Job:
         session, job_id, redis_client=found.redis, revoke=found.revoke,
         ttl_s=found.settings.cancel_signal_ttl_s, events=found.events,
     )  # fmt: skip
+
+
+def cancel_quietly(job_id: str) -> None:
+    """Cancel a job whose client left; a job that already finished is fine."""
+    try:
+        with db_session() as session:
+            cancel(session, job_id)
+    except ApiError:
+        pass
 
 
 def cancel_job(

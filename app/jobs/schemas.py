@@ -101,6 +101,19 @@ class NamedToolChoice(BaseModel):
     name: FunctionName
 
 
+class ResponseOptions(BaseModel):
+    """What a job made by POST /v1/responses keeps of that API (app/responses/): its instructions are
+    the job's first message, and the rest says how the response is shown and continued."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str = Field(min_length=1, max_length=255)  # as the client named it
+    instructions: str | None = None
+    previous_response_id: str | None = Field(default=None, max_length=64)
+    store: bool = True  # false: not shown by GET /v1/responses/{id}, nor continued
+    background: bool = False
+
+
 class JobCreate(BaseModel):
     """The body of POST /v1/jobs. Validate with context={"profiles": {...}, "default_profile": ...}.
 
@@ -131,6 +144,7 @@ class JobCreate(BaseModel):
     cache: bool | None = None  # false: neither served from nor stored in the response cache
     tools: list[FunctionTool] | None = Field(default=None, min_length=1, max_length=128)
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None  # default auto
+    response: ResponseOptions | None = None  # set by POST /v1/responses
     _route: RouteDecision | None = PrivateAttr(default=None)  # set when profile is "auto"
     _as_given: dict[str, Any] | None = PrivateAttr(default=None)  # the request before fill_defaults
 

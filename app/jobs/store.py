@@ -54,6 +54,10 @@ def insert_job(session: orm.Session, body: JobCreate, **columns: Any) -> Job:
     return job
 
 
+def find_job(session: orm.Session, job_id: str) -> Job | None:
+    return session.get(Job, job_id)
+
+
 def get_job_or_404(session: orm.Session, job_id: str) -> Job:
     error = ApiError(404, f"No job with id '{job_id}'.", param="id", code="job_not_found")
     return get_or_404(session, Job, job_id, error)

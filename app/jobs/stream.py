@@ -22,6 +22,9 @@ bp = Blueprint("job_events", __name__, url_prefix="/v1/jobs")
 
 STORED_EVENT_ID = "0-1"  # the id of a `done` event rebuilt from the DB after the stream expired
 GRACE_S = 5.0  # how long a finished job's terminal event may lag behind its DB row
+STREAM_POLL_S = (
+    0.5  # idle API streams (chat, responses) send a comment this often, which detects gone clients
+)
 
 
 def finished_job(job_id: str) -> dict[str, Any] | None:
@@ -59,6 +62,15 @@ def follow_job(log: JobEventLog, job_id: str, after: str, poll_s: float) -> Iter
             if time.monotonic() - finished_seen_at > GRACE_S:
                 yield JobEvent(STORED_EVENT_ID, "done", stored)
                 return
+
+
+def wait_for_job(log: JobEventLog, job_id: str) -> dict[str, Any]:
+    """Block until the job ends; return its stored JSON."""
+    for event in follow_job(log, job_id, "0", poll_s=5.0):
+        if event is not None and event.is_terminal:
+            break
+    with db_session() as session:
+        return job_json(get_job_or_404(session, job_id))
 
 
 def last_event_id() -> str:
