@@ -103,6 +103,7 @@ class Job(Base):
     tool_calls: orm.Mapped[list[dict[str, Any]] | None] = orm.mapped_column(sa.JSON)
     prompt_tokens: orm.Mapped[int | None]
     completion_tokens: orm.Mapped[int | None]
+    reasoning_tokens: orm.Mapped[int | None]  # of completion_tokens, the reasoning's (None before 0006)
     ttft_s: orm.Mapped[float | None]  # engine: submit to first token
     e2e_s: orm.Mapped[float | None]  # engine: submit to last token
 

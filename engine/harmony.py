@@ -52,6 +52,7 @@ class HarmonyParse:
     truncated: bool  # the output stopped inside a message or its header
     messages: tuple[HarmonyMessage, ...]
     ended_by: str = ""  # <|return|> or <|call|> when one of them ended the generation
+    reasoning_tokens: int = 0  # the ordinary ids that became reasoning
 
 
 Piece = tuple[Literal["text", "special"], str]
@@ -127,6 +128,7 @@ class HarmonyStreamParser:
         self._stray_open = False  # stray text continues the current piece until a special token
         self._bad = False
         self._ended_by = ""  # <|return|> or <|call|> once the generation has ended
+        self._reasoning_tokens = 0
 
     def feed(self, ids: Iterable[int]) -> tuple[str, str]:
         """Consume the next generated ids and return the content and reasoning they complete."""
@@ -136,6 +138,7 @@ class HarmonyStreamParser:
             name = self._special_ids.get(token_id, RESERVED if token_id >= self._known_ids else None)
             if name is None:
                 ordinary.append(token_id)
+                self._reasoning_tokens += self._is_reasoning()
                 continue
             self._text(self._run.push(ordinary) + self._run.flush())
             ordinary = []
@@ -166,9 +169,22 @@ class HarmonyStreamParser:
         )
         ok = not self._bad and (has_final or (self._ended_by == CALL and self._tools))
         parse = HarmonyParse(
-            "".join(self._content), "".join(self._reasoning), ok, truncated, tuple(messages), self._ended_by
+            "".join(self._content),
+            "".join(self._reasoning),
+            ok,
+            truncated,
+            tuple(messages),
+            self._ended_by,
+            self._reasoning_tokens,
         )
         return tail, parse
+
+    def _is_reasoning(self) -> bool:
+        """Whether an ordinary id read now is reasoning: a message body that is neither the answer nor a
+        call's arguments, or stray text outside any message (kept as reasoning)."""
+        if self._state == "body":
+            return not self._is_content and self._call_index is None
+        return self._state == "outside"
 
     def take_tool_deltas(self) -> list[dict[str, Any]]:
         """Function-call pieces since the last call: {"index", "name"} when a call opens, then

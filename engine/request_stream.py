@@ -143,12 +143,12 @@ class RequestStream:
         """Close the stream: the last held-back text (if any) and the final result."""
         if reason is None:
             reason = self.natural_finish_reason()
-        tail_content, tail_reasoning, harmony_ok = "", "", True
+        tail_content, tail_reasoning, harmony_ok, reasoning_tokens = "", "", True, 0
         tool_calls: tuple[ToolCall, ...] = ()
         tail_tools: tuple[dict[str, Any], ...] = ()
         if self.harmony is not None:
             (tail_content, tail_reasoning), parsed = self.harmony.finish()
-            harmony_ok = parsed.ok
+            harmony_ok, reasoning_tokens = parsed.ok, parsed.reasoning_tokens
             tail_tools = self.tool_deltas()
             tool_calls = self.tool_calls(parsed)
             if tool_calls and reason == "stop" and parsed.ended_by == CALL:
@@ -181,6 +181,7 @@ class RequestStream:
             harmony_ok=harmony_ok,
             error=error,
             tool_calls=tool_calls,
+            reasoning_tokens=reasoning_tokens,
         )
         return last, result
 

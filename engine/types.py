@@ -103,3 +103,4 @@ class GenerationResult:
     harmony_ok: bool = True  # the output parsed as well-formed harmony (always True for non-harmony models)
     error: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()  # finish_reason "tool_calls" when there are any
+    reasoning_tokens: int = 0  # of completion_tokens, those that became reasoning (harmony's analysis)

@@ -62,6 +62,7 @@ def answer_of(job: Job, tags: dict[str, str]) -> CachedAnswer:
         finish_reason=job.finish_reason or "stop",
         prompt_tokens=job.prompt_tokens,
         completion_tokens=job.completion_tokens,
+        reasoning_tokens=job.reasoning_tokens,
         tags=tags,
         quality=signals.as_columns() if signals is not None else {},
     )

@@ -199,6 +199,7 @@ def outcome_of(result: GenerationResult, tags: ModelTags) -> JobOutcome:
         error=error,
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
+        reasoning_tokens=result.reasoning_tokens,
         ttft_s=result.ttft_s,
         e2e_s=result.e2e_s,
         first_token_at=first_token_at,

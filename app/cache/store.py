@@ -74,6 +74,7 @@ class CachedAnswer:
     completion_tokens: int | None
     tags: dict[str, str]  # the five tags of the model that ran the original job
     quality: dict[str, Any]  # its quality_* columns (app/quality.py)
+    reasoning_tokens: int | None = None  # entries stored before it was counted have none
 
 
 def is_deterministic(request: Mapping[str, Any]) -> bool:

@@ -14,7 +14,7 @@ def completion_id(job_id: str) -> str:
     return "chatcmpl-" + job_id.removeprefix("job_")
 
 
-def usage_of(done: dict[str, Any]) -> dict[str, int]:
+def usage_of(done: dict[str, Any]) -> dict[str, Any]:
     return done.get("usage") or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 

@@ -99,6 +99,7 @@ class CachedJobs:
             finish_reason=answer.finish_reason,
             prompt_tokens=answer.prompt_tokens,
             completion_tokens=answer.completion_tokens,
+            reasoning_tokens=answer.reasoning_tokens,
             cached_from=answer.job_id,
             **{f"tag_{name}": value for name, value in answer.tags.items()},
             **answer.quality,

@@ -26,6 +26,7 @@ def job_json(job: Job) -> dict[str, Any]:
             "prompt_tokens": prompt_tokens,
             "completion_tokens": job.completion_tokens,
             "total_tokens": prompt_tokens + job.completion_tokens,
+            "completion_tokens_details": {"reasoning_tokens": job.reasoning_tokens or 0},
         }
     result = None
     if job.finish_reason is not None and job.status != "queued":

@@ -181,6 +181,7 @@ class JobOutcome:
     error: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
     ttft_s: float | None = None
     e2e_s: float | None = None
     first_token_at: datetime | None = None
@@ -207,6 +208,7 @@ def finish_job(session: orm.Session, job_id: str, outcome: JobOutcome) -> Job | 
         error=outcome.error,
         prompt_tokens=outcome.prompt_tokens,
         completion_tokens=outcome.completion_tokens,
+        reasoning_tokens=outcome.reasoning_tokens,
         ttft_s=outcome.ttft_s,
         e2e_s=outcome.e2e_s,
         first_token_at=outcome.first_token_at,

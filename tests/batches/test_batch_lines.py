@@ -145,3 +145,44 @@ def test_an_overlong_line_is_skipped_without_reading_it_whole() -> None:
 
 def test_an_empty_file_is_an_error() -> None:
     assert [(e.line, e.code) for e in errors_of(b"")] == [(None, "empty_file")]
+
+
+def responses_line(custom_id: str = "r1", **body: Any) -> str:
+    body = {"model": "quality_first", "input": "Hi", **body}
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/responses", "body": body})
+
+
+def test_responses_lines_sit_beside_chat_lines_and_become_jobs_that_answer_as_responses() -> None:
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+    lines = [
+        request_line("chat"),
+        responses_line(
+            "resp", instructions="Be brief.", max_output_tokens=9, tools=[tool], tool_choice="required"
+        ),
+    ]
+    chat, response = read("\n".join(lines).encode())
+    assert isinstance(chat, BatchRequest) and isinstance(response, BatchRequest)
+    assert chat.job.response is None
+    job = response.job
+    assert (job.profile, job.max_tokens, job.tool_choice, job.response and job.response.model) == (
+        "quality_first", 9, "required", "quality_first"
+    )  # fmt: skip
+    assert [m.role for m in job.messages or []] == ["developer", "user"]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"stream": True}, "body.stream"),
+        ({"background": True}, "body.background"),
+        ({"previous_response_id": "resp_1"}, "body.previous_response_id"),
+        ({"tools": [{"type": "web_search_preview"}]}, "body.tools[0].type"),
+        (
+            {"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]},
+            "body.input[0].call_id",
+        ),
+    ],
+)
+def test_a_bad_responses_line_names_its_parameter(body: dict[str, Any], param: str) -> None:
+    error = only_error("\n".join([request_line("a"), responses_line("b", **body)]).encode())
+    assert (error.line, error.param) == (2, param), error

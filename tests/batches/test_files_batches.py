@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 
 from app.batches.lifecycle import check_batch
 from app.batches.models import Batch
-from app.batches.results import chat_completion
+from app.batches.results import response_body
 from app.db import db_session
 from app.jobs.cancel import cancel_key
 from app.models import Job, JobStatus, utcnow
@@ -285,7 +285,12 @@ def test_live_counts_then_output_and_error_files_in_input_order(app: Flask, clie
         "tiny",
         "stop",
     )
-    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    assert body["usage"] == {
+        "prompt_tokens": 3,
+        "completion_tokens": 2,
+        "total_tokens": 5,
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
     error_line, cancelled_line = jsonl(client, done["error_file_id"])
     assert error_line["custom_id"] == "r1" and error_line["response"]["status_code"] == 500
     assert "boom" in error_line["response"]["body"]["error"]["message"]
@@ -397,7 +402,21 @@ def test_an_output_line_carries_reasoning_under_both_keys() -> None:
         id="job_x", profile="latency_first", request={}, request_hash="", task_id="t",
         content="Hello", reasoning="Greet back.", finish_reason="stop", created_at=utcnow(),
     )  # fmt: skip
-    message = chat_completion(job)["choices"][0]["message"]
+    message = response_body(job)["choices"][0]["message"]
     assert (message["content"], message["reasoning"], message["reasoning_content"]) == (
         "Hello", "Greet back.", "Greet back.",
     )  # fmt: skip
+
+
+def test_a_responses_line_answers_as_a_response_with_its_calls() -> None:
+    call = {"id": "call_1", "name": "get_weather", "arguments": "{}"}
+    job = Job(
+        id="job_y", profile="p", request={"response": {"model": "m"}}, request_hash="", task_id="t",
+        status="succeeded", content="", reasoning="Need it.", finish_reason="tool_calls", tool_calls=[call],
+        prompt_tokens=4, completion_tokens=6, reasoning_tokens=3, created_at=utcnow(),
+    )  # fmt: skip
+    body = response_body(job)
+    assert (body["object"], body["id"], body["status"]) == ("response", "resp_y", "completed")
+    assert [item["type"] for item in body["output"]] == ["reasoning", "function_call"]
+    assert body["output"][1]["call_id"] == "call_1"
+    assert body["usage"]["output_tokens_details"] == {"reasoning_tokens": 3}

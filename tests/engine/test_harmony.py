@@ -293,3 +293,12 @@ def test_stream_never_emits_analysis_as_content(text: str) -> None:
             so_far += delta
             # Content only ever grows along the final answer, so no reasoning character can slip in.
             assert final.startswith(so_far)
+
+
+def test_reasoning_tokens_count_the_ids_of_reasoning_only() -> None:
+    def ids(text: str) -> int:
+        return len(TOKENIZER(text, add_special_tokens=False)["input_ids"])
+
+    assert parse(WELL_FORMED).reasoning_tokens == ids("User asks 2+2. Simple.")
+    assert parse(TOOL_CALL, tools=True).reasoning_tokens == ids("Need weather.")  # not the arguments
+    assert parse("<|channel|>final<|message|>Just 4.<|return|>").reasoning_tokens == 0
