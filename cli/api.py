@@ -12,16 +12,25 @@ import httpx
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
+def base_url(args: argparse.Namespace) -> str:
+    """--url, else GPTOSS_URL, else OPENAI_BASE_URL (whose /v1 is the API's own), else the default."""
+    url = getattr(args, "url", None) or os.environ.get("GPTOSS_URL")
+    if not url and os.environ.get("OPENAI_BASE_URL"):
+        url = os.environ["OPENAI_BASE_URL"].rstrip("/").removesuffix("/v1")
+    return url or DEFAULT_URL
+
+
 def run_with_client(args: argparse.Namespace, timeout_s: float, run: Callable[[httpx.Client], int]) -> int:
-    """Call `run` with a client of the API (--url, else GPTOSS_URL); exit with a message when it is away."""
-    base_url = getattr(args, "url", None) or os.environ.get("GPTOSS_URL") or DEFAULT_URL
+    """Call `run` with a client of the API (see base_url); exit with a message when it is away."""
+    url = base_url(args)
     try:
-        key = os.environ.get("GPTOSS_API_KEY")  # where the API requires keys (GPTOSS_API_KEYS)
+        # where the API requires keys (GPTOSS_API_KEYS); the openai SDK's variable works too
+        key = os.environ.get("GPTOSS_API_KEY") or os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        with httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers) as client:
+        with httpx.Client(base_url=url, timeout=timeout_s, headers=headers) as client:
             return run(client)
     except httpx.TransportError as exc:
-        raise SystemExit(f"gptoss: cannot reach {base_url}: {exc}") from exc
+        raise SystemExit(f"gptoss: cannot reach {url}: {exc}") from exc
 
 
 def checked(response: httpx.Response) -> dict[str, Any]:

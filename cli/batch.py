@@ -1,4 +1,5 @@
-"""`gptoss batch run FILE`: upload a prompt file as a batch, show its progress, download the answers."""
+"""`gptoss batch run FILE`: upload a prompt file as a batch, show its progress, download the answers;
+`batch wait|status|cancel|list` for batches already made (`run --detach`, or Ctrl-C, leaves one running)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ FINAL_STATUSES = {"completed", "failed", "cancelled", "expired"}
 
 
 def add_batch_parser(subparsers: Any) -> None:
-    """Add `batch run` to the gptoss command parser."""
+    """Add `batch run|wait|status|cancel|list` to the gptoss command parser."""
     batch = subparsers.add_parser("batch", help="run a file of prompts through the Batch API")
     commands = batch.add_subparsers(dest="batch_command", required=True)
     run = commands.add_parser("run", help="upload, follow with a progress bar, download the answers")
@@ -32,19 +33,90 @@ def add_batch_parser(subparsers: Any) -> None:
     run.add_argument(
         "--profile", help="the profile (or model id) of every request (default: the first profile)"
     )
-    run.add_argument("-o", "--output", default="-", help="results JSONL, in input order (default: stdout)")
     run.add_argument("--system", help="a system message put before each prompt")
     run.add_argument("--max-tokens", type=int)
     run.add_argument("--temperature", type=float)
     run.add_argument("--reasoning-effort", choices=["low", "medium", "high"])
-    run.add_argument("--poll", type=float, default=1.0, help="seconds between progress checks (default 1)")
-    run.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+    run.add_argument("--detach", action="store_true", help="create the batch, print its id and return")
+    wait = commands.add_parser("wait", help="follow a batch (after run --detach or Ctrl-C), then download")
+    wait.add_argument("batch_id")
+    for command in (run, wait):
+        command.add_argument(
+            "-o", "--output", default="-", help="results JSONL, in input order (default: stdout)"
+        )
+        command.add_argument(
+            "--poll", type=float, default=1.0, help="seconds between progress checks (default 1)"
+        )
+        command.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
     run.set_defaults(func=batch_run)
+    wait.set_defaults(func=batch_wait)
+    for name, text, func in (
+        ("status", "print a batch as JSON", batch_status),
+        ("cancel", "cancel a batch; finished answers are kept", batch_cancel),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("batch_id")
+        command.set_defaults(func=func)
+    listing = commands.add_parser("list", help="the newest batches, one a line")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(func=batch_list)
 
 
 def batch_run(args: argparse.Namespace) -> int:
     """Run the file as one batch; exit status 0 when every request succeeded, 1 otherwise."""
     return run_with_client(args, 120.0, lambda client: _run(client, args))
+
+
+def batch_wait(args: argparse.Namespace) -> int:
+    """Follow a batch already created to its end, then write its results in input order."""
+
+    def wait(client: httpx.Client) -> int:
+        batch = checked(client.get(f"/v1/batches/{args.batch_id}"))
+        return _follow_and_write(client, batch, input_order(client, batch["input_file_id"]), None, args)
+
+    return run_with_client(args, 120.0, wait)
+
+
+def batch_status(args: argparse.Namespace) -> int:
+    return run_with_client(
+        args, 30.0, lambda client: _print(checked(client.get(f"/v1/batches/{args.batch_id}")))
+    )
+
+
+def batch_cancel(args: argparse.Namespace) -> int:
+    def cancel(client: httpx.Client) -> int:
+        batch = checked(client.post(f"/v1/batches/{args.batch_id}/cancel"))
+        print(f"{batch['id']} {batch['status']}")
+        return 0
+
+    return run_with_client(args, 30.0, cancel)
+
+
+def batch_list(args: argparse.Namespace) -> int:
+    def listing(client: httpx.Client) -> int:
+        for batch in checked(client.get("/v1/batches", params={"limit": args.limit}))["data"]:
+            counts = batch["request_counts"]
+            done = counts["completed"] + counts["failed"]
+            print(f"{batch['id']}  {batch['status']:<11} {done}/{counts['total']}  {batch['endpoint']}")
+        return 0
+
+    return run_with_client(args, 30.0, listing)
+
+
+def _print(document: dict[str, Any]) -> int:
+    print(json.dumps(document, indent=2))
+    return 0
+
+
+def input_order(client: httpx.Client, file_id: str) -> dict[str, int]:
+    """custom_id -> position in the batch's input file (as stored on the server)."""
+    order: dict[str, int] = {}
+    with client.stream("GET", f"/v1/files/{file_id}/content") as response:
+        response.raise_for_status()
+        for text in response.iter_lines():
+            if text.strip():
+                order.setdefault(str(json.loads(text).get("custom_id")), len(order))
+    return order
 
 
 def _run(client: httpx.Client, args: argparse.Namespace) -> int:
@@ -78,16 +150,37 @@ def _run(client: httpx.Client, args: argparse.Namespace) -> int:
         "input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h",
     }))  # fmt: skip
     print(f"gptoss: {batch['id']}: {len(input_lines)} requests", file=sys.stderr)
+    if getattr(args, "detach", False):
+        print(batch["id"])
+        print(f"gptoss: detached; come back with: gptoss batch wait {batch['id']} -o FILE", file=sys.stderr)
+        return 0
+    return _follow_and_write(client, batch, order, input_lines, args)
+
+
+def _follow_and_write(
+    client: httpx.Client,
+    batch: dict[str, Any],
+    order: dict[str, int],
+    input_lines: list[int] | None,
+    args: argparse.Namespace,
+) -> int:
+    """Follow the batch to its end (Ctrl-C detaches: the batch runs on), then write its results."""
     try:
         batch = follow(client, batch["id"], args.poll, Progress(sys.stderr, enabled=not args.no_progress))
     except KeyboardInterrupt:
-        print(f"\ngptoss: cancelling {batch['id']}; finished answers are kept", file=sys.stderr)
-        checked(client.post(f"/v1/batches/{batch['id']}/cancel"))
-        batch = follow(client, batch["id"], args.poll, Progress(sys.stderr, enabled=False))
+        print(
+            f"\ngptoss: detached from {batch['id']}, which runs on; come back with "
+            f"`gptoss batch wait {batch['id']} -o FILE`, or stop it with `gptoss batch cancel {batch['id']}`",
+            file=sys.stderr,
+        )
+        return 130
+    source = getattr(args, "input", None) or batch["input_file_id"]
     if batch["status"] == "failed":
         for error in (batch.get("errors") or {}).get("data", []):
-            where = f"line {input_lines[error['line'] - 1]}: " if error.get("line") else ""
-            print(f"gptoss: {args.input}: {where}{error['message']}", file=sys.stderr)
+            line = error.get("line")
+            if line and input_lines is not None:
+                line = input_lines[line - 1]
+            print(f"gptoss: {source}: {f'line {line}: ' if line else ''}{error['message']}", file=sys.stderr)
         return 1
     write_results(client, batch, order, args.output)
     counts = batch["request_counts"]
@@ -113,25 +206,26 @@ class Progress:
     def __init__(self, stream: IO[str], enabled: bool = True, width: int = 30) -> None:
         self.stream, self.enabled, self.width = stream, enabled, width
         self.interactive = stream.isatty()
-        self.start: tuple[float, int] | None = None  # (time, done) at the first count seen
         self.last_printed = 0.0
         self.drawn = False
 
     def line(self, batch: dict[str, Any], now: float) -> str:
+        """The status line at unix time `now`: the rate is the batch's own, since it went in progress."""
         counts = batch["request_counts"]
         total, done = counts["total"], counts["completed"] + counts["failed"]
-        if self.start is None and total:
-            self.start = (now, done)
         filled = int(self.width * done / total) if total else 0
         text = f"{batch['status']:<11} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{total}"
         text += f" ({counts['failed']} failed)" if counts["failed"] else ""
-        if self.start is not None and now > self.start[0] and done > self.start[1]:
-            rate = (done - self.start[1]) / (now - self.start[0])
-            text += f" {rate:.1f} req/s ETA {_duration((total - done) / rate)}"
+        started = batch.get("in_progress_at")
+        if started is not None and batch["status"] == "in_progress":
+            elapsed = max(now - started, 1.0)
+            rate = done / elapsed
+            eta = f"ETA {_duration((total - done) / rate)}" if done else "ETA --"
+            text += f" {rate:.1f} req/s {eta} ({_duration(elapsed)} in)"
         return text
 
     def update(self, batch: dict[str, Any]) -> None:
-        now = time.monotonic()
+        now = time.time()
         text = self.line(batch, now)
         if not self.enabled:
             return

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -20,14 +23,21 @@ FINISHED = {"succeeded", "failed", "cancelled"}
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gptoss", description="Talk to a gptoss-batch API.")
-    parser.add_argument("--url", help=f"API base URL (env GPTOSS_URL, default {DEFAULT_URL})")
+    parser.add_argument(
+        "--url", help=f"API base URL (env GPTOSS_URL, else OPENAI_BASE_URL, default {DEFAULT_URL})"
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     submit = commands.add_parser("submit", help="queue a job; prints its id (or its answer with --wait)")
-    submit.add_argument("prompt", nargs="?", help="the prompt text (or use --messages-file)")
+    submit.add_argument(
+        "prompt", nargs="?", help="the prompt text; - (or nothing, with input piped in) reads it from stdin"
+    )
     submit.add_argument("--messages-file", help="a JSON file with a list of {role, content} messages")
+    submit.add_argument("--system", help="a system message put before the prompt")
     submit.add_argument("--profile", help="latency_first or quality_first (default: the first profile)")
     submit.add_argument("--max-tokens", type=int)
+    submit.add_argument("--temperature", type=float)
     submit.add_argument("--reasoning-effort", choices=["low", "medium", "high"])
     submit.add_argument("--tools", help="a JSON file with a list of function tools (OpenAI's chat shape)")
     submit.add_argument("--tool-choice", help="auto, none, required, or the name of one function")
@@ -49,18 +59,37 @@ def job_body(args: argparse.Namespace) -> dict[str, Any]:
     if args.messages_file:
         with open(args.messages_file) as file:
             body: dict[str, Any] = {"messages": json.load(file)}
-    elif args.prompt:
-        body = {"prompt": args.prompt}
+    elif args.system:
+        body = {"messages": [{"role": "user", "content": prompt_text(args.prompt)}]}
     else:
-        raise SystemExit("gptoss submit: give a prompt or --messages-file")
+        body = {"prompt": prompt_text(args.prompt)}
+    if args.system:
+        body["messages"] = [{"role": "system", "content": args.system}, *body["messages"]]
     options = {
         "profile": args.profile,
         "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
         "reasoning_effort": args.reasoning_effort,
         "tools": read_tools(args.tools) if args.tools else None,
         "tool_choice": tool_choice(args.tool_choice),
     }
     return body | {key: value for key, value in options.items() if value is not None}
+
+
+def prompt_text(prompt: str | None) -> str:
+    """The prompt argument, or stdin's text for `-` (or no argument with input piped in)."""
+    if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
+        prompt = sys.stdin.read()
+    if not prompt or not prompt.strip():
+        raise SystemExit("gptoss submit: give a prompt (an argument, or on stdin) or --messages-file")
+    return prompt
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("gptoss-batch")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def read_tools(path: str) -> list[dict[str, Any]]:
@@ -93,10 +122,15 @@ def wait_for(client: httpx.Client, job_id: str, timeout: float) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     """Run one gptoss command; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    if args.command in ("batch", "gate"):
-        return int(args.func(args))
-    return run_with_client(args, 30.0, lambda client: _run(client, args))
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command in ("batch", "gate"):
+            return int(args.func(args))
+        return run_with_client(args, 30.0, lambda client: _run(client, args))
+    except BrokenPipeError:  # `gptoss status ID | head`: the reader left, which is no error of ours
+        with contextlib.suppress(OSError, ValueError):  # so the flush at exit is quiet too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _run(client: httpx.Client, args: argparse.Namespace) -> int:

@@ -78,11 +78,21 @@ def test_answers_come_from_output_and_error_lines() -> None:
     assert answer_line(cancelled)["error"] == {"code": "batch_cancelled", "message": "stopped"}
 
 
-def test_progress_shows_counts_rate_and_eta() -> None:
+def test_progress_shows_counts_and_the_batchs_own_rate_and_eta_from_the_first_second() -> None:
     progress = Progress(io.StringIO())
-    batch = {"status": "in_progress", "request_counts": {"total": 100, "completed": 10, "failed": 0}}
-    assert progress.line(batch, now=0.0).endswith("10/100")
+    batch = {
+        "status": "validating",
+        "in_progress_at": None,
+        "request_counts": {"total": 0, "completed": 0, "failed": 0},
+    }
+    assert progress.line(batch, now=1000.0).endswith("0/0")
+    batch = {
+        "status": "in_progress",
+        "in_progress_at": 1000,
+        "request_counts": {"total": 100, "completed": 0, "failed": 0},
+    }
+    assert progress.line(batch, now=1000.5).endswith("0/100 0.0 req/s ETA -- (0m01s in)")
     batch["request_counts"] = {"total": 100, "completed": 28, "failed": 2}
-    line = progress.line(batch, now=10.0)
-    assert "30/100 (2 failed) 2.0 req/s ETA 0m35s" in line
+    line = progress.line(batch, now=1015.0)
+    assert "30/100 (2 failed) 2.0 req/s ETA 0m35s (0m15s in)" in line
     assert line.count("#") == 9
