@@ -26,7 +26,8 @@ migrate: $(STAMP)
 	$(BIN)/alembic upgrade head
 
 run: migrate
-	$(BIN)/python -m app.ops.private_redis $(BIN)/honcho start --port $${PORT:-8000}
+	GPTOSS_GATE_API_URL=$${GPTOSS_GATE_API_URL:-http://127.0.0.1:$${PORT:-8000}} \
+	  $(BIN)/python -m app.ops.private_redis $(BIN)/honcho start --port $${PORT:-8000}
 
 test: $(STAMP)
 	$(BIN)/pytest -q -rs $(PYTEST_ARGS); status=$$?; \

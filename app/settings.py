@@ -43,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "RECONCILE_INTERVAL_S": 60.0,  # celery beat runs the reconciler this often; 0: not scheduled
     "RECONCILE_STUCK_AFTER_S": 120.0,  # a queued/running job this old with no message/worker is re-enqueued
     # Observability
-    "WORKER_METRICS_PORT": None,  # a worker's /metrics port; None: 9101 + the profile's index; 0: off
+    "WORKER_METRICS_PORT": FIRST_WORKER_METRICS_PORT,  # worker /metrics: this + the profile's index; 0: off
     "WORKER_METRICS_HOST": "127.0.0.1",  # where a worker's /metrics listens
     "HEARTBEAT_INTERVAL_S": 5.0,  # how often a worker refreshes its gptoss:worker:<hostname> key
     "HEARTBEAT_TTL_S": 15,  # a worker whose key is older than this is gone (/readyz: 503)
@@ -89,19 +89,21 @@ class ReliabilitySettings:
 
 @dataclass(frozen=True)
 class ObservabilitySettings:
-    worker_metrics_port: int | None
+    worker_metrics_port: int  # the first profile's; 0: no worker serves /metrics
     worker_metrics_host: str
     heartbeat_interval_s: float
     heartbeat_ttl_s: int
     stats_max_jobs: int
 
     def metrics_port_for(self, profile: str | None, profile_names: list[str]) -> int:
-        """The configured port, else one per profile so both workers of a box can listen; 0 = off."""
-        if self.worker_metrics_port is not None:
-            return self.worker_metrics_port
+        """The base port plus the profile's index, so each profile's worker of a box listens on its own;
+        0 = off. A worker serving every profile takes the port below the base."""
+        base = self.worker_metrics_port
+        if not base:
+            return 0
         if profile is None or profile not in profile_names:
-            return FIRST_WORKER_METRICS_PORT - 1  # a worker serving every profile
-        return FIRST_WORKER_METRICS_PORT + profile_names.index(profile)
+            return base - 1
+        return base + profile_names.index(profile)
 
 
 @dataclass(frozen=True)
@@ -195,7 +197,7 @@ class Settings:
                 reconcile_stuck_after_s=read.number("RECONCILE_STUCK_AFTER_S"),
             ),
             observability=ObservabilitySettings(
-                worker_metrics_port=read.optional_integer("WORKER_METRICS_PORT"),
+                worker_metrics_port=read.integer("WORKER_METRICS_PORT"),
                 worker_metrics_host=read.text("WORKER_METRICS_HOST"),
                 heartbeat_interval_s=read.number("HEARTBEAT_INTERVAL_S"),
                 heartbeat_ttl_s=read.integer("HEARTBEAT_TTL_S"),

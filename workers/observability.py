@@ -63,13 +63,14 @@ def start_worker_observability(
 
 
 def serve_metrics(address: str, port: int) -> Any:
-    """The worker's /metrics server, or None when disabled (port 0) or the port is taken."""
+    """The worker's /metrics server, or None when disabled (port 0). workers/start.py checked the port
+    before the worker started; one taken since is logged."""
     if port == 0:
         return None
     try:
         server, _thread = start_http_server(port, addr=address, registry=WORKER_REGISTRY)
-    except OSError as exc:  # e.g. a second worker of the same profile on this box: it needs its own port
-        log.warning(
+    except OSError as exc:
+        log.error(
             "worker metrics not served on %s:%d (%s); set GPTOSS_WORKER_METRICS_PORT", address, port, exc
         )
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 
 from app.profiles import load_profiles
@@ -18,6 +19,18 @@ def worker_command(profile: str, max_batch: int, loglevel: str, name: str | None
     ]  # fmt: skip
 
 
+def port_taken(host: str, port: int) -> str | None:
+    """Why `port` cannot be listened on at `host`, or None when it can (or is 0: not used)."""
+    if port == 0:
+        return None
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Replace this process with `celery worker` for the profile, GPTOSS_PROFILE set for it."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -25,9 +38,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--name", help="the worker's name (default <profile>@<host>; unique per worker)")
     args = parser.parse_args(argv)
-    profiles = load_profiles(load_settings().profiles_path)
+    settings = load_settings()
+    profiles = load_profiles(settings.profiles_path)
     if args.profile not in profiles:
         parser.error(f"unknown profile {args.profile!r}; the profiles file has {sorted(profiles)}")
+    observability = settings.observability
+    port = observability.metrics_port_for(args.profile, list(profiles))
+    problem = port_taken(observability.worker_metrics_host, port)
+    if problem is not None:
+        parser.exit(
+            2,
+            f"workers.start: {args.profile}'s metrics port {observability.worker_metrics_host}:{port} "
+            f"cannot be used ({problem}); set GPTOSS_WORKER_METRICS_PORT to a free base port (each "
+            "profile adds its index) or 0 for no worker metrics\n",
+        )
     os.environ["GPTOSS_PROFILE"] = args.profile
     command = worker_command(args.profile, profiles[args.profile].max_batch, args.loglevel, args.name)
     os.execv(command[0], command)

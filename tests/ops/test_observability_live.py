@@ -50,7 +50,8 @@ class Observed:
     folder: Path
 
     def start(self, profile: str) -> subprocess.Popen[bytes]:
-        env = self.env | {"GPTOSS_WORKER_METRICS_PORT": str(self.metrics_ports[profile])}
+        base = self.metrics_ports[profile] - PROFILES.index(profile)  # each profile adds its index
+        env = self.env | {"GPTOSS_WORKER_METRICS_PORT": str(base)}
         self.workers[profile] = start_worker(profile, env, self.folder / f"{profile}.log")
         return self.workers[profile]
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from app import create_app
 from app.settings import DEFAULTS, Settings, SettingsError, load_settings
+from tests.support.paths import REPO_ROOT
 
 
 @pytest.mark.parametrize(
@@ -48,4 +53,26 @@ def test_env_values_are_typed_and_the_unprefixed_urls_win(
 def test_every_default_is_readable(tmp_path: Path) -> None:
     settings = Settings.from_config({**DEFAULTS, "DATA_DIR": str(tmp_path)})
     assert settings.database_url == f"sqlite:///{tmp_path.resolve() / 'gptoss.db'}"
-    assert settings.cache.enabled and settings.observability.worker_metrics_port is None
+    assert settings.cache.enabled and settings.observability.worker_metrics_port == 9101
+
+
+def test_a_worker_whose_metrics_port_is_taken_does_not_start(profiles_file: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        base = holder.getsockname()[1] - 1  # quality_first, the second profile, adds 1
+        env = {**os.environ, "GPTOSS_PROFILES": str(profiles_file), "GPTOSS_WORKER_METRICS_PORT": str(base)}
+        started = subprocess.run(
+            [sys.executable, "-m", "workers.start", "quality_first"],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert started.returncode == 2
+    assert f"metrics port 127.0.0.1:{base + 1} cannot be used" in started.stderr
+    assert "GPTOSS_WORKER_METRICS_PORT" in started.stderr
+
+
+def test_each_profiles_worker_gets_its_own_metrics_port_from_the_base() -> None:
+    observability = load_settings({"WORKER_METRICS_PORT": 9300}).observability
+    assert observability.metrics_port_for("latency_first", ["latency_first", "quality_first"]) == 9300
+    assert observability.metrics_port_for("quality_first", ["latency_first", "quality_first"]) == 9301
+    assert load_settings({"WORKER_METRICS_PORT": 0}).observability.metrics_port_for("quality_first", []) == 0

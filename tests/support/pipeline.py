@@ -57,12 +57,13 @@ class Pipeline:
 
 
 def start_worker(profile: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """`python -m workers.start <profile>`, exactly as the Procfile starts it."""
+    """`python -m workers.start <profile>`, exactly as the Procfile starts it; no /metrics unless `env`
+    names a GPTOSS_WORKER_METRICS_PORT (a `make run` on this machine may hold the default ports)."""
     with open(log_path, "wb") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "workers.start", profile, "--loglevel", "INFO"],
             cwd=REPO_ROOT,
-            env=env,
+            env={"GPTOSS_WORKER_METRICS_PORT": "0", **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
