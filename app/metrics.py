@@ -23,8 +23,11 @@ from app.services import services
 log = logging.getLogger(__name__)
 
 TAG_LABELS = ("engine", "model_id", "model_size", "gpu_mode", "profile")
-# LLM jobs take from milliseconds (one token) to minutes (2048 tokens of a 120B model).
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60, 90, 120)
+# LLM jobs take from milliseconds (one token) to many minutes (2048 tokens of a 120B model, or of any
+# model on a CPU): the buckets reach 20 minutes.
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200,
+)  # fmt: skip
 KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's Redis transport keeps one list per priority step
 KOMBU_PRIORITY_SEPARATOR = "\x06\x16"
 
@@ -33,14 +36,15 @@ bp = Blueprint("metrics", __name__)
 API_REGISTRY = CollectorRegistry()
 API_REQUESTS = Counter(
     "gptoss_api_requests",
-    "HTTP requests answered by the API, by route (the URL rule, not the raw path) and status",
-    ["method", "route", "status"],
+    "HTTP requests answered by the API, by route (the URL rule, not the raw path) and status; a request "
+    "that submitted a job carries its profile's five tags (empty for the others)",
+    ["method", "route", "status", *TAG_LABELS],
     registry=API_REGISTRY,
 )
 API_REQUEST_SECONDS = Histogram(
     "gptoss_api_request_duration_seconds",
-    "Time to answer an HTTP request (to the first byte for streams)",
-    ["method", "route"],
+    "Time to answer an HTTP request (to the first byte for streams), by route and the five tags",
+    ["method", "route", *TAG_LABELS],
     buckets=LATENCY_BUCKETS,
     registry=API_REGISTRY,
 )
@@ -120,10 +124,21 @@ def _start_timer() -> None:
 def _count_request(response: Response) -> Response:
     started = g.pop("gptoss_request_started", None)
     route = request.url_rule.rule if request.url_rule is not None else "unmatched"  # bounded label values
-    API_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+    labels = {"method": request.method, "route": route, **request_tags()}
+    API_REQUESTS.labels(status=str(response.status_code), **labels).inc()
     if started is not None:
-        API_REQUEST_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
+        API_REQUEST_SECONDS.labels(**labels).observe(time.perf_counter() - started)
     return response
+
+
+def request_tags() -> dict[str, str]:
+    """The five tags of the one profile this request submitted to (its announced model, read once by
+    the submit path: app/ops/served_models.py), else empty ones."""
+    read: dict[str, dict[str, str] | None] = g.get("gptoss_served_tags") or {}
+    if len(read) != 1:
+        return tag_values(None, "")
+    [(profile, tags)] = read.items()
+    return tag_values(tags, profile)
 
 
 def _process_registry() -> CollectorRegistry:

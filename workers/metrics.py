@@ -22,8 +22,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-QUEUE_WAIT_BUCKETS = (*LATENCY_BUCKETS, 300, 600, 1800, 3600)  # a bulk batch can queue for an hour
-INTER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5)
+QUEUE_WAIT_BUCKETS = (*LATENCY_BUCKETS, 1800, 3600)  # a bulk batch can queue for an hour
+# from a GPU's milliseconds to a loaded CPU's seconds per token
+INTER_TOKEN_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+)
 
 WORKER_REGISTRY = CollectorRegistry()
 JOBS_FINISHED = Counter(
@@ -39,8 +58,13 @@ TIME_TO_FIRST_TOKEN = Histogram(
     buckets=LATENCY_BUCKETS, registry=WORKER_REGISTRY,
 )  # fmt: skip
 E2E_LATENCY = Histogram(
-    "gptoss_e2e_latency_seconds", "From the engine taking the job to its last token", TAG_LABELS,
-    buckets=LATENCY_BUCKETS, registry=WORKER_REGISTRY,
+    "gptoss_e2e_latency_seconds", "From the engine taking the job to its last token (no queue wait)",
+    TAG_LABELS, buckets=LATENCY_BUCKETS, registry=WORKER_REGISTRY,
+)  # fmt: skip
+REQUEST_LATENCY = Histogram(
+    "gptoss_request_latency_seconds",
+    "From submit to the job's end, queue wait included (what vLLM's e2e_request_latency counts)",
+    TAG_LABELS, buckets=QUEUE_WAIT_BUCKETS, registry=WORKER_REGISTRY,
 )  # fmt: skip
 INTER_TOKEN_LATENCY = Histogram(
     "gptoss_inter_token_latency_seconds", "Time between consecutive tokens of a job", TAG_LABELS,
@@ -64,6 +88,8 @@ def observe_finished_job(job: Job, outcome: JobOutcome) -> None:
         TIME_TO_FIRST_TOKEN.labels(**labels).observe(job.ttft_s)
     if job.e2e_s is not None:
         E2E_LATENCY.labels(**labels).observe(job.e2e_s)
+    if job.finished_at is not None:
+        REQUEST_LATENCY.labels(**labels).observe((job.finished_at - job.created_at).total_seconds())
     observe_inter_token_gaps(labels, outcome.token_times)
     if job.prompt_tokens is not None:
         PROMPT_TOKENS.labels(**labels).inc(job.prompt_tokens)

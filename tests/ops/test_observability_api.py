@@ -206,6 +206,9 @@ def test_api_logs_and_counts_queued_and_cancelled_jobs(api: Flask, capfd: pytest
     never_ran = {"status": "cancelled", "profile": "latency_first", "model_id": "", "engine": ""}
     assert delta("gptoss_jobs_finished_total", **never_ran) == 1
     assert delta("gptoss_api_requests_total", method="POST", route="/v1/jobs", status="202") == 1
+    submitted = {"profile": "latency_first", "model_id": TAGS["model_id"], "engine": TAGS["engine"]}
+    assert delta("gptoss_api_requests_total", route="/v1/jobs", status="202", **submitted) == 1  # its tags
+    assert delta("gptoss_api_requests_total", route="unmatched", profile="") == 1  # no model: empty tags
     assert (
         delta("gptoss_api_requests_total", method="POST", route="/v1/jobs/<job_id>/cancel", status="200") == 1
     )
