@@ -24,6 +24,7 @@ def port_taken(host: str, port: int) -> str | None:
     if port == 0:
         return None
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the metrics server binds it
         try:
             probe.bind((host, port))
         except OSError as exc:

@@ -27,8 +27,10 @@ from app.models import Job
 from app.ops.private_redis import free_port
 from app.services import services
 from tests.support.apps import TEST_MAX_TOKENS, app_config, insert_queued_job
+from tests.support.live_server import serve
 from tests.support.paths import REPO_ROOT
 from tests.support.pipeline import FINISHED, start_worker, stop_worker, wait_for_workers
+from tests.support.prometheus_server import label_values, prometheus, query
 from tests.support.prometheus_text import FIVE_TAGS, samples, series, value
 from tests.support.services import migrate
 
@@ -305,3 +307,51 @@ def test_readyz_is_503_while_a_profile_has_no_worker_and_200_when_it_is_back(obs
     observed.start("quality_first")
     wait_for_workers(observed.app, observed.workers, observed.folder)
     assert observed.client.get("/readyz").status_code == 200
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every query of the shipped dashboard, variables set to All."""
+    dashboard = json.loads((REPO_ROOT / "deploy" / "grafana" / "gptoss-batch.json").read_text())
+    pairs = [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
+    filled = [
+        (title, expr.replace("$profile", ".*").replace("$model_id", ".*").replace("$__rate_interval", "5m"))
+        for title, expr in pairs
+    ]
+    return filled
+
+
+def test_a_real_prometheus_scrapes_the_stack_and_every_dashboard_query_has_data(
+    observed: Observed, job_mix: JobMix, tmp_path: Path
+) -> None:
+    workers = [f"127.0.0.1:{observed.metrics_ports[profile]}" for profile in PROFILES]
+    with serve(observed.app) as api_url:
+        scrape = [
+            {"job_name": "gptoss-api", "static_configs": [{"targets": [api_url.removeprefix("http://")]}]},
+            {"job_name": "gptoss-workers", "static_configs": [{"targets": workers}]},
+        ]  # the job names of deploy/prometheus.yml
+        with prometheus(tmp_path, scrape) as url:
+            deadline = time.monotonic() + 30
+            while sum(float(r["value"][1]) for r in query(url, "up")) < 3:
+                assert time.monotonic() < deadline, query(url, "up")
+                time.sleep(0.5)
+            # a mixed run while Prometheus watches: answers on both profiles, a failure, a cancel
+            ids = [
+                observed.submit(messages=HELLO, profile=p, max_tokens=8) for p in PROFILES for _ in range(2)
+            ]
+            ids.append(observed.submit_unchecked(prompt="x" * 4200, max_tokens=8))  # over the context: fails
+            for job_id in ids:
+                observed.wait(job_id, lambda job: job["status"] in FINISHED)
+            time.sleep(3)  # a few scrapes after the last job
+            empty = [(title, expr) for title, expr in dashboard_queries() if not query(url, expr)]
+            assert empty == []
+            nan = [
+                (title, expr)
+                for title, expr in dashboard_queries()
+                if all(r["value"][1] == "NaN" for r in query(url, expr))
+            ]
+            assert nan == []
+            assert sorted(label_values(url, "profile", "gptoss_queue_depth")) == sorted(PROFILES)
+            models = label_values(url, "model_id", "gptoss_engine_load_seconds")
+            assert models and all(models)
+            error_rate = query(url, dashboard_queries()[1][1])
+            assert 0 < float(error_rate[0]["value"][1]) < 1  # the failure counts, the answers too
