@@ -26,6 +26,7 @@ from app.jobs.defaults import ProfileDefaults
 from app.jobs.enqueue import JobQueue
 from app.jobs.events import JobEventLog
 from app.jobs.log import configure_job_log
+from app.limits import add_rate_limit_headers
 from app.ops import health, profiles_views, stats_views
 from app.profiles import load_profiles
 from app.queue import make_celery
@@ -74,6 +75,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     configure_job_log()
     metrics.time_requests(app)
+    app.after_request(add_rate_limit_headers)
     init_auth(app, settings.reliability.api_keys)
     register_error_handlers(app)
     for blueprint in BLUEPRINTS:

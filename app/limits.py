@@ -14,10 +14,11 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 import redis
-from flask import Response
+from flask import Response, g
 
 from app.auth import client_identity
 from app.errors import ApiError
@@ -44,21 +45,45 @@ def _client() -> redis.Redis:
 
 
 def counts_as_submit(view: Callable[P, R]) -> Callable[P, R]:
-    """Mark a view as a submit: each call counts against the client's RATE_LIMIT_PER_MIN first."""
+    """Mark a view as a submit: each call counts against the client's RATE_LIMIT_PER_MIN first, and
+    its answer carries OpenAI's x-ratelimit-* headers."""
 
     @functools.wraps(view)
     def limited(*args: P.args, **kwargs: P.kwargs) -> R:
-        limit_submits()
+        g.gptoss_rate_limit = limit_submits()
         return view(*args, **kwargs)
 
     return limited
 
 
-def limit_submits() -> None:
-    """429 with Retry-After once a client has submitted RATE_LIMIT_PER_MIN jobs this minute."""
+def add_rate_limit_headers(response: Response) -> Response:
+    """OpenAI's x-ratelimit-{limit,remaining,reset}-requests on a submit's answer (an error too)."""
+    state: RateLimitState | None = g.pop("gptoss_rate_limit", None)
+    if state is not None:
+        response.headers.update(state.headers())
+    return response
+
+
+@dataclass(frozen=True)
+class RateLimitState:
+    limit: int
+    remaining: int
+    reset_s: int
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "x-ratelimit-limit-requests": str(self.limit),
+            "x-ratelimit-remaining-requests": str(self.remaining),
+            "x-ratelimit-reset-requests": f"{self.reset_s}s",
+        }
+
+
+def limit_submits() -> RateLimitState | None:
+    """429 with Retry-After once a client has submitted RATE_LIMIT_PER_MIN jobs this minute; else what
+    is left of this minute's window (None: no limit, or Redis did not say)."""
     limit = _settings().rate_limit_per_min
     if limit <= 0:
-        return
+        return None
     now = time.time()
     key = f"{RATE_KEY_PREFIX}{client_identity()}:{int(now // 60)}"
     try:
@@ -68,26 +93,33 @@ def limit_submits() -> None:
         count, _ = pipe.execute()
     except redis.RedisError as exc:
         log.warning("submit rate not checked (Redis unavailable): %s", exc)
-        return
+        return None
+    reset_s = max(1, math.ceil(60 - now % 60))
+    state = RateLimitState(limit, max(0, limit - count), reset_s)
     if count > limit:
-        retry_after = max(1, math.ceil(60 - now % 60))
         raise TooManyRequests(
-            f"Rate limit reached: {limit} submits per minute per client. Retry in {retry_after} s.",
+            f"Rate limit reached: {limit} submits per minute per client. Retry in {reset_s} s.",
             "rate_limit_exceeded",
-            retry_after,
+            reset_s,
+            state.headers(),
         )
+    return state
 
 
 class TooManyRequests(ApiError):
     """429, with the Retry-After header the error handler adds."""
 
-    def __init__(self, message: str, code: str, retry_after: int) -> None:
+    def __init__(
+        self, message: str, code: str, retry_after: int, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(429, message, type="requests", code=code)
         self.retry_after = retry_after
+        self.headers = headers or {}
 
     def response(self) -> tuple[Response, int]:
         response, status = super().response()
         response.headers["Retry-After"] = str(self.retry_after)
+        response.headers.update(self.headers)
         return response, status
 
 

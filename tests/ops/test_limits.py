@@ -114,14 +114,20 @@ def test_submits_per_minute_are_limited_per_client_across_api_processes(
     first, second = (limited_app(test_dir, profiles_file, database_url, redis_url, **keys) for _ in range(2))
     a, b = {"Authorization": "Bearer sk-a"}, {"Authorization": "Bearer sk-b"}
     wait_for_a_fresh_minute_window()
+    remaining = []
     for app in (first, second, first, second, first):  # two gunicorn processes share the count in Redis
-        assert app.test_client().post("/v1/jobs", json={"messages": HELLO}, headers=a).status_code == 202
+        accepted = app.test_client().post("/v1/jobs", json={"messages": HELLO}, headers=a)
+        assert accepted.status_code == 202 and accepted.headers["x-ratelimit-limit-requests"] == "5"
+        remaining.append(int(accepted.headers["x-ratelimit-remaining-requests"]))
+    assert remaining == [4, 3, 2, 1, 0]  # OpenAI's x-ratelimit-* headers
     before = job_count(first)
     limited = second.test_client().post(
         "/v1/chat/completions", json={"model": "x", "messages": HELLO}, headers=a
     )
     error = error_of(limited, 429)
     assert error["code"] == "rate_limit_exceeded" and 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert limited.headers["x-ratelimit-remaining-requests"] == "0"
+    assert limited.headers["x-ratelimit-reset-requests"] == f"{limited.headers['Retry-After']}s"
     assert job_count(first) == before
     assert first.test_client().post("/v1/jobs", json={"messages": HELLO}, headers=b).status_code == 202
     assert first.test_client().get("/v1/jobs", headers=a).status_code == 200  # reads are not counted
