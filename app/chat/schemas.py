@@ -160,6 +160,7 @@ class ChatCompletionCreate(BaseModel):
     tool_choice: Literal["auto", "none", "required"] | ChatNamedToolChoice | None = None
     parallel_tool_calls: bool | None = None  # gpt-oss makes at most one call a turn, which satisfies both
     store: bool | None = None
+    cache: bool | None = None  # false: not answered from the response cache (see JobCreate.cache)
 
     @field_validator("n")
     @classmethod
@@ -263,6 +264,7 @@ def job_body(chat: ChatCompletionCreate, profile: str) -> dict[str, Any]:
         "reasoning_effort": chat.reasoning_effort,
         "metadata": chat.metadata,
         "tool_choice": job_tool_choice(chat.tool_choice),
+        "cache": chat.cache,
     }
     body.update({key: value for key, value in optional.items() if value is not None})
     return body

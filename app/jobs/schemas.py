@@ -141,7 +141,9 @@ class JobCreate(BaseModel):
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     current_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")  # default: submit's (UTC)
     metadata: dict[MetadataKey, MetadataValue] | None = Field(default=None, max_length=16)
-    cache: bool | None = None  # false: neither served from nor stored in the response cache
+    # false: neither served from nor stored in the response cache; left out, only a request that asks for
+    # the same answer every time (a seed, or temperature 0 given in it) uses the cache (fill_defaults)
+    cache: bool | None = None
     tools: list[FunctionTool] | None = Field(default=None, min_length=1, max_length=128)
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None  # default auto
     response: ResponseOptions | None = None  # set by POST /v1/responses
@@ -236,6 +238,8 @@ class JobCreate(BaseModel):
         if self._as_given is not None:
             return
         self._as_given = self.model_dump(mode="json", exclude_none=True)
+        if self.cache is None:  # a profile's default temperature 0 is no request for a repeated answer
+            self.cache = self.seed is not None or self.temperature == 0.0
         if self.temperature is None:
             self.temperature = defaults.temperature
         if self.top_p is None:

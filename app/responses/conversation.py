@@ -110,6 +110,7 @@ def job_body(create: ResponseCreate, profile: str, previous: Job | None) -> dict
         "top_p": create.top_p,
         "reasoning_effort": create.effort,
         "metadata": create.metadata,
+        "cache": create.cache,
         "tool_choice": choice if isinstance(choice, str) else choice and choice.model_dump(),
     }
     body.update({key: value for key, value in optional.items() if value is not None})

@@ -252,6 +252,7 @@ class ResponseCreate(BaseModel):
     truncation: Literal["disabled"] | None = None  # "auto" would drop context silently
     include: list[str] | None = None
     top_logprobs: int | None = None
+    cache: bool | None = None  # false: not answered from the response cache (see JobCreate.cache)
 
     @field_validator("include")
     @classmethod

@@ -140,7 +140,7 @@ def cache_lookups(client: FlaskClient, result: str) -> float:
 
 def test_a_hit_is_a_job_already_succeeded_by_no_worker(app: Flask) -> None:
     client = app.test_client()
-    body = {"messages": HI, "profile": "latency_first", "max_tokens": 64}  # greedy: the profile's default
+    body = {"messages": HI, "profile": "latency_first", "max_tokens": 64, "temperature": 0}  # asked: greedy
     original = stored_answer_for(app, body)
     hits_before = cache_lookups(client, "hit")
     response = client.post("/v1/jobs", json=body)
@@ -169,11 +169,23 @@ def test_a_hit_is_a_job_already_succeeded_by_no_worker(app: Flask) -> None:
 def test_a_request_that_opts_out_is_queued_for_a_worker(
     app: Flask, extra: dict[str, Any], headers: dict[str, str]
 ) -> None:
-    body = {"messages": HI, "profile": "latency_first", "max_tokens": 64}
+    body = {"messages": HI, "profile": "latency_first", "max_tokens": 64, "seed": 7}
     stored_answer_for(app, body | {k: v for k, v in extra.items() if k == "metadata"})
     job = app.test_client().post("/v1/jobs", json=body | extra, headers=headers).get_json()
     assert (job["status"], job["cached"]) == ("queued", False)
     assert job["request"].get("cache") is False or job["request"]["metadata"]["cache"] == "false"
+
+
+def test_a_request_that_leaves_the_temperature_to_the_profile_is_generated_even_when_greedy(
+    app: Flask,
+) -> None:
+    body = {"messages": HI, "profile": "latency_first", "max_tokens": 64}  # the profile's default: 0
+    stored_answer_for(app, body | {"temperature": 0})  # the answer an explicit temperature 0 would get
+    bypass_before = cache_lookups(app.test_client(), "bypass")
+    jobs = [app.test_client().post("/v1/jobs", json=body).get_json() for _ in range(2)]
+    assert [(job["status"], job["cached"]) for job in jobs] == [("queued", False)] * 2
+    assert jobs[0]["request"]["temperature"] == 0.0 and jobs[0]["request"]["cache"] is False
+    assert cache_lookups(app.test_client(), "bypass") == bypass_before + 2
 
 
 def test_a_sampled_request_is_never_served_from_the_cache(app: Flask) -> None:

@@ -77,7 +77,7 @@ def jobs_finished_by_worker(live: Live) -> float:
 
 
 def test_a_repeated_deterministic_request_is_a_hit_the_worker_never_sees(live: Live) -> None:
-    first = live.wait_finished(live.submit(messages=HI, max_tokens=64)["id"])
+    first = live.wait_finished(live.submit(messages=HI, max_tokens=64, temperature=0)["id"])
     assert first["status"] == "succeeded" and first["worker"].startswith("latency_first@")
     assert first["result"]["content"] == "Hello, friend!" and first["cached"] is False
     assert first["quality"] == {
@@ -93,7 +93,7 @@ def test_a_repeated_deterministic_request_is_a_hit_the_worker_never_sees(live: L
         time.sleep(0.05)
     finished_before = jobs_finished_by_worker(live)
 
-    second = live.submit(messages=HI, max_tokens=64)
+    second = live.submit(messages=HI, max_tokens=64, temperature=0)
     assert (second["status"], second["cached"], second["cached_from"]) == ("succeeded", True, first["id"])
     assert second["result"] == first["result"] and second["tags"] == first["tags"]
     assert second["worker"] is None and second["started_at"] is None
@@ -102,16 +102,31 @@ def test_a_repeated_deterministic_request_is_a_hit_the_worker_never_sees(live: L
     assert jobs_finished_by_worker(live) == finished_before
 
     chat = live.client.post(
-        "/v1/chat/completions", json={"model": "latency_first", "messages": HI, "max_tokens": 64}
+        "/v1/chat/completions",
+        json={"model": "latency_first", "messages": HI, "max_tokens": 64, "temperature": 0},
     )
     assert chat.status_code == 200
     assert chat.get_json()["choices"][0]["message"]["content"] == "Hello, friend!"
     assert live.client.get(f"/v1/jobs/{chat.get_json()['job_id']}").get_json()["cached_from"] == first["id"]
     assert jobs_finished_by_worker(live) == finished_before
 
-    no_cache = live.submit(headers={"Cache-Control": "no-cache"}, messages=HI, max_tokens=64)
+    no_cache = live.submit(headers={"Cache-Control": "no-cache"}, messages=HI, max_tokens=64, temperature=0)
     assert no_cache["status"] == "queued"
     assert live.wait_finished(no_cache["id"])["worker"].startswith("latency_first@")
+
+
+def test_two_identical_requests_that_asked_for_no_determinism_are_both_generated(live: Live) -> None:
+    """No seed, no temperature given: the profile's greedy default is no request for a repeated answer
+    (the SDK, LangChain and litellm send neither), so each is generated; `cache: false` is taken in chat."""
+    finished_before = jobs_finished_by_worker(live)
+    chat = {"model": "latency_first", "messages": HI, "max_tokens": 64}
+    answers = [live.client.post("/v1/chat/completions", json=chat).get_json() for _ in range(2)]
+    jobs = [live.client.get(f"/v1/jobs/{answer['job_id']}").get_json() for answer in answers]
+    assert [(job["cached"], job["worker"] is not None) for job in jobs] == [(False, True)] * 2
+    opted_out = live.client.post("/v1/chat/completions", json={**chat, "temperature": 0, "cache": False})
+    assert opted_out.status_code == 200
+    assert live.client.get(f"/v1/jobs/{opted_out.get_json()['job_id']}").get_json()["worker"] is not None
+    assert jobs_finished_by_worker(live) == finished_before + 3
 
 
 def test_a_sampled_request_is_always_run_by_the_worker(live: Live) -> None:
