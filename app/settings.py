@@ -65,7 +65,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_UPLOAD_BYTES": 200 * 1024 * 1024,  # POST /v1/files answers 413 above this (OpenAI's limit)
     "MAX_BATCH_LINES": 50_000,  # requests per batch input file (OpenAI's limit)
     "BATCH_INSERT_CHUNK": 1000,  # job rows per insert transaction (and per enqueue round)
-    "BATCH_CHECK_INTERVAL_S": 1.0,  # how often a running batch is checked for its end or expiry
+    # a running batch's timed check (expiry, a stop); its last job's end and a cancel check it at once
+    "BATCH_CHECK_INTERVAL_S": 30.0,
 }
 UNPREFIXED = ("DATABASE_URL", "REDIS_URL")
 

@@ -68,6 +68,9 @@ class WorkerContext:
     store_answer: Callable[[Job], Any] | None = None  # response cache (workers/answer_cache.py); never raises
     write_lock: AbstractContextManager[Any] = field(default_factory=nullcontext)  # app.db.write_lock_for
     enqueue: Enqueue | None = None  # puts a job back on its queue when the engine died under it
+    batch_job_ended: Callable[[str], Any] | None = (
+        None  # a batch's job ended: check the batch if it was the last
+    )
 
     @contextmanager
     def writing(self) -> Iterator[orm.Session]:
@@ -122,6 +125,8 @@ def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
         worker.observer.job_finished(stored, outcome)
     if finished and stored is not None and worker.store_answer is not None:
         worker.store_answer(stored)
+    if finished and stored is not None and stored.batch_id and worker.batch_job_ended is not None:
+        worker.batch_job_ended(stored.batch_id)
     log.info("job %s %s", job_id, outcome.status)
     return outcome.status
 

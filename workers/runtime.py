@@ -10,12 +10,16 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from celery import Celery
 from celery.concurrency.thread import TaskPool as ThreadTaskPool
 from celery.signals import worker_ready, worker_shutdown
 from flask import Flask, current_app
+from sqlalchemy import orm
 
+from app.batches import store as batch_store
 from app.cache.store import announce_model_revision
 from app.ops.served_models import announce_served_model
+from app.queue import send_watch
 from app.services import services
 from engine.revision import model_revision
 from workers.answer_cache import AnswerCacheWriter, answer_cache_writer
@@ -107,7 +111,20 @@ def worker_context(hostname: str) -> WorkerContext:
         store_answer=state.store_answer,
         write_lock=services(app).write_lock,
         enqueue=services(app).queue.enqueue,
+        batch_job_ended=partial(watch_batch_if_done, found.sessions, found.celery),
     )
+
+
+def watch_batch_if_done(sessions: orm.sessionmaker[orm.Session], celery_app: Celery, batch_id: str) -> None:
+    """The batch's last job has ended: check the batch now (finalize it) rather than at its next timed
+    check (GPTOSS_BATCH_CHECK_INTERVAL_S). A failure only delays the batch to that check."""
+    try:
+        with sessions() as session:
+            if batch_store.has_unfinished_jobs(session, batch_id):
+                return
+        send_watch(celery_app, batch_id)
+    except Exception as exc:
+        log.warning("batch %s: could not ask for its check now: %s", batch_id, exc)
 
 
 def connect_worker_signals(app: Flask) -> None:

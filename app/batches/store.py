@@ -121,6 +121,14 @@ def inserted_lines(session: orm.Session, batch_id: str) -> int:
     return session.scalar(sa.select(sa.func.max(Job.batch_line)).where(Job.batch_id == batch_id)) or 0
 
 
+def has_unfinished_jobs(session: orm.Session, batch_id: str) -> bool:
+    """Whether any job of the batch is still queued or running (one indexed probe)."""
+    unfinished = sa.select(Job.id).where(
+        Job.batch_id == batch_id, Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING))
+    )
+    return session.execute(unfinished.limit(1)).first() is not None
+
+
 def queued_jobs(session: orm.Session, batch_id: str) -> list[tuple[str, str, str]]:
     """(job id, profile, task id) of the batch's queued jobs, to enqueue them again on resume."""
     query = sa.select(Job.id, Job.profile, Job.task_id).where(

@@ -17,7 +17,7 @@ from app.db import db_session
 from app.errors import ApiError
 from app.http import json_body, list_page
 from app.limits import counts_as_submit
-from app.queue import send_ingest
+from app.queue import send_ingest, send_watch
 from app.services import services
 
 log = logging.getLogger(__name__)
@@ -135,4 +135,5 @@ def cancel_batch(batch_id: str) -> Response:
             services().redis,
             services().settings.cancel_signal_ttl_s,
         )
+    send_watch(services().celery, batch_id)  # finalize as soon as nothing runs, not at the next timed check
     return _shown(batch_id)
