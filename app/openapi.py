@@ -1,4 +1,5 @@
-"""GET /openapi.json: the API's OpenAPI 3.1 document, built from the pydantic models that check input."""
+"""GET /openapi.json: the API's OpenAPI 3.1 document, built from the pydantic models that check input
+and those that describe the answers (app/openapi_responses.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
 from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
+from pydantic_core import core_schema
 
 from app.openapi_operations import HEADER_DOCS, JSON, OPERATIONS, Operation
 from app.routing.auto import AUTO_PROFILE
@@ -87,17 +90,16 @@ def operation_object(operation: Operation, schemas: dict[str, Any]) -> dict[str,
     for header in operation.headers:
         description, schema = HEADER_DOCS[header]
         parameters.append({"name": header, "in": "header", "description": description, "schema": schema})
+    body = {"type": "object"} if operation.response is None else response_schema(operation.response, schemas)
+    ok_content = {media: {"schema": body if media == JSON else {}} for media in operation.ok_types}
     responses: dict[str, Any] = {
-        str(operation.ok): {
-            "description": STATUS_TEXT[operation.ok],
-            "content": {
-                media: {"schema": {} if media != JSON else {"type": "object"}} for media in operation.ok_types
-            },
-        }
+        str(status): {"description": STATUS_TEXT[status], "content": ok_content}
+        for status in sorted({operation.ok, *operation.also_ok})
     }
-    error_content = {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}
+    error = {"$ref": "#/components/schemas/Error"}
     for status in sorted({*operation.errors, 401, 503}):
-        responses[str(status)] = {"description": STATUS_TEXT[status], "content": error_content}
+        schema = {"anyOf": [body, error]} if status in operation.errors_as_response else error
+        responses[str(status)] = {"description": STATUS_TEXT[status], "content": {JSON: {"schema": schema}}}
     result: dict[str, Any] = {
         "operationId": operation.endpoint.replace(".", "_"),
         "summary": operation.summary,
@@ -118,12 +120,31 @@ def operation_object(operation: Operation, schemas: dict[str, Any]) -> dict[str,
     return result
 
 
-def model_schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
+def model_schema(
+    model: type[BaseModel],
+    schemas: dict[str, Any],
+    mode: JsonSchemaMode = "validation",
+    generator: type[GenerateJsonSchema] = GenerateJsonSchema,
+) -> dict[str, Any]:
     """A $ref to the model's schema, which goes (with the models it uses) into components."""
-    schema = model.model_json_schema(ref_template=REF_TEMPLATE, mode="validation")
-    schemas.update(schema.pop("$defs", {}))
-    schemas[model.__name__] = schema
+    schema = model.model_json_schema(ref_template=REF_TEMPLATE, mode=mode, schema_generator=generator)
+    for name, definition in [*schema.pop("$defs", {}).items(), (model.__name__, schema)]:
+        if schemas.setdefault(name, definition) != definition:  # e.g. a request's and an answer's Message
+            raise ValueError(f"two models named {name} differ: rename one (components/schemas/{name})")
     return {"$ref": REF_TEMPLATE.format(model=model.__name__)}
+
+
+def response_schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
+    """A $ref to the schema of an answer's model (app/openapi_responses.py), as its JSON is written."""
+    return model_schema(model, schemas, mode="serialization", generator=AnswerJsonSchema)
+
+
+class AnswerJsonSchema(GenerateJsonSchema):
+    """An answer's schema has no `default`: a field of an answer with one (`x: str | Absent = None`) is
+    left out where it has no value, never filled in with the default."""
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        return self.generate_inner(schema["schema"])
 
 
 def query_parameters(model: type[BaseModel], schemas: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,22 +1,39 @@
-"""/openapi.json documents every route from the request models; schemathesis finds no 5xx against it."""
+"""/openapi.json documents every route from the request and answer models; schemathesis finds no 5xx
+against it, and every answer (theirs, and real objects made here) conforms to its documented schema."""
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import os
 import re
+import secrets
 import time
 from pathlib import Path
+from typing import Any
 
+import jsonschema_rs
 import pytest
 import schemathesis
 from flask import Flask
+from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import not_a_server_error, response_schema_conformance
 
-from app.openapi_operations import OPERATIONS, Operation
+from app.chat.render import chat_completion
+from app.db import db_session
+from app.gate_runs.views import PNG_SIGNATURE
+from app.jobs.render import job_json
+from app.jobs.store import JobOutcome, claim_job, finish_job
+from app.models import JobStatus
+from app.openapi_operations import JSON, OPERATIONS, Operation
 from app.ops.heartbeats import WorkerHeartbeat, write_heartbeat
+from app.quality import QualitySignals
 from app.services import services
+from tests.support.apps import FAKE_TAGS
+from tests.support.tiny_tools import WEATHER_TOOL
 
 
 def flask_routes(app: Flask) -> set[tuple[str, str]]:
@@ -43,21 +60,57 @@ def test_the_document_covers_every_route_and_names_the_profiles(idle_app: Flask)
     assert create_job["requestBody"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/JobCreate"
     }
-    assert {"202", "401", "413", "422", "429", "503"} <= set(create_job["responses"])
+    assert {"200", "202", "401", "413", "422", "429", "503"} <= set(create_job["responses"])
     assert document["paths"]["/healthz"]["get"]["security"] == []
+
+    answers = {  # (method, path, status): the schema of its JSON success body
+        (method, path, status): answer["content"][JSON]["schema"]
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        for status, answer in operation["responses"].items()
+        if status.startswith("2") and JSON in answer["content"]
+    }
+    assert answers and {"type": "object"} not in answers.values()  # no bare object any more
+    assert all(set(schema) == {"$ref"} for schema in answers.values()), answers
+    assert all(schema["$ref"].removeprefix("#/components/schemas/") in schemas for schema in answers.values())
+    job, response = {"$ref": "#/components/schemas/Job"}, {"$ref": "#/components/schemas/ResponseObject"}
+    assert answers["post", "/v1/jobs", "202"] == answers["post", "/v1/jobs", "200"] == job  # 200: a replay
+    assert (
+        answers["get", "/v1/jobs/{job_id}", "200"]
+        == answers["post", "/v1/jobs/{job_id}/cancel", "200"]
+        == job
+    )
+    assert answers["post", "/v1/responses", "200"] == answers["get", "/v1/responses/{response_id}", "200"]
+    assert answers["post", "/v1/responses", "200"] == response
+    assert answers["post", "/v1/chat/completions", "200"] == {"$ref": "#/components/schemas/ChatCompletion"}
+    assert document["paths"]["/v1/responses"]["post"]["responses"]["200"]["content"]["text/event-stream"] == {
+        "schema": {}
+    }
+    # always present means required; a job's times are null until they happen
+    assert {"id", "status", "created_at", "finished_at", "result", "usage"} <= set(schemas["Job"]["required"])
+    assert {"type": "null"} in schemas["Job"]["properties"]["finished_at"]["anyOf"]
+    assert schemas["Job"]["additionalProperties"] is True  # a field added later keeps the document right
+    not_ready = document["paths"]["/readyz"]["get"]["responses"]["503"]["content"][JSON]["schema"]
+    assert not_ready == {
+        "anyOf": [{"$ref": "#/components/schemas/Readiness"}, {"$ref": "#/components/schemas/Error"}]
+    }
 
 
 @pytest.fixture
 def api_schema(idle_app: Flask, tiny_model_dir: Path) -> schemathesis.BaseSchema:
     """The API over real Redis with no worker consuming (jobs stay queued), workers announced as alive,
     the profiles' tokenizer on disk (/tokenize answers)."""
-    client = services(idle_app).redis
-    for profile in services(idle_app).profiles:  # /readyz answers 200, as in production
+    announce_workers(idle_app)  # /readyz answers 200, as in production
+    return schemathesis.openapi.from_wsgi("/openapi.json", idle_app)
+
+
+def announce_workers(app: Flask) -> None:
+    """A live heartbeat of a (loading) worker for every profile, as workers write them."""
+    for profile in services(app).profiles:
         beat = WorkerHeartbeat(
             f"{profile}@schemathesis", profile, (profile,), "", {}, os.getpid(), 0, time.time()
         )
-        write_heartbeat(client, beat, ttl_s=600)
-    return schemathesis.openapi.from_wsgi("/openapi.json", idle_app)
+        write_heartbeat(services(app).redis, beat, ttl_s=600)
 
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=lambda op: f"{op.method.upper()} {op.path}")
@@ -78,7 +131,7 @@ def test_no_operation_answers_a_server_error(
         suppress_health_check=list(HealthCheck),
     )
     def call(case: schemathesis.Case) -> None:
-        case.call_and_validate(checks=[not_a_server_error])
+        case.call_and_validate(checks=[not_a_server_error, response_schema_conformance])
 
     call()
 
@@ -100,3 +153,147 @@ def test_inputs_schemathesis_found_are_refused_with_4xx(idle_app: Flask) -> None
     }
     gate_run = {"report": report, "markdown": "", "plot_png_base64": "\u00e9\u00e9"}
     assert client.post("/v1/gate/runs", json=gate_run).status_code == 422
+
+
+class DocumentedApi:
+    """Calls the API and checks each JSON answer against the schema the document gives its status."""
+
+    def __init__(self, client: FlaskClient) -> None:
+        self.client = client
+        self.document = client.get("/openapi.json").get_json()
+
+    def __call__(self, method: str, path: str, status: int, url: str | None = None, **kwargs: Any) -> Any:
+        """The JSON answer to `method url` (`path`, its documented template, when no url is given)."""
+        answer = self.client.open(url or path, method=method.upper(), **kwargs)
+        assert answer.status_code == status, answer.get_data(as_text=True)
+        responses = self.document["paths"][path][method]["responses"]
+        body = answer.get_json()
+        assert self.errors(responses[str(status)]["content"][JSON]["schema"], body) == [], body
+        return body
+
+    def errors(self, schema: dict[str, Any], body: Any) -> list[str]:
+        """Where `body` breaks `schema` (a $ref into the document's components); [] where it conforms."""
+        validator = jsonschema_rs.Draft202012Validator({**schema, "components": self.document["components"]})
+        return [f"/{'/'.join(map(str, e.instance_path))}: {e.message}" for e in validator.iter_errors(body)]
+
+
+CALL = {"id": "call_7", "name": "get_weather", "arguments": '{"city": "Paris"}'}
+BROKEN_CALL = {"id": "call_8", "name": "get_time", "arguments": "{", "error": "get_time was not offered"}
+
+
+def finished(app: Flask, job_id: str, **outcome: Any) -> dict[str, Any]:
+    """Run the job as a worker would (claim it, then finish it with an answer and all it may carry)."""
+    signals = QualitySignals(True, False, False, 0.5, 0.0)
+    answer = {"content": "Sunny.", "reasoning": "Look it up.", "tool_calls": (CALL, BROKEN_CALL), **outcome}
+    with app.app_context(), db_session() as session:
+        claim_job(session, job_id, "test-worker")
+        job = finish_job(
+            session,
+            job_id,
+            JobOutcome(
+                JobStatus.SUCCEEDED, finish_reason="tool_calls", prompt_tokens=10, completion_tokens=5,
+                reasoning_tokens=2, ttft_s=0.1, e2e_s=0.5, tags=FAKE_TAGS, quality=signals.as_columns(),
+                **answer,
+            ),
+        )  # fmt: skip
+        assert job is not None
+        return job_json(job)
+
+
+def test_real_jobs_responses_and_chat_completions_match_their_schemas(idle_app: Flask) -> None:
+    """Queued, replayed, finished and cancelled jobs and responses, as the API shows them."""
+    api = DocumentedApi(idle_app.test_client())
+    body, key = {"prompt": "hi", "metadata": {"k": "v"}}, {"Idempotency-Key": secrets.token_hex(8)}
+    queued = api("post", "/v1/jobs", 202, json=body, headers=key)
+    assert api("post", "/v1/jobs", 200, json=body, headers=key)["id"] == queued["id"]  # a replay
+    done = api("post", "/v1/jobs", 202, json={"prompt": "weather?", "tools": [WEATHER_TOOL]})
+    finished(idle_app, done["id"])
+    done = api("get", "/v1/jobs/{job_id}", 200, url=f"/v1/jobs/{done['id']}")
+    assert done["result"]["tool_calls"][1]["error"] and done["quality"] and done["tags"] == FAKE_TAGS
+    cancelled = api("post", "/v1/jobs/{job_id}/cancel", 200, url=f"/v1/jobs/{queued['id']}/cancel")
+    assert cancelled["status"] == "cancelled"
+    assert len(api("get", "/v1/jobs", 200, query_string={"limit": 100})["data"]) >= 2
+
+    # a chat completion needs a worker to answer; its render function makes it from the finished job
+    completion = chat_completion(done, "tiny")
+    assert api.errors({"$ref": "#/components/schemas/ChatCompletion"}, completion) == []
+    assert {"tool_calls", "invalid_tool_calls", "reasoning"} <= set(completion["choices"][0]["message"])
+    assert api.errors({"$ref": "#/components/schemas/ChatCompletion"}, {**completion, "usage": None}) != []
+
+    weather = {"model": "quality_first", "input": "Weather in Paris?", "background": True}
+    weather |= {
+        "tools": [{"type": "function", **WEATHER_TOOL}],
+        "tool_choice": {"type": "function", "name": "get_weather"},
+    }
+    response = api("post", "/v1/responses", 200, json=weather)
+    assert (response["status"], response["output"]) == ("queued", [])
+    finished(idle_app, response["job_id"])
+    response = api("get", "/v1/responses/{response_id}", 200, url=f"/v1/responses/{response['id']}")
+    assert [item["type"] for item in response["output"]] == ["reasoning", "message", "function_call"]
+    assert (
+        response["usage"]
+        and response["invalid_tool_calls"]
+        and response["tool_choice"]["name"] == "get_weather"
+    )
+    other = api(
+        "post", "/v1/responses", 200, json={"model": "latency_first", "input": "hi", "background": True}
+    )
+    url = f"/v1/responses/{other['id']}/cancel"
+    assert api("post", "/v1/responses/{response_id}/cancel", 200, url=url)["status"] == "cancelled"
+
+
+def test_real_files_batches_gate_runs_and_ops_answers_match_their_schemas(
+    idle_app: Flask, tiny_model_dir: Path
+) -> None:
+    api = DocumentedApi(idle_app.test_client())
+    chat = {"model": "latency_first", "messages": [{"role": "user", "content": "Hi"}]}
+    line = {"custom_id": "1", "method": "POST", "url": "/v1/chat/completions", "body": chat}
+
+    def upload() -> Any:
+        data = {"purpose": "batch", "file": (io.BytesIO(json.dumps(line).encode() + b"\n"), "in.jsonl")}
+        return api("post", "/v1/files", 200, data=data, content_type="multipart/form-data")
+
+    file = upload()
+    assert api("get", "/v1/files/{file_id}", 200, url=f"/v1/files/{file['id']}") == file
+    api("get", "/v1/files", 200)
+    batch_body = {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    batch = api("post", "/v1/batches", 200, json={**batch_body, "metadata": {"k": "v"}})
+    api("get", "/v1/batches/{batch_id}", 200, url=f"/v1/batches/{batch['id']}")
+    api("get", "/v1/batches", 200)
+    api("post", "/v1/batches/{batch_id}/cancel", 200, url=f"/v1/batches/{batch['id']}/cancel")
+    unread = upload()
+    assert api("delete", "/v1/files/{file_id}", 200, url=f"/v1/files/{unread['id']}")["deleted"] is True
+
+    figures = {"achieved_qps": 1, "error_rate": 0, "ttft_s": {"p95": 1}, "e2e_s": {"p95": None}}
+    report = {
+        **{
+            "id": f"gate_{secrets.token_hex(8)}",
+            "trigger": "cli",
+            "profile": "latency_first",
+            "slo": {"name": "s"},
+        },
+        **{"passed": False, "failures": ["p95_ttft_s 1 > 0.5"], "started_at": 0, "finished_at": 1.5},
+        "figures": figures,
+    }
+    png = base64.b64encode(PNG_SIGNATURE + b"plot").decode()
+    run = api(
+        "post", "/v1/gate/runs", 201, json={"report": report, "markdown": "# run", "plot_png_base64": png}
+    )
+    api("get", "/v1/gate/runs", 200)
+    assert api("get", "/v1/gate/runs/{run_id}", 200, url=run["url"])["report"]["id"] == run["id"]
+
+    tokens = api("post", "/tokenize", 200, json={"model": "latency_first", "prompt": "Hello"})["tokens"]
+    api("post", "/tokenize", 200, json={"model": "latency_first", "messages": chat["messages"]})
+    api("post", "/detokenize", 200, json={"model": "latency_first", "tokens": tokens})
+
+    for path in ("/v1/models", "/v1/profiles", "/v1/stats", "/healthz", "/openapi.json"):
+        api("get", path, 200)
+    api(
+        "get",
+        "/v1/stats",
+        200,
+        query_string={"profile": "latency_first", "since": "0", "include_gate": "true"},
+    )
+    assert api("get", "/readyz", 503)["status"] == "not_ready"  # no worker: not ready, the same body
+    announce_workers(idle_app)
+    assert api("get", "/readyz", 200)["checks"]["worker_heartbeats"]["latency_first"][0]["state"] == "loading"
