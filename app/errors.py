@@ -52,7 +52,7 @@ def validation_error(exc: ValidationError) -> ApiError:
     described = [f"{param_path(e['loc']) or 'body'}: {e['msg']}" for e in errors]
     first = errors[0]
     return ApiError(
-        400 if first["type"] == "unsupported_parameter" else 422,  # OpenAI's 400 for what is not served
+        400,  # OpenAI's (and vLLM's) status for every invalid request: clients catch BadRequestError
         "Invalid request body. " + "; ".join(described),
         param=param_path(first["loc"]),
         code=first["type"],

@@ -15,7 +15,10 @@ def completion_id(job_id: str) -> str:
 
 
 def usage_of(done: dict[str, Any]) -> dict[str, Any]:
-    return done.get("usage") or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    nothing = {"reasoning_tokens": 0}
+    return done.get("usage") or {
+        "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "completion_tokens_details": nothing,
+    }  # fmt: skip
 
 
 def finish_reason_of(done: dict[str, Any]) -> str:

@@ -80,9 +80,9 @@ def decoded_png(text: str) -> bytes:
     try:
         png = base64.b64decode(text, validate=True)
     except ValueError as exc:  # binascii.Error, or non-ASCII text
-        raise ApiError(422, f"plot_png_base64 is not base64: {exc}", param="plot_png_base64") from exc
+        raise ApiError(400, f"plot_png_base64 is not base64: {exc}", param="plot_png_base64") from exc
     if not png.startswith(PNG_SIGNATURE):
-        raise ApiError(422, "plot_png_base64 is not a PNG image.", param="plot_png_base64")
+        raise ApiError(400, "plot_png_base64 is not a PNG image.", param="plot_png_base64")
     return png
 
 

@@ -106,7 +106,7 @@ def usage_of(job: dict[str, Any]) -> dict[str, Any] | None:
         "input_tokens": usage["prompt_tokens"],
         "input_tokens_details": {"cached_tokens": 0},
         "output_tokens": usage["completion_tokens"],
-        "output_tokens_details": usage["completion_tokens_details"],
+        "output_tokens_details": usage.get("completion_tokens_details") or {"reasoning_tokens": 0},
         "total_tokens": usage["total_tokens"],
     }
 

@@ -128,11 +128,11 @@ def test_upload_refuses_a_wrong_purpose_a_missing_file_and_too_many_bytes(
 @pytest.mark.parametrize(
     ("change", "status", "param"),
     [
-        ({"endpoint": "/v1/embeddings"}, 422, "endpoint"),
-        ({"completion_window": "48h"}, 422, "completion_window"),
+        ({"endpoint": "/v1/embeddings"}, 400, "endpoint"),
+        ({"completion_window": "48h"}, 400, "completion_window"),
         ({"input_file_id": "file-000000000000000000000000"}, 400, "input_file_id"),
-        ({"metadata": {"k": 1}}, 422, "metadata.k"),
-        ({"extra": True}, 422, "extra"),
+        ({"metadata": {"k": 1}}, 400, "metadata.k"),
+        ({"extra": True}, 400, "extra"),
     ],
 )
 def test_bad_batch_bodies_name_the_field(client: FlaskClient, change: dict, status: int, param: str) -> None:
@@ -380,7 +380,7 @@ def test_batches_list_newest_first_with_live_counts(app: Flask, client: FlaskCli
     rest = client.get(f"/v1/batches?after={page['last_id']}").get_json()
     assert [b["id"] for b in rest["data"]] == [ids[0]] and rest["has_more"] is False
     assert rest["data"][0]["request_counts"]["total"] == 1
-    assert error_of(client.get("/v1/batches?limit=0"), 422)["param"] == "limit"
+    assert error_of(client.get("/v1/batches?limit=0"), 400)["param"] == "limit"
 
 
 def test_redis_down_at_create_gives_503_and_leaves_no_batch(

@@ -119,7 +119,7 @@ def test_token_ids_outside_the_vocabulary_name_their_index(app: Flask, client: F
         error = error_of(client.post("/detokenize", json={"model": "latency_first", "tokens": tokens}), 400)
         assert (error["param"], error["code"]) == (param, "invalid_token_id")
     for tokens, param in [([1, "2"], "tokens[1]"), ([True], "tokens[0]"), (None, "tokens")]:
-        error = error_of(client.post("/detokenize", json={"model": "latency_first", "tokens": tokens}), 422)
+        error = error_of(client.post("/detokenize", json={"model": "latency_first", "tokens": tokens}), 400)
         assert error["param"] == param
     assert client.post("/detokenize", json={"model": "latency_first", "tokens": []}).get_json() == {
         "prompt": ""
@@ -129,17 +129,17 @@ def test_token_ids_outside_the_vocabulary_name_their_index(app: Flask, client: F
 @pytest.mark.parametrize(
     ("body", "status", "param"),
     [
-        ({"messages": CHAT, "prompt": "x"}, 422, "messages"),
-        ({}, 422, "messages"),
-        ({"messages": []}, 422, "messages"),
-        ({"messages": [{"role": "system", "content": "only this"}]}, 422, "messages"),  # as chat
-        ({"messages": [{"role": "robot", "content": "x"}]}, 422, "messages[0].role"),
-        ({"prompt": 7}, 422, "prompt"),
-        ({"messages": CHAT, "reasoning_effort": "max"}, 422, "reasoning_effort"),
-        ({"messages": CHAT, "add_generation_prompt": "maybe"}, 422, "add_generation_prompt"),
-        ({"messages": CHAT, "return_token_strs": True}, 422, "return_token_strs"),
+        ({"messages": CHAT, "prompt": "x"}, 400, "messages"),
+        ({}, 400, "messages"),
+        ({"messages": []}, 400, "messages"),
+        ({"messages": [{"role": "system", "content": "only this"}]}, 400, "messages"),  # as chat
+        ({"messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role"),
+        ({"prompt": 7}, 400, "prompt"),
+        ({"messages": CHAT, "reasoning_effort": "max"}, 400, "reasoning_effort"),
+        ({"messages": CHAT, "add_generation_prompt": "maybe"}, 400, "add_generation_prompt"),
+        ({"messages": CHAT, "return_token_strs": True}, 400, "return_token_strs"),
         ({"model": "auto", "messages": CHAT}, 400, "model"),
-        ({"model": "", "messages": CHAT}, 422, "model"),
+        ({"model": "", "messages": CHAT}, 400, "model"),
     ],
 )
 def test_bad_tokenize_bodies_name_the_field(

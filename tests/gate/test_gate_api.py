@@ -87,13 +87,13 @@ def test_bad_uploads_and_unknown_runs_get_json_errors(client: FlaskClient) -> No
     not_png = client.post(
         "/v1/gate/runs", json={**body, "plot_png_base64": base64.b64encode(b"GIF89a").decode()}
     )
-    assert not_png.status_code == 422 and not_png.get_json()["error"]["param"] == "plot_png_base64"
+    assert not_png.status_code == 400 and not_png.get_json()["error"]["param"] == "plot_png_base64"
     no_verdict = {**body, "report": {k: v for k, v in body["report"].items() if k != "passed"}}
     missing = client.post("/v1/gate/runs", json=no_verdict)
-    assert missing.status_code == 422 and missing.get_json()["error"]["param"] == "report.passed"
+    assert missing.status_code == 400 and missing.get_json()["error"]["param"] == "report.passed"
     assert client.get("/v1/gate/runs/gate_000000000000").status_code == 404
     assert client.get("/v1/gate/runs/gate_000000000000/plot.png").status_code == 404
-    assert client.get("/v1/gate/runs?limit=0").status_code == 422
+    assert client.get("/v1/gate/runs?limit=0").status_code == 400
 
 
 def test_gate_jobs_are_tagged_and_left_out_of_stats_unless_asked_for(

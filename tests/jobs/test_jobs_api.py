@@ -82,8 +82,8 @@ def test_submit_defaults_to_the_first_profile_and_accepts_a_prompt(idle_client: 
         ({"messages": [{"role": "user", "content": "x", "tool_calls": [CALL]}]}, "messages[0].tool_calls"),
     ],
 )
-def test_bad_bodies_get_422_naming_the_field(idle_client: FlaskClient, body: dict, param: str) -> None:
-    error = error_of(idle_client.post("/v1/jobs", json=body), 422)
+def test_bad_bodies_get_400_naming_the_field(idle_client: FlaskClient, body: dict, param: str) -> None:
+    error = error_of(idle_client.post("/v1/jobs", json=body), 400)
     assert error["param"] == param
     assert param in error["message"]
     assert error["type"] == "invalid_request_error"
@@ -91,7 +91,7 @@ def test_bad_bodies_get_422_naming_the_field(idle_client: FlaskClient, body: dic
 
 def test_max_tokens_above_the_profile_limit_names_the_limit(idle_client: FlaskClient) -> None:
     body = {**HELLO, "profile": "quality_first", "max_tokens": 10**6}
-    error = error_of(idle_client.post("/v1/jobs", json=body), 422)
+    error = error_of(idle_client.post("/v1/jobs", json=body), 400)
     assert (error["param"], error["code"]) == ("max_tokens", "max_tokens_above_limit")
     assert str(TEST_MAX_TOKENS) in error["message"] and "quality_first" in error["message"]
 
@@ -102,8 +102,8 @@ def test_non_json_body_gets_400(idle_client: FlaskClient, data: str | bytes) -> 
     assert error_of(response, 400)["code"] == "invalid_json"
 
 
-def test_a_json_body_that_is_not_an_object_gets_422(idle_client: FlaskClient) -> None:
-    error_of(idle_client.post("/v1/jobs", json=["hello"]), 422)
+def test_a_json_body_that_is_not_an_object_gets_400(idle_client: FlaskClient) -> None:
+    error_of(idle_client.post("/v1/jobs", json=["hello"]), 400)
 
 
 def test_oversized_body_gets_413(idle_client: FlaskClient) -> None:
@@ -159,8 +159,8 @@ def test_list_pages_newest_first_with_filters(idle_app: Flask, idle_client: Flas
 @pytest.mark.parametrize(
     ("query", "param"), [("limit=0", "limit"), ("limit=x", "limit"), ("status=done", "status")]
 )
-def test_bad_list_queries_get_422(idle_client: FlaskClient, query: str, param: str) -> None:
-    assert error_of(idle_client.get(f"/v1/jobs?{query}"), 422)["param"] == param
+def test_bad_list_queries_get_400(idle_client: FlaskClient, query: str, param: str) -> None:
+    assert error_of(idle_client.get(f"/v1/jobs?{query}"), 400)["param"] == param
 
 
 def test_cancel_of_a_queued_job_is_immediate_and_final(idle_client: FlaskClient) -> None:

@@ -106,7 +106,7 @@ def test_auto_max_tokens_use_the_chosen_profiles_limit(client: FlaskClient) -> N
     long = submit(client, SIMPLE, profile="auto", max_tokens=900, metadata={"route": "latency"})
     assert long["profile"] == "quality_first" and "fits only quality_first" in long["route_reason"]
     too_long = client.post("/v1/jobs", json={"prompt": "hi", "profile": "auto", "max_tokens": 2000})
-    assert too_long.status_code == 422
+    assert too_long.status_code == 400
     error = too_long.get_json()["error"]
     assert error["param"] == "max_tokens" and "every profile auto may choose" in error["message"]
 

@@ -104,7 +104,7 @@ def test_a_replay_on_another_day_is_the_same_request(app: Flask, monkeypatch: py
 @pytest.mark.parametrize("date", ["2025-13-01", "yesterday", "2025-1-1"])
 def test_a_bad_current_date_names_the_field(app: Flask, date: str) -> None:
     response = app.test_client().post("/v1/jobs", json=HELLO | {"current_date": date})
-    assert (response.status_code, response.get_json()["error"]["param"]) == (422, "current_date")
+    assert (response.status_code, response.get_json()["error"]["param"]) == (400, "current_date")
 
 
 @pytest.mark.parametrize(
