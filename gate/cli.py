@@ -48,7 +48,11 @@ def add_gate_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     # SUPPRESS: a `gptoss --url U gate` given before the subcommand is not overwritten by a default
     gate.add_argument("--url", default=argparse.SUPPRESS, help=f"API base URL (GPTOSS_URL, {DEFAULT_URL})")
-    gate.add_argument("--out-dir", type=Path, help="write <run id>.json, .md and .png here")
+    gate.add_argument(
+        "--out-dir", type=Path, default=Path("gate-reports"),
+        help="write <run id>.json, .md and .png here (default ./gate-reports)",
+    )  # fmt: skip
+    gate.add_argument("--no-report", action="store_true", help="write no report files")
     gate.add_argument("--no-store", action="store_true", help="do not store the run in the API's database")
     gate.set_defaults(func=run_gate_command)
     return gate
@@ -83,7 +87,7 @@ def run_gate_command(args: argparse.Namespace) -> int:
     )
     run = run_gate(options)
     print(verdict_text(run))
-    if args.out_dir is not None:
+    if not getattr(args, "no_report", False):
         print(f"report: {write_report_files(run, args.out_dir)}")
     if not args.no_store:
         store_run(url, run, api_key)

@@ -202,3 +202,13 @@ def test_the_scheduled_gate_sends_the_first_api_key_unless_given_its_own() -> No
     assert Settings.from_config({"API_KEYS": "k1, k2"}).gate.api_key == "k1"
     assert Settings.from_config({"API_KEYS": "k1", "GATE_API_KEY": "gate"}).gate.api_key == "gate"
     assert Settings.from_config({}).gate.api_key is None
+
+
+def test_the_gate_command_writes_its_report_by_default() -> None:
+    from pathlib import Path
+
+    from cli.main import build_parser
+
+    args = build_parser().parse_args(["gate", "--profile", "latency_first"])
+    assert (args.out_dir, args.no_report) == (Path("gate-reports"), False)
+    assert build_parser().parse_args(["gate", "--no-report"]).no_report is True
