@@ -11,6 +11,10 @@ import ipaddress
 import os
 from typing import Any
 
+# Request lines of any length reach the app, which answers one over 8 KiB with a JSON 414
+# (app/http.py), not gunicorn's HTML page.
+limit_request_line = 0
+
 
 def loopback_only(bind: str) -> str:
     """A bind address reachable from this machine only: 0.0.0.0:8000 -> 127.0.0.1:8000."""

@@ -19,6 +19,7 @@ from app.chat import views as chat_views
 from app.db import make_engine, write_lock_for
 from app.errors import register_error_handlers
 from app.gate_runs import views as gate_runs_views
+from app.http import refuse_long_urls
 from app.jobs import stream as job_events_views
 from app.jobs import views as jobs_views
 from app.jobs.cached import CachedJobs
@@ -76,6 +77,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     configure_job_log()
     metrics.time_requests(app)
     app.after_request(add_rate_limit_headers)
+    app.before_request(refuse_long_urls)
     init_auth(app, settings.reliability.api_keys)
     register_error_handlers(app)
     for blueprint in BLUEPRINTS:

@@ -21,7 +21,7 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 STATUS_TEXT = {
     200: "OK", 201: "Created", 202: "Accepted", 400: "Invalid body or query (`param` names the field)",
     401: "Missing or wrong API key", 404: "Not found", 409: "Conflict with the resource's state",
-    413: "Body too large", 429: "Too many requests (see Retry-After)",
+    413: "Body too large", 414: "URL too long", 429: "Too many requests (see Retry-After)",
     503: "Database, queue or tokenizer unavailable",
 }  # fmt: skip
 ERROR_SCHEMA = {

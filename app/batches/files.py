@@ -28,8 +28,11 @@ def file_path(files_dir: Path, file_id: str) -> Path:
 
 
 def display_name(filename: str | None) -> str:
-    """The uploaded name as shown to clients: no folders, at most 255 characters."""
+    """The uploaded name as shown to clients: no folders, at most 255 characters; ValueError when it
+    holds control characters (no download header could carry them)."""
     name = PurePosixPath((filename or "").replace("\\", "/")).name
+    if any(ord(char) < 32 or 127 <= ord(char) < 160 for char in name):
+        raise ValueError(f"the file name {name!r} holds control characters")
     return name[:255] or "upload.jsonl"
 
 

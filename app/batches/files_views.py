@@ -52,11 +52,15 @@ def upload_file() -> Response:
     upload = request.files.get("file")
     if upload is None:
         raise ApiError(400, "Send the file as the multipart/form-data field 'file'.", param="file")
+    try:
+        filename = file_store.display_name(upload.filename)
+    except ValueError as exc:
+        raise ApiError(400, f"{exc}; rename the file.", param="file", code="invalid_file_name") from exc
     with db_session() as session:
         row = file_store.store_file(
             session,
             settings.files_dir,
-            file_store.display_name(upload.filename),
+            filename,
             FilePurpose.BATCH,
             lambda path: upload.save(path, buffer_size=COPY_BUFFER),
         )

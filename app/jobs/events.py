@@ -102,7 +102,11 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+REDIS_ID_PART_MAX = 2**64 - 1  # each part of a stream id is an unsigned 64-bit number
+
+
 def valid_event_id(value: str) -> bool:
-    """A well-formed Redis stream id ("<ms>-<seq>" or "<ms>")."""
+    """A well-formed Redis stream id ("<ms>-<seq>" or "<ms>"), each part within 64 bits."""
     head, _, tail = value.partition("-")
-    return head.isdigit() and (tail == "" or tail.isdigit())
+    parts = [head] if tail == "" else [head, tail]
+    return all(part.isascii() and part.isdigit() and int(part) <= REDIS_ID_PART_MAX for part in parts)

@@ -35,9 +35,12 @@ class StatsQuery(BaseModel):
     @field_validator("since")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
+        if value is None:
+            return None
+        try:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:59-01:00 is past year 9999 in UTC
+            raise ValueError("since is out of the range of dates (years 1 to 9999, in UTC)") from None
 
 
 @bp.get("")
