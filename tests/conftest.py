@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.support.pipeline",
     "tests.support.cluster",
     "tests.support.gptoss_vocab",
+    "tests.support.leftovers",  # the last check: no process the suite started still runs
 ]
