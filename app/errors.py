@@ -30,7 +30,15 @@ class ApiError(Exception):
 
     def response(self) -> tuple[Response, int]:
         body = {"type": self.type, "message": self.message, "param": self.param, "code": self.code}
-        return jsonify(error=body), self.status
+        response = jsonify(error=body)
+        if not self.worth_retrying:
+            response.headers["x-should-retry"] = "false"  # the openai SDKs then do not retry
+        return response, self.status
+
+    @property
+    def worth_retrying(self) -> bool:
+        """Only a timeout, a rate limit, a conflict of the moment or an outage can go away on its own."""
+        return self.status in (408, 409, 429) or (self.status >= 500 and self.code != "generation_failed")
 
 
 UNION_TAG_PREFIX = "union:"  # a tagged union's tags (e.g. "union:message"): which member, not a field

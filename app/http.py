@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import ApiError
@@ -20,6 +20,7 @@ def json_body() -> Any:
     """The parsed JSON body; 400 when it is not JSON, nests too deep or holds a lone surrogate (text
     that is no Unicode), 413 above MAX_CONTENT_LENGTH, a chunked body (no Content-Length) too."""
     raw = _whole_body()
+    g.gptoss_raw_body = raw  # what app/jobs/waiting.py tells a retried call by
     body, deep = None, False
     try:
         body = json.loads(raw)

@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_STREAMS_PER_CLIENT": 64,  # open event streams (SSE) per client; 0: no limit
     "RECONCILE_INTERVAL_S": 60.0,  # celery beat runs the reconciler this often; 0: not scheduled
     "RECONCILE_STUCK_AFTER_S": 120.0,  # a queued/running job this old with no message/worker is re-enqueued
+    "CLIENT_RETRY_GRACE_S": 15.0,  # a waiting client left: its job waits this long for a retry to take it
     # Observability
     "WORKER_METRICS_PORT": FIRST_WORKER_METRICS_PORT,  # worker /metrics: this + the profile's index; 0: off
     "WORKER_METRICS_HOST": "127.0.0.1",  # where a worker's /metrics listens
@@ -86,6 +87,7 @@ class ReliabilitySettings:
     max_streams_per_client: int
     reconcile_interval_s: float
     reconcile_stuck_after_s: float
+    client_retry_grace_s: float
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class Settings:
                 max_streams_per_client=read.integer("MAX_STREAMS_PER_CLIENT"),
                 reconcile_interval_s=read.number("RECONCILE_INTERVAL_S"),
                 reconcile_stuck_after_s=read.number("RECONCILE_STUCK_AFTER_S"),
+                client_retry_grace_s=read.number("CLIENT_RETRY_GRACE_S"),
             ),
             observability=ObservabilitySettings(
                 worker_metrics_port=read.integer("WORKER_METRICS_PORT"),

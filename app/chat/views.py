@@ -15,9 +15,10 @@ from app.http import json_body, sse, sse_response
 from app.jobs.cancel import cancel_quietly
 from app.jobs.events import JobEventLog
 from app.jobs.render import job_json
-from app.jobs.stream import STREAM_POLL_S, follow_job, wait_for_job
+from app.jobs.stream import STREAM_POLL_S, follow_job
 from app.jobs.submit import idempotency_key, submit_job, validated_job
-from app.limits import StreamSlot, acquire_stream_slot, counts_as_submit
+from app.jobs.waiting import submit_once, wait_while_someone_waits
+from app.limits import acquire_stream_slot, counts_as_submit
 from app.ops.served_models import served_model_ids
 from app.routing.auto import AUTO_PROFILE
 from app.services import services
@@ -48,20 +49,23 @@ def raise_if_failed(done: dict[str, Any]) -> None:
 def create_chat_completion() -> Response:
     """Create a chat completion (streamed as chat.completion.chunk events when stream=true)."""
     chat = ChatCompletionCreate.model_validate(json_body())
-    slot = acquire_stream_slot() if chat.stream else StreamSlot(None)  # a 429 comes before any job exists
+    if not chat.stream:
+        job = submit_once(lambda: submit_chat_job(chat)[0])  # a retry of this call takes over its job
+        done = wait_while_someone_waits(job["id"])
+        if done is None:  # the client left, and no retry came for the job
+            return Response(status=499)
+        raise_if_failed(done)
+        return jsonify(chat_completion(done, job["profile"]))
+    slot = acquire_stream_slot()  # a 429 comes before any job exists
     try:
         job, model = submit_chat_job(chat)
     except BaseException:
         slot.release()
         raise
     log: JobEventLog = services().events
-    if chat.stream:
-        include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        return sse_response(slot.wrap(stream_chunks(app, log, job, model, include_usage)))
-    done = wait_for_job(log, job["id"])
-    raise_if_failed(done)
-    return jsonify(chat_completion(done, model))
+    include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    return sse_response(slot.wrap(stream_chunks(app, log, job, model, include_usage)))
 
 
 def stream_chunks(

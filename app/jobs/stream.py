@@ -64,15 +64,6 @@ def follow_job(log: JobEventLog, job_id: str, after: str, poll_s: float) -> Iter
                 return
 
 
-def wait_for_job(log: JobEventLog, job_id: str) -> dict[str, Any]:
-    """Block until the job ends; return its stored JSON."""
-    for event in follow_job(log, job_id, "0", poll_s=5.0):
-        if event is not None and event.is_terminal:
-            break
-    with db_session() as session:
-        return job_json(get_job_or_404(session, job_id))
-
-
 def last_event_id() -> str:
     """The resume point: Last-Event-ID header (or ?last_event_id=), "0" for the beginning."""
     value = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0"

@@ -14,8 +14,9 @@ from app.http import json_body, sse, sse_response
 from app.jobs.cancel import cancel, cancel_quietly
 from app.jobs.render import job_json
 from app.jobs.store import find_job
-from app.jobs.stream import STREAM_POLL_S, finished_job, follow_job, wait_for_job
+from app.jobs.stream import STREAM_POLL_S, finished_job, follow_job
 from app.jobs.submit import idempotency_key, submit_job, validated_job
+from app.jobs.waiting import submit_once, wait_while_someone_waits
 from app.limits import StreamSlot, acquire_stream_slot, counts_as_submit
 from app.models import FINISHED_STATUSES, Job
 from app.ops.served_models import served_model_ids
@@ -70,17 +71,19 @@ def submit_response(create: ResponseCreate) -> dict[str, Any]:
 def create_response() -> Response:
     """Create a response: wait for it, stream it (stream=true), or return at once (background=true)."""
     create = ResponseCreate.model_validate(json_body())
-    slot = acquire_stream_slot() if create.stream else StreamSlot(None)  # a 429 comes before any job exists
+    if create.background and not create.stream:
+        return jsonify(response_json(submit_response(create)))  # fetched later: it runs for nobody's wait
+    if not create.stream:
+        job = submit_once(lambda: submit_response(create))  # a retry of this call takes over its job
+        done = wait_while_someone_waits(job["id"])
+        return jsonify(response_json(done)) if done is not None else Response(status=499)
+    slot = acquire_stream_slot()  # a 429 comes before any job exists
     try:
         job = submit_response(create)
     except BaseException:
         slot.release()
         raise
-    if create.stream:
-        return stream_response(slot, job, cancel_on_leave=not create.background)
-    if create.background:
-        return jsonify(response_json(job))
-    return jsonify(response_json(wait_for_job(services().events, job["id"])))
+    return stream_response(slot, job, cancel_on_leave=not create.background)
 
 
 def stream_response(
