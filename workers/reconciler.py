@@ -3,7 +3,9 @@
 - a job `queued` for longer than RECONCILE_STUCK_AFTER_S whose message is in no queue and held by no
   worker (lost: Redis restarted without persistence, a crash between insert and publish) is sent again;
 - a job `running` for longer than that whose worker is gone is requeued, or failed after MAX_ATTEMPTS;
-- a batch whose jobs all ended is finalized (in case its watch message was lost).
+- a batch whose jobs all ended is finalized (in case its watch message was lost);
+- a batch still `validating`, or with lines not yet made jobs, that nobody ingests (no ingest lease:
+  its batch worker died, or its retries ran out) is sent to ingest again.
 All of it is idempotent: a duplicate message finds its job already claimed and does nothing.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -22,11 +25,12 @@ from celery import shared_task
 from flask import Flask, current_app
 from sqlalchemy import orm
 
+from app.batches.lease import is_leased
 from app.batches.lifecycle import LifecycleContext, check_batch
 from app.batches.models import Batch, BatchStatus
 from app.metrics import KOMBU_PRIORITY_SEPARATOR, KOMBU_PRIORITY_STEPS
 from app.models import Job, JobStatus, utcnow
-from app.queue import RECONCILE_TASK, send_run_job
+from app.queue import RECONCILE_TASK, send_ingest, send_run_job
 from app.services import services
 from workers.recovery import Enqueue, requeue_or_give_up, worker_is_gone
 
@@ -37,6 +41,7 @@ UNACKED_KEY = "unacked"  # kombu's hash of delivered, not yet acknowledged messa
 SCAN_CHUNK = 500  # queue entries read per round trip
 MAX_JOBS_PER_PASS = 1000
 UNFINISHED_BATCHES = (BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING, BatchStatus.CANCELLING)
+INGESTED_STATUSES = (BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING)  # validated: jobs are being made
 
 
 @dataclass
@@ -47,6 +52,7 @@ class ReconcileContext:
     stuck_after_s: float
     heartbeat_ttl_s: float
     batches: LifecycleContext
+    ingest: Callable[[str], None]  # send_ingest(batch_id): validation and job creation, resumed
 
 
 @dataclass
@@ -55,6 +61,7 @@ class ReconcileReport:
     requeued: list[str] = field(default_factory=list)  # running jobs of dead workers, queued again
     failed: list[str] = field(default_factory=list)  # running jobs of dead workers, out of attempts
     batches_finished: list[str] = field(default_factory=list)
+    batches_resumed: list[str] = field(default_factory=list)  # stalled ingests sent again
 
     def __bool__(self) -> bool:
         return any(asdict(self).values())
@@ -66,7 +73,28 @@ def reconcile_once(ctx: ReconcileContext, now: datetime | None = None) -> Reconc
     report = ReconcileReport(resent=resend_lost_messages(ctx, cutoff))
     report.requeued, report.failed = recover_jobs_of_dead_workers(ctx, cutoff)
     report.batches_finished = finish_ended_batches(ctx)
+    report.batches_resumed = resume_stalled_ingests(ctx, cutoff)
     return report
+
+
+def resume_stalled_ingests(ctx: ReconcileContext, cutoff: datetime) -> list[str]:
+    """Send the ingest again of each batch made before `cutoff` that still waits for it (validating, or
+    fewer jobs than lines) while no ingest holds its lease."""
+    with ctx.sessions() as session:
+        validating = Batch.status == BatchStatus.VALIDATING
+        half_made = sa.and_(Batch.status.in_(INGESTED_STATUSES), Batch.request_total > jobs_of_batch())
+        query = sa.select(Batch.id).where(Batch.created_at < cutoff, sa.or_(validating, half_made))
+        batch_ids = list(session.scalars(query.order_by(Batch.id).limit(100)))
+    stalled = [batch_id for batch_id in batch_ids if not is_leased(ctx.redis_client, batch_id)]
+    for batch_id in stalled:
+        ctx.ingest(batch_id)
+    if stalled:
+        log.warning("batches whose ingest stopped, sent again: %s", stalled)
+    return stalled
+
+
+def jobs_of_batch() -> sa.ScalarSelect[int]:
+    return sa.select(sa.func.count(Job.id)).where(Job.batch_id == Batch.id).scalar_subquery()
 
 
 def resend_lost_messages(ctx: ReconcileContext, cutoff: datetime) -> list[str]:
@@ -164,6 +192,7 @@ def reconcile_context(app: Flask) -> ReconcileContext:
         sessions=found.sessions,
         redis_client=found.redis,
         enqueue=partial(send_run_job, found.celery),
+        ingest=partial(send_ingest, found.celery),
         stuck_after_s=found.settings.reliability.reconcile_stuck_after_s,
         heartbeat_ttl_s=found.settings.observability.heartbeat_ttl_s,
         batches=LifecycleContext(

@@ -10,6 +10,7 @@ from flask import Flask, current_app
 
 from app.batches.ingest import IngestContext
 from app.batches.ingest import ingest_batch as ingest_batch_now
+from app.batches.lease import ingest_lease
 from app.batches.lifecycle import LifecycleContext, check_batch
 from app.batches.lines import LineContext
 from app.ops.served_models import served_model_ids
@@ -64,9 +65,14 @@ def _app() -> Flask:
     name=INGEST_BATCH_TASK, ignore_result=True, autoretry_for=(Exception,), retry_backoff=True, max_retries=5
 )
 def ingest_batch(batch_id: str) -> None:
-    """Validate a batch's input file, create and enqueue its jobs, then start watching it."""
+    """Validate a batch's input file, create and enqueue its jobs, then start watching it; held under
+    the batch's ingest lease (app/batches/lease.py), so a second message for it waits its turn."""
     app = _app()
-    status = ingest_batch_now(ingest_context(app), batch_id)
+    with ingest_lease(services(app).redis, batch_id) as leased:
+        if not leased:
+            log.info("batch %s is being ingested by another worker; this message does nothing", batch_id)
+            return
+        status = ingest_batch_now(ingest_context(app), batch_id)
     if status is None:  # deleted, or this worker reads another database than the API that queued it
         log.warning("batch %s does not exist in this worker's database; nothing to ingest", batch_id)
         return

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import orm
 
 from app.batches import files as file_store
@@ -67,8 +68,33 @@ def ingest_batch(ctx: IngestContext, batch_id: str) -> str | None:
         if not validated or batch.status not in (BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING):
             return batch.status
         total = batch.request_total
-    create_jobs(ctx, batch_id, input_file_id, total)
+    try:
+        create_jobs(ctx, batch_id, input_file_id, total)
+    except IngestError as exc:
+        return fail_ingest(ctx, batch_id, exc)
     with ctx.sessions() as session:
+        return _status(session, batch_id)
+
+
+class IngestError(Exception):
+    """Lines that passed validation but cannot be stored: retrying cannot help, the batch fails."""
+
+    def __init__(self, message: str, line: int | None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def fail_ingest(ctx: IngestContext, batch_id: str, exc: IngestError) -> str:
+    """The batch fails naming the lines and the error; the jobs it already queued are cancelled."""
+    error = LineError(exc.line, "ingest_failed", str(exc)).as_json()
+    now = utcnow()
+    with ctx.sessions() as session:
+        job_store.cancel_queued_jobs_of_batch(session, batch_id, now)
+        batch_store.transition(
+            session, batch_id, (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING),
+            status=BatchStatus.FAILED, failed_at=now, errors=[error],
+        )  # fmt: skip
+        log.error("batch %s failed in ingest: %s", batch_id, exc)
         return _status(session, batch_id)
 
 
@@ -120,8 +146,13 @@ def create_jobs(ctx: IngestContext, batch_id: str, input_file_id: str, total: in
                     _job_row(batch_id, request, cancelled, ctx.lines.router, ctx.sampling_defaults)
                     for request in chunk
                 ]
-                session.execute(sa.insert(Job), rows)
-                session.commit()
+                try:
+                    session.execute(sa.insert(Job), rows)
+                    session.commit()
+                except (sa_exc.DataError, sa_exc.IntegrityError, sa_exc.StatementError) as exc:
+                    first, last = chunk[0].line, chunk[-1].line
+                    cause = getattr(exc, "orig", None) or exc
+                    raise IngestError(f"lines {first} to {last} could not be stored: {cause}", first) from exc
             if not cancelled:  # a cancelled batch's remaining lines are stored as cancelled, never run
                 ctx.enqueue_jobs([(row["id"], row["profile"], row["task_id"]) for row in rows])
 

@@ -107,6 +107,10 @@ def parse_request_line(text: str, line: int, context: LineContext) -> BatchReque
     """One decoded line as a chat completion or a Responses request, mapped onto its profile's job."""
     if not text.strip():
         return LineError(line, "blank_line", "Blank lines are not allowed; each line must be one request.")
+    if "\\u0000" in text:  # PostgreSQL cannot store it: refused here, by its line, not at ingest
+        return LineError(
+            line, "invalid_value", "This line holds a NUL character (\\u0000), which cannot be stored."
+        )
     try:
         document = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:

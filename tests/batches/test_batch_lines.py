@@ -186,3 +186,12 @@ def test_responses_lines_sit_beside_chat_lines_and_become_jobs_that_answer_as_re
 def test_a_bad_responses_line_names_its_parameter(body: dict[str, Any], param: str) -> None:
     error = only_error("\n".join([request_line("a"), responses_line("b", **body)]).encode())
     assert (error.line, error.param) == (2, param), error
+
+
+def test_a_nul_character_is_refused_by_its_line() -> None:
+    error = only_error(
+        "\n".join(
+            [request_line("a"), request_line("b", messages=[{"role": "user", "content": "x\u0000"}])]
+        ).encode()
+    )
+    assert (error.line, error.code) == (2, "invalid_value")

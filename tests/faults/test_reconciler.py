@@ -9,11 +9,13 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import redis
 import sqlalchemy as sa
 from flask import Flask
 
 from app import create_app
+from app.batches.lease import lease_key
 from app.batches.models import Batch
 from app.db import db_session
 from app.jobs import store as job_store
@@ -165,3 +167,50 @@ def test_the_reconcile_task_is_acked_on_receipt_unlike_jobs(idle_app: Flask) -> 
     tasks = idle_app.extensions["celery"].tasks
     assert tasks[RECONCILE_TASK].acks_late is False
     assert tasks[RUN_JOB_TASK].acks_late is True
+
+
+def backdate_batch(app: Flask, batch_id: str) -> None:
+    with app.app_context(), db_session() as session:
+        session.execute(sa.update(Batch).where(Batch.id == batch_id).values(created_at=utcnow() - LONG_AGO))
+        session.commit()
+
+
+def test_a_batch_nobody_ingests_is_sent_to_ingest_again_and_one_being_ingested_is_left(
+    idle_app: Flask,
+) -> None:
+    client: redis.Redis = services(idle_app).redis
+    stalled = create_batch(idle_app.test_client(), [request_line("a"), request_line("b")])["id"]
+    leased = create_batch(idle_app.test_client(), [request_line("c")])["id"]
+    for batch_id in (stalled, leased):
+        backdate_batch(idle_app, batch_id)  # validating for an hour: its worker died while validating
+    client.set(lease_key(leased), "1", ex=60)  # an ingest holds this one's lease
+    sent: list[str] = []
+    report = reconcile_once(context(idle_app, ingest=sent.append))
+    assert stalled in report.batches_resumed and leased not in report.batches_resumed
+    assert stalled in sent
+    assert ingest(idle_app, stalled) == "in_progress"  # what the resent message does
+    assert stalled not in reconcile_once(context(idle_app, ingest=sent.append)).batches_resumed
+    client.delete(lease_key(leased))
+
+
+def test_an_ingest_that_cannot_store_a_line_fails_the_batch_naming_the_lines(
+    idle_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = [request_line("a"), request_line("b"), request_line("c")]
+    batch_id = create_batch(idle_app.test_client(), lines)["id"]
+    from app.batches import ingest as ingest_module
+
+    real_job_row = ingest_module._job_row
+
+    def unstorable(batch_id: str, request: Any, *args: Any) -> dict[str, Any]:
+        row = real_job_row(batch_id, request, *args)
+        return {**row, "id": "job_twice"} if request.line >= 2 else row  # one id twice: the insert fails
+
+    monkeypatch.setattr(ingest_module, "_job_row", unstorable)
+    assert ingest(idle_app, batch_id) == "failed"
+    batch = idle_app.test_client().get(f"/v1/batches/{batch_id}").get_json()
+    [error] = batch["errors"]["data"]
+    assert error["code"] == "ingest_failed" and "lines 1 to 3" in error["message"] and error["line"] == 1
+    with idle_app.app_context(), db_session() as session:
+        statuses = set(session.scalars(sa.select(Job.status).where(Job.batch_id == batch_id)))
+    assert statuses <= {"cancelled"}  # nothing of a failed batch runs
