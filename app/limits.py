@@ -14,6 +14,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
@@ -151,6 +152,18 @@ class StreamSlot:
             command(self.client)  # type: ignore[operator]
         except redis.RedisError as exc:  # the entry ages out after STREAM_LEASE_S
             log.warning("stream slot %s not updated: %s", self.member, exc)
+
+
+@contextmanager
+def waiting_slot() -> Iterator[None]:
+    """One of the client's MAX_STREAMS_PER_CLIENT slots while a non-streamed request waits for its job
+    (429 before any job exists when it has none left), so that one client's waiting calls cannot take
+    every server thread from the others."""
+    slot = acquire_stream_slot()
+    try:
+        yield
+    finally:
+        slot.release()
 
 
 def acquire_stream_slot() -> StreamSlot:

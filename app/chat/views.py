@@ -18,7 +18,7 @@ from app.jobs.render import job_json
 from app.jobs.stream import STREAM_POLL_S, follow_job
 from app.jobs.submit import idempotency_key, submit_job, validated_job
 from app.jobs.waiting import submit_once, wait_while_someone_waits
-from app.limits import acquire_stream_slot, counts_as_submit
+from app.limits import acquire_stream_slot, counts_as_submit, waiting_slot
 from app.ops.served_models import served_model_ids
 from app.routing.auto import AUTO_PROFILE
 from app.services import services
@@ -50,8 +50,9 @@ def create_chat_completion() -> Response:
     """Create a chat completion (streamed as chat.completion.chunk events when stream=true)."""
     chat = ChatCompletionCreate.model_validate(json_body())
     if not chat.stream:
-        job = submit_once(lambda: submit_chat_job(chat)[0])  # a retry of this call takes over its job
-        done = wait_while_someone_waits(job["id"])
+        with waiting_slot():  # a waiting request holds a server thread as a stream does: one cap for both
+            job = submit_once(lambda: submit_chat_job(chat)[0])  # a retry of this call takes over its job
+            done = wait_while_someone_waits(job["id"])
         if done is None:  # the client left, and no retry came for the job
             return Response(status=499)
         raise_if_failed(done)

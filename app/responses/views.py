@@ -17,7 +17,7 @@ from app.jobs.store import find_job
 from app.jobs.stream import STREAM_POLL_S, finished_job, follow_job
 from app.jobs.submit import idempotency_key, submit_job, validated_job
 from app.jobs.waiting import submit_once, wait_while_someone_waits
-from app.limits import StreamSlot, acquire_stream_slot, counts_as_submit
+from app.limits import StreamSlot, acquire_stream_slot, counts_as_submit, waiting_slot
 from app.models import FINISHED_STATUSES, Job
 from app.ops.served_models import served_model_ids
 from app.responses.conversation import job_body, job_id_of
@@ -74,8 +74,9 @@ def create_response() -> Response:
     if create.background and not create.stream:
         return jsonify(response_json(submit_response(create)))  # fetched later: it runs for nobody's wait
     if not create.stream:
-        job = submit_once(lambda: submit_response(create))  # a retry of this call takes over its job
-        done = wait_while_someone_waits(job["id"])
+        with waiting_slot():  # a waiting request holds a server thread as a stream does: one cap for both
+            job = submit_once(lambda: submit_response(create))  # a retry of this call takes over its job
+            done = wait_while_someone_waits(job["id"])
         return jsonify(response_json(done)) if done is not None else Response(status=499)
     slot = acquire_stream_slot()  # a 429 comes before any job exists
     try:

@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +13,8 @@ import httpx
 import pytest
 from flask.testing import FlaskClient
 
-from app.ops.private_redis import free_port
-from tests.support.paths import REPO_ROOT
-from tests.support.services import IDLE_REDIS_DB, migrate
+from tests.support.gunicorn import gunicorn_api
+from tests.support.services import IDLE_REDIS_DB
 
 HELLO = [{"role": "user", "content": "Hello"}]
 
@@ -77,36 +71,10 @@ def test_a_resume_id_out_of_a_stream_ids_range_is_a_400(idle_client: FlaskClient
 def gunicorn_url(
     tmp_path_factory: pytest.TempPathFactory, profiles_file: Path, redis_base_url: str
 ) -> Iterator[str]:
-    """The API under gunicorn, as the Procfile serves it (./gunicorn.conf.py read)."""
     folder = tmp_path_factory.mktemp("gunicorn-input")
-    database_url = f"sqlite:///{folder / 'gptoss.db'}"
-    migrate(database_url)
-    env = os.environ | {
-        "GPTOSS_PROFILES": str(profiles_file), "DATABASE_URL": database_url,
-        "REDIS_URL": f"{redis_base_url}/{IDLE_REDIS_DB}", "GPTOSS_DATA_DIR": str(folder),
-        "GPTOSS_MAX_CONTENT_LENGTH": "4096", "PYTHONPATH": str(REPO_ROOT),
-    }  # fmt: skip
-    port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "app:create_app()"]
-    with open(folder / "gunicorn.log", "wb") as log:
-        server = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, (folder / "gunicorn.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "gunicorn did not answer"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    redis_url = f"{redis_base_url}/{IDLE_REDIS_DB}"
+    with gunicorn_api(folder, profiles_file, redis_url, GPTOSS_MAX_CONTENT_LENGTH="4096") as url:
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def test_a_chunked_body_over_the_limit_is_a_413_not_cut_into_invalid_json(gunicorn_url: str) -> None:

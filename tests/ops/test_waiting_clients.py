@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from flask import Flask
 
 from tests.support.apps import api_app, app_config
+from tests.support.gunicorn import gunicorn_api
 from tests.support.live_server import serve
 from tests.support.services import IDLE_REDIS_DB, flushed_redis_url
 
@@ -80,3 +83,42 @@ def test_refusals_that_retrying_cannot_fix_tell_the_sdk_not_to_retry(waiting_app
     assert bad.status_code == 400 and bad.headers["x-should-retry"] == "false"
     missing = client.get("/v1/jobs/job_nope")
     assert missing.status_code == 404 and missing.headers["x-should-retry"] == "false"
+
+
+def test_one_clients_many_waiting_readers_leave_room_for_anothers_submit(
+    tmp_path: Path, profiles_file: Path, redis_base_url: str
+) -> None:
+    """150 waiting readers of one key (non-streamed chats and event streams) under gunicorn's 128
+    threads: those past the key's cap get 429 at once, so another key's submit is still a 202."""
+    redis_url = flushed_redis_url(redis_base_url, IDLE_REDIS_DB)
+    keys = {"GPTOSS_API_KEYS": "sk-busy,sk-other", "GPTOSS_CLIENT_RETRY_GRACE_S": "1"}
+    with gunicorn_api(tmp_path, profiles_file, redis_url, **keys) as url:
+        busy = {"Authorization": "Bearer sk-busy"}
+        job = httpx.post(f"{url}/v1/jobs", json={"messages": HI}, headers=busy).json()  # stays queued
+
+        def wait_as_reader(index: int) -> int:
+            try:
+                if index % 2:
+                    chat = {"model": "latency_first", "messages": HI}
+                    return httpx.post(
+                        f"{url}/v1/chat/completions", json=chat, headers=busy, timeout=8
+                    ).status_code
+                with httpx.stream("GET", f"{url}/v1/jobs/{job['id']}/events", headers=busy, timeout=8) as r:
+                    for _ in r.iter_bytes():
+                        pass
+                    return r.status_code
+            except httpx.ReadTimeout:
+                return 0  # still waiting when the test ended: it held its thread the whole time
+
+        with ThreadPoolExecutor(150) as pool:
+            readers = [pool.submit(wait_as_reader, i) for i in range(150)]
+            time.sleep(3)  # every reader is waiting or refused by now
+            other = httpx.post(
+                f"{url}/v1/jobs",
+                json={"messages": HI},
+                headers={"Authorization": "Bearer sk-other"},
+                timeout=5,
+            )
+            assert other.status_code == 202, other.text
+            statuses = [reader.result() for reader in readers]
+        assert statuses.count(429) >= 150 - 64 and 0 in statuses  # the cap (64) held, the rest waited
