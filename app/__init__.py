@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from flask import Flask
@@ -22,6 +23,7 @@ from app.gate_runs import views as gate_runs_views
 from app.http import refuse_long_urls
 from app.jobs import stream as job_events_views
 from app.jobs import views as jobs_views
+from app.jobs.budget import token_counter
 from app.jobs.cached import CachedJobs
 from app.jobs.defaults import ProfileDefaults
 from app.jobs.enqueue import JobQueue
@@ -73,6 +75,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         else None,
         metrics_registry=metrics.api_metrics_registry(client, list(profiles)),
         metrics_multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        prepare_submits=partial(token_counter, app),
     )
     configure_job_log()
     metrics.time_requests(app)

@@ -48,6 +48,8 @@ class Services:
     cached_jobs: CachedJobs | None  # None: the response cache is off
     metrics_registry: CollectorRegistry  # the API's collectors read at scrape time
     metrics_multiprocess_dir: str | None  # PROMETHEUS_MULTIPROC_DIR under gunicorn
+    # loads what a profile's first submit needs in this process (its prompt-budget tokenizer), once
+    prepare_submits: Callable[[str], object] = lambda profile: None
     openapi_document: dict[str, Any] | None = None  # built on the first GET /openapi.json
 
     @property

@@ -6,9 +6,10 @@ from typing import Any
 
 import redis
 import sqlalchemy as sa
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from app.db import db_session
+from app.errors import ApiError
 from app.ops.heartbeats import WorkerHeartbeat, live_workers_by_profile
 from app.services import services
 
@@ -23,15 +24,24 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Ready when the DB and Redis answer and every profile has a worker with a live heartbeat; else 503."""
+    """Ready when the DB and Redis answer and every profile (or ?profile=) has a worker whose model has
+    loaded (it can answer now; one still loading is listed, not counted); else 503."""
     checks: dict[str, Any] = {"database": _check_database(), "redis": _check_redis()}
     profiles = list(services().profiles)
+    asked = request.args.get("profile")
+    if asked is not None and asked not in profiles:
+        raise ApiError(404, f"No profile '{asked}'; the profiles are {profiles}.", param="profile")
     workers = _live_workers(profiles) if checks["redis"] == "ok" else {p: [] for p in profiles}
-    checks["workers"] = {profile: [w.name for w in beats] for profile, beats in workers.items()}
+    checks["workers"] = {profile: [w.name for w in beats if w.model_id] for profile, beats in workers.items()}
     checks["worker_heartbeats"] = {
         profile: [w.as_json() for w in beats] for profile, beats in workers.items()
     }
-    ready = checks["database"] == "ok" and checks["redis"] == "ok" and all(checks["workers"].values())
+    considered = [asked] if asked is not None else profiles
+    serving = [checks["workers"][profile] for profile in considered]
+    ready = checks["database"] == "ok" and checks["redis"] == "ok" and all(serving)
+    if ready:  # what a first submit needs in this process too: the tokenizers of the prompt budget
+        for profile in considered:
+            services().prepare_submits(profile)  # once, then cached; a model not on this machine is skipped
     return jsonify(status="ready" if ready else "not_ready", checks=checks), 200 if ready else 503
 
 

@@ -305,8 +305,16 @@ def test_readyz_is_503_while_a_profile_has_no_worker_and_200_when_it_is_back(obs
     assert checks["workers"]["quality_first"] == [] and checks["workers"]["latency_first"]
 
     observed.start("quality_first")
-    wait_for_workers(observed.app, observed.workers, observed.folder)
-    assert observed.client.get("/readyz").status_code == 200
+    seen_loading, deadline = False, time.monotonic() + 90
+    while (response := observed.client.get("/readyz")).status_code != 200:  # 503 until its model is in
+        beats = response.get_json()["checks"]["worker_heartbeats"]["quality_first"]
+        seen_loading = seen_loading or any(beat["state"] == "loading" for beat in beats)
+        assert time.monotonic() < deadline and observed.workers["quality_first"].poll() is None
+        time.sleep(0.1)
+    assert seen_loading  # the worker was up, its model loading, and /readyz said 503 meanwhile
+    beats = response.get_json()["checks"]["worker_heartbeats"]["quality_first"]
+    assert beats and all(beat["state"] == "serving" for beat in beats)
+    assert observed.client.get("/readyz?profile=quality_first").status_code == 200
 
 
 def dashboard_queries() -> list[tuple[str, str]]:

@@ -104,11 +104,11 @@ def api_schema(idle_app: Flask, tiny_model_dir: Path) -> schemathesis.BaseSchema
     return schemathesis.openapi.from_wsgi("/openapi.json", idle_app)
 
 
-def announce_workers(app: Flask) -> None:
-    """A live heartbeat of a (loading) worker for every profile, as workers write them."""
+def announce_workers(app: Flask, model_id: str = "tiny-gptoss") -> None:
+    """A live heartbeat of a worker for every profile, as workers write them ("" model: still loading)."""
     for profile in services(app).profiles:
         beat = WorkerHeartbeat(
-            f"{profile}@schemathesis", profile, (profile,), "", {}, os.getpid(), 0, time.time()
+            f"{profile}@schemathesis", profile, (profile,), model_id, {}, os.getpid(), 0, time.time()
         )
         write_heartbeat(services(app).redis, beat, ttl_s=600)
 
@@ -295,5 +295,7 @@ def test_real_files_batches_gate_runs_and_ops_answers_match_their_schemas(
         query_string={"profile": "latency_first", "since": "0", "include_gate": "true"},
     )
     assert api("get", "/readyz", 503)["status"] == "not_ready"  # no worker: not ready, the same body
+    announce_workers(idle_app, model_id="")  # workers up, their models still loading: not ready yet
+    assert api("get", "/readyz", 503)["checks"]["worker_heartbeats"]["latency_first"][0]["state"] == "loading"
     announce_workers(idle_app)
-    assert api("get", "/readyz", 200)["checks"]["worker_heartbeats"]["latency_first"][0]["state"] == "loading"
+    assert api("get", "/readyz", 200)["checks"]["worker_heartbeats"]["latency_first"][0]["state"] == "serving"
