@@ -299,11 +299,19 @@ def main(argv: list[str]) -> None:
     # the worker's pid as it started us: one killed before this line leaves us with another parent already
     parent = int(argv[2]) if len(argv) > 2 else os.getppid()
     commands, outputs = Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False)
+    status = 0
     try:
-        spec = commands.recv()
-    except EOFError:
-        return  # the worker went away before sending it
-    serve_engine(commands, outputs, spec, parent)
+        serve_engine(commands, outputs, commands.recv(), parent)
+    except (EOFError, OSError):
+        status = 0  # the worker went away (before the spec, or as we told it "ready"): nobody to serve
+    except BaseException:
+        log.exception("the engine process failed")
+        status = 1
+    finally:
+        # however serve_engine ended, the process ends with it: no thread the engine left (a generation
+        # loop, torch's pool) may keep a process nobody talks to alive
+        logging.shutdown()
+        os._exit(status)
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -243,3 +243,81 @@ def test_the_child_exits_when_the_worker_died_before_it_looked_for_its_parent(
         child.wait()
         commands.close()
         outputs.close()
+
+
+def test_a_child_that_cannot_report_ready_exits_though_its_worker_lives(
+    tiny_model_dir: Path, test_dir: Path
+) -> None:
+    """Its "ready" meets a closed pipe (the worker's reader gone, the worker itself alive): the engine's
+    own threads must not keep the process up, nor may it wait for a signal it ignores."""
+    commands_child, commands = multiprocessing.Pipe(duplex=False)
+    outputs, outputs_child = multiprocessing.Pipe(duplex=False)
+    fds = (commands_child.fileno(), outputs_child.fileno())
+    env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "engine.process", *map(str, fds), str(os.getpid())], pass_fds=fds, env=env
+    )
+    try:
+        commands_child.close()
+        outputs_child.close()
+        outputs.close()  # nobody will read "ready"
+        commands.send(
+            EngineSpec(str(tiny_model_dir), "pipeline", "latency_first", 4, str(test_dir / "models"))
+        )
+        assert child.wait(timeout=60) == 0
+    finally:
+        child.kill()
+        child.wait()
+        commands.close()
+
+
+def engine_children_of(worker_pid: int) -> list[int]:
+    """The engine processes a worker started (its pid is their last argument), from the process table."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"engine.process" in argv and argv[-2:-1] == [str(worker_pid).encode()]:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_worker_killed_while_its_model_loads_leaves_no_process(
+    profiles_file: Path, tiny_model_dir: Path, test_dir: Path, tmp_path: Path, redis_base_url: str
+) -> None:
+    from tests.support.pipeline import start_worker
+    from tests.support.services import IDLE_REDIS_DB
+
+    env = os.environ | {
+        "GPTOSS_PROFILES": str(profiles_file), "GPTOSS_DATA_DIR": str(test_dir), "PYTHONPATH": str(REPO_ROOT),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'gptoss.db'}",
+        "REDIS_URL": f"{redis_base_url}/{IDLE_REDIS_DB}",
+    }  # fmt: skip
+    worker = start_worker("latency_first", env, tmp_path / "worker.log")
+    try:
+        deadline = time.monotonic() + 60
+        while not (children := engine_children_of(worker.pid)):  # the engine child starts, loads
+            assert worker.poll() is None and time.monotonic() < deadline, (
+                tmp_path / "worker.log"
+            ).read_text()
+            time.sleep(0.05)
+        os.kill(worker.pid, signal.SIGKILL)  # mid-load: no warm shutdown, no goodbye on the pipe
+        worker.wait()
+        deadline = time.monotonic() + 15
+        while any(Path(f"/proc/{pid}").exists() and not _zombie(pid) for pid in children):
+            assert time.monotonic() < deadline, f"engine processes {children} outlived their worker"
+            time.sleep(0.1)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
