@@ -31,7 +31,7 @@ migrate: $(STAMP)
 
 run: migrate
 	GPTOSS_GATE_API_URL=$${GPTOSS_GATE_API_URL:-http://127.0.0.1:$${PORT:-8000}} \
-	  $(BIN)/python -m app.ops.private_redis $(BIN)/honcho start --port $${PORT:-8000}
+	  $(BIN)/python -m app.ops.private_redis $(BIN)/python -m app.ops.supervisor Procfile
 
 test: $(STAMP)
 	$(BIN)/pytest -q -rs $(PYTEST_ARGS); status=$$?; \

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
@@ -20,10 +21,16 @@ from workers.metrics import WORKER_REGISTRY, EngineLoadCollector
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class WorkerObservability:
+    stop: Callable[[], None]
+    beat: Callable[[], None]  # announce the worker now (its model just loaded: /readyz need not wait)
+
+
 def start_worker_observability(
     app: Flask, consumer: Any, host: EngineHost | None, started_at: float
-) -> Callable[[], None]:
-    """Serve /metrics and start heartbeats for the Celery worker `consumer`; returns the stopper."""
+) -> WorkerObservability:
+    """Serve /metrics and start heartbeats for the Celery worker `consumer`."""
     settings = services(app).settings.observability
     pinned = services(app).settings.profile
     port = settings.metrics_port_for(pinned, list(services(app).profiles))
@@ -59,7 +66,7 @@ def start_worker_observability(
         if collector is not None:
             WORKER_REGISTRY.unregister(collector)
 
-    return stop
+    return WorkerObservability(stop, heartbeat.beat)
 
 
 def serve_metrics(address: str, port: int) -> Any:

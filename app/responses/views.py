@@ -40,8 +40,13 @@ def stored_response(session: Any, response_id: str, param: str = "id") -> Job:
 
 
 def previous_response(session: Any, response_id: str) -> Job:
-    """The finished response a new one continues."""
-    job = stored_response(session, response_id, param="previous_response_id")
+    """The finished response a new one continues; 400 (as OpenAI answers) when there is none to continue."""
+    try:
+        job = stored_response(session, response_id, param="previous_response_id")
+    except ApiError as exc:
+        raise ApiError(
+            400, f"Previous response '{response_id}' not found.", param=exc.param, code=exc.code
+        ) from exc
     if job.status not in FINISHED_STATUSES:
         raise ApiError(
             400,

@@ -1,100 +1,23 @@
 """Two whole stacks on one machine, side by side, each started as `make run` starts one (the private-Redis
-wrapper, then honcho over the unedited Procfile) and set apart by documented variables alone."""
+wrapper, then the supervisor over the unedited Procfile) and set apart by documented variables alone."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 
-from app.ops.private_redis import free_port
-from tests.support.paths import REPO_ROOT
 from tests.support.prometheus_text import value
-from tests.support.services import flushed_redis_url, migrate
+from tests.support.services import flushed_redis_url
+from tests.support.stack import Stack, stack
 
 STACK_REDIS_DBS = (1, 2)
 PROFILES = ("latency_first", "quality_first")
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass(frozen=True)
-class Stack:
-    url: str
-    metrics_base: int
-    flower_port: int
-    log: Path
-
-
-def free_port_pair() -> int:
-    """A free port whose next port is free too (the two profiles' worker metrics)."""
-    while True:
-        port = free_port()
-        try:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-
-
-@contextmanager
-def stack(folder: Path, profiles_file: Path, redis_url: str) -> Iterator[Stack]:
-    """One stack as `make run` runs it, until the block ends (then SIGTERM to all of it)."""
-    data_dir = folder / "data"
-    data_dir.mkdir(parents=True)
-    migrate(f"sqlite:///{data_dir / 'gptoss.db'}")
-    port, metrics_base, flower_port = free_port(), free_port_pair(), free_port()
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "GPTOSS_DATA_DIR": str(data_dir),
-        "REDIS_URL": redis_url,
-        "GPTOSS_WORKER_METRICS_PORT": str(metrics_base),
-        "FLOWER_PORT": str(flower_port),
-        "GPTOSS_PROFILES": str(profiles_file),
-        "GPTOSS_GATE_SCHEDULE_S": "0",
-        "GPTOSS_GATE_API_URL": f"http://127.0.0.1:{port}",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-    }
-    env.pop("DATABASE_URL", None)
-    honcho = str(Path(sys.executable).parent / "honcho")
-    command = [sys.executable, "-m", "app.ops.private_redis", honcho, "start", "--port", str(port)]
-    log = folder / "stack.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield Stack(f"http://127.0.0.1:{port}", metrics_base, flower_port, log)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def wait_ready(running: Stack, deadline: float) -> None:
-    while True:
-        try:
-            if httpx.get(f"{running.url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, running.log.read_text()[-4000:]
-        time.sleep(0.5)
 
 
 def answer(running: Stack, profile: str) -> dict:
@@ -119,7 +42,7 @@ def test_two_stacks_run_side_by_side_set_apart_by_documented_variables(
         ]
         deadline = time.monotonic() + 180
         for each in running:
-            wait_ready(each, deadline)
+            each.wait_ready(max(1.0, deadline - time.monotonic()))
         for each in running:
             jobs = [answer(each, profile) for profile in PROFILES]
             assert [job["status"] for job in jobs] == ["succeeded", "succeeded"], jobs

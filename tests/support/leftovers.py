@@ -1,8 +1,8 @@
 """The suite's last check: no process it started is still running when it ends.
 
 Every process a test starts inherits this session's GPTOSS_TEST_SESSION token through its environment
-(workers, engine children, gunicorn, honcho, Prometheus, private Redis servers), however it was started
-(a new session, a double fork). At the end, a process whose environment still holds the token is a
+(workers, engine children, gunicorn, the supervisor, Prometheus, private Redis servers), however it
+was started (a new session, a double fork). At the end, a process whose environment still holds the token is a
 leftover: it is listed, killed, and the run fails.
 """
 
@@ -22,9 +22,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault(VARIABLE, uuid.uuid4().hex)
 
 
-def processes_with(token: str) -> list[tuple[int, str]]:
-    """(pid, command line) of the live processes, other than this one, whose environment holds token."""
-    marker = f"{VARIABLE}={token}".encode()
+def processes_with(token: str, variable: str = VARIABLE) -> list[tuple[int, str]]:
+    """(pid, command line) of the live processes, other than this one, whose environment has
+    variable=token."""
+    marker = f"{variable}={token}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
