@@ -94,7 +94,7 @@ class EngineProcess(RequestTable):
         commands_child, commands = multiprocessing.Pipe(duplex=False)  # (receiving end, sending end)
         outputs, outputs_child = multiprocessing.Pipe(duplex=False)
         child_fds = (commands_child.fileno(), outputs_child.fileno())
-        # Its own session: the signals a terminal, the supervisor or the tests send to the worker's process group
+        # Its own session: signals a terminal, the supervisor or the tests send to the worker's process group
         # (a warm shutdown's SIGTERM) must not reach it, since the worker's running jobs still need it.
         self._process = subprocess.Popen(
             [sys.executable, "-m", "engine.process", *map(str, child_fds), str(os.getpid())],
