@@ -65,6 +65,8 @@ def cancel_quietly(job_id: str) -> None:
             cancel(session, job_id)
     except ApiError:
         pass
+    except Exception as exc:  # Redis or the database away too: the reconciler's rules apply to the job
+        log.warning("job %s: could not be cancelled: %s", job_id, exc)
 
 
 def cancel_job(

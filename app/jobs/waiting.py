@@ -84,14 +84,18 @@ def wait_while_someone_waits(job_id: str) -> dict[str, Any] | None:
     """The finished job's JSON; None when the client left and no retry took the job over (then the job
     is cancelled: nobody would read its answer)."""
     client: redis.Redis = services().redis
-    client.delete(f"{ADOPTED_KEY_PREFIX}{job_id}")  # a fresh take-over only counts from now
-    for event in follow_job(services().events, job_id, "0", STREAM_POLL_S):
-        if event is not None and event.is_terminal:
-            return finished_job(job_id) or event.data
-        if event is None and client_gone():
-            _after_the_client_left(client, job_id)
-            return None
-    return finished_job(job_id)
+    try:
+        client.delete(f"{ADOPTED_KEY_PREFIX}{job_id}")  # a fresh take-over only counts from now
+        for event in follow_job(services().events, job_id, "0", STREAM_POLL_S):
+            if event is not None and event.is_terminal:
+                return finished_job(job_id) or event.data
+            if event is None and client_gone():
+                _after_the_client_left(client, job_id)
+                return None
+        return finished_job(job_id)
+    except Exception:  # the client is told 503 (Redis, the database): its job must not run for nobody
+        cancel_quietly(job_id)
+        raise
 
 
 def _after_the_client_left(client: redis.Redis, job_id: str) -> None:
