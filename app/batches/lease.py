@@ -17,8 +17,8 @@ import redis
 log = logging.getLogger(__name__)
 
 LEASE_KEY_PREFIX = "gptoss:ingesting:"
-LEASE_S = 30  # a dead ingest's batch is free again this long after its last refresh
-REFRESH_S = 10
+LEASE_S = 12  # a dead ingest's batch is free again this long after its last refresh
+REFRESH_S = 4
 
 
 def lease_key(batch_id: str) -> str:
