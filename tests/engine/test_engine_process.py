@@ -10,7 +10,9 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,27 +219,21 @@ def _state(pid: int) -> str:
         return "gone"
 
 
-def test_the_child_exits_when_the_worker_died_before_it_looked_for_its_parent(
-    tiny_model_dir: Path, test_dir: Path
-) -> None:
-    """The worker's pid comes in argv: a child reparented before it started must not adopt its new parent."""
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()  # stands for a worker SIGKILLed right after it spawned the engine
+@contextmanager
+def bare_engine_child(worker_pid: int) -> Iterator[tuple[subprocess.Popen[bytes], Any, Any]]:
+    """`python -m engine.process` started as a worker starts it, told `worker_pid` is its worker;
+    yields (child, commands sender, outputs receiver) and kills it at the end."""
     commands_child, commands = multiprocessing.Pipe(duplex=False)
     outputs, outputs_child = multiprocessing.Pipe(duplex=False)
     fds = (commands_child.fileno(), outputs_child.fileno())
     env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
     child = subprocess.Popen(
-        [sys.executable, "-m", "engine.process", *map(str, fds), str(gone.pid)], pass_fds=fds, env=env
+        [sys.executable, "-m", "engine.process", *map(str, fds), str(worker_pid)], pass_fds=fds, env=env
     )
+    commands_child.close()
+    outputs_child.close()
     try:
-        commands_child.close()
-        outputs_child.close()
-        # the pipes stay open here: only the parent watch can tell the child its worker is gone
-        commands.send(
-            EngineSpec(str(tiny_model_dir), "pipeline", "latency_first", 4, str(test_dir / "models"))
-        )
-        assert child.wait(timeout=15) == 0
+        yield child, commands, outputs
     finally:
         child.kill()
         child.wait()
@@ -245,30 +241,31 @@ def test_the_child_exits_when_the_worker_died_before_it_looked_for_its_parent(
         outputs.close()
 
 
+def tiny_spec(tiny_model_dir: Path, test_dir: Path) -> EngineSpec:
+    return EngineSpec(str(tiny_model_dir), "pipeline", "latency_first", 4, str(test_dir / "models"))
+
+
+def test_the_child_exits_when_the_worker_died_before_it_looked_for_its_parent(
+    tiny_model_dir: Path, test_dir: Path
+) -> None:
+    """The worker's pid comes in argv: a child reparented before it started must not adopt its new parent."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # stands for a worker SIGKILLed right after it spawned the engine
+    with bare_engine_child(gone.pid) as (child, commands, _):
+        # the pipes stay open here: only the parent watch can tell the child its worker is gone
+        commands.send(tiny_spec(tiny_model_dir, test_dir))
+        assert child.wait(timeout=15) == 0
+
+
 def test_a_child_that_cannot_report_ready_exits_though_its_worker_lives(
     tiny_model_dir: Path, test_dir: Path
 ) -> None:
     """Its "ready" meets a closed pipe (the worker's reader gone, the worker itself alive): the engine's
     own threads must not keep the process up, nor may it wait for a signal it ignores."""
-    commands_child, commands = multiprocessing.Pipe(duplex=False)
-    outputs, outputs_child = multiprocessing.Pipe(duplex=False)
-    fds = (commands_child.fileno(), outputs_child.fileno())
-    env = os.environ | {"PYTHONPATH": str(REPO_ROOT)}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "engine.process", *map(str, fds), str(os.getpid())], pass_fds=fds, env=env
-    )
-    try:
-        commands_child.close()
-        outputs_child.close()
+    with bare_engine_child(os.getpid()) as (child, commands, outputs):
         outputs.close()  # nobody will read "ready"
-        commands.send(
-            EngineSpec(str(tiny_model_dir), "pipeline", "latency_first", 4, str(test_dir / "models"))
-        )
+        commands.send(tiny_spec(tiny_model_dir, test_dir))
         assert child.wait(timeout=60) == 0
-    finally:
-        child.kill()
-        child.wait()
-        commands.close()
 
 
 def engine_children_of(worker_pid: int) -> list[int]:

@@ -20,8 +20,11 @@ from tests.support.services import migrate
 
 
 @contextmanager
-def gunicorn_api(folder: Path, profiles_file: Path, redis_url: str, **env: str) -> Iterator[str]:
-    """gunicorn serving create_app() on a free port, with `env` added; yields its URL."""
+def gunicorn_api(
+    folder: Path, profiles_file: Path, redis_url: str, workers: int = 1, threads: int = 128, **env: str
+) -> Iterator[str]:
+    """gunicorn serving create_app() on a free port (`threads` 1: sync workers), with `env` added;
+    yields its URL."""
     database_url = f"sqlite:///{folder / 'gptoss.db'}"
     migrate(database_url)
     environ = os.environ | {
@@ -30,8 +33,8 @@ def gunicorn_api(folder: Path, profiles_file: Path, redis_url: str, **env: str) 
     }  # fmt: skip
     port = free_port()
     command = [
-        sys.executable, "-m", "gunicorn", "--workers", "1", "--threads", "128", "--bind", f"127.0.0.1:{port}",
-        "app:create_app()",
+        sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
+        "--bind", f"127.0.0.1:{port}", "app:create_app()",
     ]  # fmt: skip
     with open(folder / "gunicorn.log", "wb") as log:
         server = subprocess.Popen(
