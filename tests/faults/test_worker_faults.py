@@ -23,7 +23,6 @@ from workers.recovery import MAX_ATTEMPTS
 
 FAULTS_REDIS_DB = 9
 HELLO = [{"role": "user", "content": "hello"}]  # greedy tiny model: runs to max_tokens
-DATE = "2026-12-05"
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +48,7 @@ def restart(cluster: Cluster, name: str) -> None:
 def test_a_job_whose_worker_is_killed_mid_generation_is_redelivered_and_succeeds_once(
     cluster: Cluster,
 ) -> None:
-    job_id = cluster.submit(messages=HELLO, max_tokens=300, current_date=DATE)
+    job_id = cluster.submit(messages=HELLO, max_tokens=300)
     running = cluster.wait_until(job_id, lambda job: job["first_token_at"] is not None)
     victim = running["worker"].split("@")[0]
     cluster.kill(victim)  # no warm shutdown: the task is never acked and the job stays `running`
@@ -66,7 +65,7 @@ def test_a_job_whose_worker_is_killed_mid_generation_is_redelivered_and_succeeds
 
 
 def test_a_job_that_kills_every_worker_fails_after_max_attempts_without_a_loop(cluster: Cluster) -> None:
-    job_id = cluster.submit(messages=HELLO, max_tokens=300, current_date=DATE)
+    job_id = cluster.submit(messages=HELLO, max_tokens=300)
     killed: list[str] = []
     deadline = time.monotonic() + 150
     while (job := cluster.job(job_id))["status"] != "failed":
@@ -89,7 +88,7 @@ def test_a_job_that_kills_every_worker_fails_after_max_attempts_without_a_loop(c
 
 
 def test_a_job_whose_engine_process_is_killed_runs_again_on_a_reloaded_engine(cluster: Cluster) -> None:
-    job_id = cluster.submit(messages=HELLO, max_tokens=300, current_date=DATE)
+    job_id = cluster.submit(messages=HELLO, max_tokens=300)
     running = cluster.wait_until(job_id, lambda job: job["first_token_at"] is not None)
     name = running["worker"].split("@")[0]
     children = psutil.Process(cluster.workers[name].pid).children()

@@ -22,7 +22,7 @@ from app.ops.heartbeats import live_workers
 from app.services import services
 from tests.support.apps import app_config
 from tests.support.paths import REPO_ROOT
-from tests.support.pipeline import FINISHED
+from tests.support.pipeline import FINISHED, TEST_DATE
 from tests.support.services import migrate
 
 # Short enough that a test sees redelivery, heartbeat expiry and recovery within seconds.
@@ -107,7 +107,7 @@ class Cluster:
     # jobs
 
     def submit(self, **body: Any) -> str:
-        response = self.app.test_client().post("/v1/jobs", json=body)
+        response = self.app.test_client().post("/v1/jobs", json={"current_date": TEST_DATE, **body})
         assert response.status_code == 202, response.get_json()
         return str(response.get_json()["id"])
 
