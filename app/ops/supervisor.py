@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -72,7 +72,6 @@ class Process:
     started_at: float = 0.0
     backoff_s: float = FIRST_BACKOFF_S
     restart_at: float | None = None
-    printer: threading.Thread | None = field(default=None, repr=False)
 
 
 class Supervisor:
@@ -98,10 +97,8 @@ class Supervisor:
         )
         process.started_at, process.restart_at = time.monotonic(), None
         self.say("system", f"{process.name} started (pid {process.popen.pid})")
-        process.printer = threading.Thread(
-            target=self._copy_output, args=(process, process.popen), daemon=True
-        )
-        process.printer.start()
+        printer = threading.Thread(target=self._copy_output, args=(process, process.popen), daemon=True)
+        printer.start()
 
     def _copy_output(self, process: Process, popen: subprocess.Popen[bytes]) -> None:
         assert popen.stdout is not None
