@@ -84,9 +84,11 @@ def test_with_a_delta_callback_the_job_thread_sees_only_the_first_delta_and_the_
     pushed = list(remote.submit(request, on_delta=called.append).events(timeout=60))
     assert [type(event) for event in pushed] == [TokenDelta, GenerationResult]
     assert pushed[0] == called[0]
-    assert [(d.content, d.reasoning, d.completion_tokens) for d in called] == [
-        (d.content, d.reasoning, d.completion_tokens) for d in pulled[:-1] if isinstance(d, TokenDelta)
-    ]
+    streamed = [d for d in pulled[:-1] if isinstance(d, TokenDelta)]
+    # How tokens group into deltas depends on timing (a slow step joins two), so compare what they carry.
+    assert "".join(d.reasoning + d.content for d in called) == "".join(d.reasoning + d.content for d in streamed)
+    assert called[-1].completion_tokens == streamed[-1].completion_tokens
+    assert [d.completion_tokens for d in called] == sorted({d.completion_tokens for d in called})
     assert isinstance(pulled[-1], GenerationResult) and isinstance(pushed[-1], GenerationResult)
     assert (pushed[-1].content, pushed[-1].reasoning) == (pulled[-1].content, pulled[-1].reasoning)
 
