@@ -16,7 +16,7 @@ from kombu import Connection, Exchange, Queue
 from app import create_app
 from app.db import db_session
 from app.ops.private_redis import free_port, redis_answers, start_private_redis, stop_private_redis
-from app.queue import RUN_JOB_TASK
+from app.queue import RUN_JOB_TASK, unacked_restore_options
 from app.services import services
 from tests.support.apps import insert_queued_job
 from tests.support.cluster import Cluster
@@ -55,7 +55,14 @@ def test_a_redis_restart_with_jobs_queued_and_running_loses_nothing(
         queued = [cluster.submit(profile="quality_first", messages=HELLO, max_tokens=4) for _ in range(4)]
         cluster.wait_until(running, lambda job: job["first_token_at"] is not None)
         stop_private_redis(server)
-        time.sleep(1)
+        # Down for a few of kombu's unacked-restore sweeps (every 2 s at the cluster's visibility
+        # timeout): kombu < 5.7 let a sweep's connection error end the worker's event loop.
+        time.sleep(
+            3
+            * unacked_restore_options(services(cluster.app).settings.visibility_timeout_s)[
+                "unacked_restore_interval"
+            ]
+        )
         server, _ = start_private_redis(folder / "redis", port, PASSWORD)
 
         jobs = [cluster.wait_finished(job_id, timeout=120) for job_id in [running, *queued]]

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 VARIABLE = "GPTOSS_TEST_SESSION"
+# An engine child notices its worker's death within a second (engine/process.py polls its parent):
+# one still alive after this long would have stayed for ever.
+EXIT_GRACE_S = 10.0
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,6 +51,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not Path("/proc").is_dir() or getattr(session.config, "workerinput", None) is not None:
         return
     left = processes_with(os.environ[VARIABLE])
+    deadline = time.monotonic() + EXIT_GRACE_S
+    while left and time.monotonic() < deadline:  # one following its parent out (as designed) is not left
+        time.sleep(0.2)
+        left = processes_with(os.environ[VARIABLE])
     if not left:
         return
     for pid, _ in left:
