@@ -32,7 +32,7 @@ from app.jobs.log import configure_job_log
 from app.limits import add_rate_limit_headers
 from app.ops import health, profiles_views, stats_views
 from app.profiles import load_profiles
-from app.queue import make_celery
+from app.queue import batch_slots_for, make_celery
 from app.responses import views as responses_views
 from app.routing.load import make_router
 from app.services import EXTENSION_KEY, Services
@@ -57,7 +57,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     events = JobEventLog(settings.redis_client(settings.sse_heartbeat_s + 10), ttl_s=settings.events_ttl_s)
     db_engine = make_engine(settings.database_url)
     sessions = orm.sessionmaker(db_engine, expire_on_commit=False)
-    celery_app = make_celery(app, settings, list(profiles))
+    served = profiles.get(settings.profile or "")  # a model worker's profile; None in the API
+    batch_slots = batch_slots_for(served.max_batch, settings.batches.reserved_slots) if served else None
+    celery_app = make_celery(app, settings, list(profiles), batch_slots)
     app.extensions[EXTENSION_KEY] = Services(
         settings=settings,
         profiles=profiles,

@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.ops.served_models import served_tags
+from app.queue import profile_queue_keys
 from app.services import services
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,6 @@ TAG_LABELS = ("engine", "model_id", "model_size", "gpu_mode", "profile")
 LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200,
 )  # fmt: skip
-KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's Redis transport keeps one list per priority step
-KOMBU_PRIORITY_SEPARATOR = "\x06\x16"
 
 bp = Blueprint("metrics", __name__)
 
@@ -95,13 +94,14 @@ class QueueDepthCollector:
         yield family
 
     def queue_depths(self) -> dict[str, int]:
+        """Waiting messages per profile, its lanes together (app/queue.py)."""
         pipe = self.client.pipeline(transaction=False)
-        for profile in self.profiles:
-            for step in KOMBU_PRIORITY_STEPS:
-                pipe.llen(profile if step == 0 else f"{profile}{KOMBU_PRIORITY_SEPARATOR}{step}")
-        lengths = pipe.execute()
-        steps = len(KOMBU_PRIORITY_STEPS)
-        return {p: sum(lengths[i * steps : (i + 1) * steps]) for i, p in enumerate(self.profiles)}
+        keys = {profile: profile_queue_keys(profile) for profile in self.profiles}
+        for profile_keys in keys.values():
+            for key in profile_keys:
+                pipe.llen(key)
+        lengths = iter(pipe.execute())
+        return {profile: sum(next(lengths) for _ in profile_keys) for profile, profile_keys in keys.items()}
 
 
 def api_metrics_registry(client: redis.Redis, profile_names: list[str]) -> CollectorRegistry:

@@ -1,4 +1,12 @@
-"""Celery glue: one queue per profile plus `batches`, JSON only, late acks, tasks inside the app context.
+"""Celery glue: each profile's lanes plus `batches`, JSON only, late acks, tasks inside the app context.
+
+A profile's work waits in four lanes (Redis lists), taken in this order by its workers: `high`,
+`normal` (the queue named as the profile, as before lanes), `low`, `batch` (the lines of batches).
+Interactive work (jobs, chat, responses) is `normal` unless it asks for another priority. Batches
+are not starved: after BATCH_TURN_EVERY - 1 messages from the other lanes in a row, a worker asks the
+batch lane first for one message. Nor do they fill a worker: batch lines hold at most max_batch -
+BATCH_RESERVED_SLOTS of its slots, so an interactive job starts at once beside a running batch
+(LaneOrder; `batch_slots`).
 
 Every task name and every message the API or a worker sends is here. The names keep the modules
 the tasks were first registered in ("workers.batch_tasks.ingest_batch", ...): messages already
@@ -7,9 +15,10 @@ queued, and beat schedules already stored, name them so.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import Any
+from functools import partial
+from typing import Any, Literal, NamedTuple
 
 from celery import Celery, Task
 from flask import Flask
@@ -26,11 +35,119 @@ RUN_GATE_TASK = "gate.tasks.run_scheduled_gate"
 BATCHES_QUEUE = "batches"  # consumed by the batch worker (Procfile `batches`), never by a model worker
 PUBLISH_BATCH = 1000  # messages buffered in one Redis pipeline (kombu >= 5.7 batches publishes)
 
-QueuedJob = tuple[str, str, str]  # (job id, profile, task id)
+LANES = ("high", "normal", "low", "batch")  # the order a profile's worker takes them in
+PRIORITIES = ("low", "normal", "high")  # what interactive work may ask for (`priority`)
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's Redis transport keeps one list per priority step
+KOMBU_PRIORITY_SEPARATOR = "\x06\x16"
+# how long a worker's BRPOP waits before asking again: a batch slot freed meanwhile is taken this late
+BRPOP_TIMEOUT_S = 0.25
 
 
-def celery_config(settings: Settings, profile_names: list[str]) -> dict[str, Any]:
-    """Celery settings; the DB, not Celery, stores results."""
+class QueuedJob(NamedTuple):
+    job_id: str
+    profile: str
+    task_id: str
+    lane: str = "normal"
+
+
+# OpenAI's `service_tier` (chat, responses) as a priority; "auto" and "default" are `normal`
+SERVICE_TIER_PRIORITY = {"priority": "high", "default": "normal", "auto": "normal", "flex": "low"}
+ServiceTier = Literal["auto", "default", "flex", "priority"]
+
+
+def lane_of(batch_id: str | None, request: Mapping[str, Any]) -> str:
+    """A job's lane: `batch` for a batch's lines, else the priority its request asked for."""
+    if batch_id is not None:
+        return "batch"
+    priority = request.get("priority")
+    return priority if priority in PRIORITIES else "normal"
+
+
+def lane_queue(profile: str, lane: str) -> str:
+    """The Celery queue of a profile's lane; `normal` keeps the profile's own name."""
+    return profile if lane == "normal" else f"{profile}.{lane}"
+
+
+def profile_queues(profile: str) -> list[str]:
+    """A profile's queues in the order its workers take them (`-Q`)."""
+    return [lane_queue(profile, lane) for lane in LANES]
+
+
+def profile_queue_keys(profile: str) -> list[str]:
+    """Every Redis list that holds a profile's waiting messages (each lane, each kombu priority step)."""
+    return [
+        queue if step == 0 else f"{queue}{KOMBU_PRIORITY_SEPARATOR}{step}"
+        for queue in profile_queues(profile)
+        for step in KOMBU_PRIORITY_STEPS
+    ]
+
+
+def batch_slots_for(max_batch: int, reserved: int) -> int | None:
+    """How many of a model worker's `max_batch` slots batch lines may hold; None: all of them (a worker
+    of one slot, or no reserve: a batch there would otherwise never run)."""
+    return max_batch - reserved if 0 < reserved < max_batch else None
+
+
+def batch_lines_in_hand() -> int:
+    """The batch lines this worker holds (taken, running or about to): Celery's own count of requests."""
+    from celery.worker import state
+
+    return sum(
+        1
+        for request in list(state.reserved_requests)
+        if str((request.delivery_info or {}).get("routing_key", "")).endswith(".batch")
+    )
+
+
+def _lane_rank(queue: str) -> int:
+    for rank, lane in enumerate(LANES):
+        if lane != "normal" and queue.endswith(f".{lane}"):
+            return rank
+    return LANES.index("normal")
+
+
+class LaneOrder:
+    """kombu's queue order for a worker (transport option `queue_order_strategy`): the lanes by rank,
+    except that after `batch_turn_every - 1` messages from the other lanes in a row, the batch lane
+    is asked first for one (0: never, batches wait for idle time). Asking costs nothing when the batch
+    lane is empty: one BRPOP names every lane and Redis pops from the first non-empty one. While the
+    worker holds `batch_slots` batch lines, the batch lane is not asked at all (None: no limit)."""
+
+    def __init__(
+        self,
+        batch_turn_every: int = 10,
+        batch_slots: int | None = None,
+        in_hand: Callable[[], int] = batch_lines_in_hand,
+    ) -> None:
+        self.items: list[str] = []
+        self.batch_turn_every = batch_turn_every
+        self.batch_slots, self.in_hand = batch_slots, in_hand
+        self.since_batch = 0  # messages taken from the other lanes since the last batch line
+
+    def update(self, items: Iterable[str]) -> None:
+        self.items[:] = sorted(items, key=_lane_rank)
+
+    def consume(self, n: int) -> list[str]:
+        items = self.items[:n]
+        if self.batch_slots is not None and self.in_hand() >= self.batch_slots:
+            return [queue for queue in items if _lane_rank(queue) != LANES.index("batch")]
+        if self.batch_turn_every and self.since_batch >= self.batch_turn_every - 1:
+            return sorted(items, key=lambda queue: _lane_rank(queue) != LANES.index("batch"))
+        return items
+
+    def rotate(self, last_used: str) -> str:
+        """kombu tells which queue the last message came from."""
+        if _lane_rank(last_used) == LANES.index("batch"):
+            self.since_batch = 0
+        else:
+            self.since_batch += 1
+        return last_used
+
+
+def celery_config(
+    settings: Settings, profile_names: list[str], batch_slots: int | None = None
+) -> dict[str, Any]:
+    """Celery settings; the DB, not Celery, stores results. `batch_slots`: a model worker's (LaneOrder)."""
     visibility_timeout = settings.visibility_timeout_s
     return {
         "broker_url": settings.redis_url,
@@ -39,9 +156,16 @@ def celery_config(settings: Settings, profile_names: list[str]) -> dict[str, Any
             "visibility_timeout": visibility_timeout,
             "socket_connect_timeout": 2,
             **unacked_restore_options(visibility_timeout),
+            # a class, not a name: kombu builds one per channel (kombu.utils.scheduling.cycle_by_name)
+            "queue_order_strategy": partial(LaneOrder, settings.batches.turn_every, batch_slots),
+            "polling_interval": BRPOP_TIMEOUT_S,  # kombu's BRPOP timeout (Redis >= 6 takes fractions)
         },
         "broker_connection_max_retries": None,  # a worker outlives any Redis outage, then consumes again
-        "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in profile_names],
+        "task_queues": [
+            Queue(name, Exchange(name), routing_key=name)
+            for profile in profile_names
+            for name in profile_queues(profile)
+        ],
         "task_default_queue": profile_names[0],
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -96,7 +220,9 @@ def gate_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
-def make_celery(app: Flask, settings: Settings, profile_names: list[str]) -> Celery:
+def make_celery(
+    app: Flask, settings: Settings, profile_names: list[str], batch_slots: int | None = None
+) -> Celery:
     """The app's Celery, whose tasks run inside the Flask app context."""
 
     class FlaskTask(Task):
@@ -105,27 +231,28 @@ def make_celery(app: Flask, settings: Settings, profile_names: list[str]) -> Cel
                 return self.run(*args, **kwargs)
 
     celery_app = Celery(app.name, task_cls=FlaskTask)
-    celery_app.config_from_object(celery_config(settings, profile_names))
+    celery_app.config_from_object(celery_config(settings, profile_names, batch_slots))
     celery_app.set_default()
     app.extensions["celery"] = celery_app  # where Flask's Celery pattern (and `celery -A`) looks
     return celery_app
 
 
-def send_run_job(celery_app: Celery, job_id: str, profile: str, task_id: str) -> None:
-    """Put run_job(job_id) on the profile's queue; raises when the broker cannot take it."""
-    celery_app.send_task(RUN_JOB_TASK, args=[job_id], queue=profile, task_id=task_id)
+def send_run_job(celery_app: Celery, job_id: str, profile: str, task_id: str, lane: str = "normal") -> None:
+    """Put run_job(job_id) on the queue of the profile's lane; raises when the broker cannot take it."""
+    celery_app.send_task(RUN_JOB_TASK, args=[job_id], queue=lane_queue(profile, lane), task_id=task_id)
 
 
 def send_run_jobs(celery_app: Celery, jobs: Iterable[QueuedJob]) -> None:
-    """Put run_job(job_id) on each job's profile queue, many messages per Redis round trip."""
+    """Put run_job(job_id) on each job's lane queue, many messages per Redis round trip."""
     declared: set[str] = set()
     with celery_app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
-        for job_id, profile, task_id in jobs:
+        for job_id, profile, task_id, lane in jobs:
+            queue = lane_queue(profile, lane)
             # declaring each queue once per call, and giving argsrepr, halve Celery's per-message cost
-            declare: list[str] | None = None if profile not in declared else []
-            declared.add(profile)
+            declare: list[str] | None = None if queue not in declared else []
+            declared.add(queue)
             celery_app.send_task(
-                RUN_JOB_TASK, args=[job_id], queue=profile, task_id=task_id, producer=producer,
+                RUN_JOB_TASK, args=[job_id], queue=queue, task_id=task_id, producer=producer,
                 declare=declare, argsrepr=repr([job_id]), kwargsrepr="{}",
             )  # fmt: skip
 

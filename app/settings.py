@@ -68,6 +68,10 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_INSERT_CHUNK": 1000,  # job rows per insert transaction (and per enqueue round)
     # a running batch's timed check (expiry, a stop); its last job's end and a cancel check it at once
     "BATCH_CHECK_INTERVAL_S": 30.0,
+    # while interactive work waits, a worker still takes one batch line in every this many; 0: only idle
+    "BATCH_TURN_EVERY": 10,
+    # of a model worker's max_batch slots, this many are never given to batch lines (when max_batch > it)
+    "BATCH_RESERVED_SLOTS": 1,
 }
 UNPREFIXED = ("DATABASE_URL", "REDIS_URL")
 
@@ -143,6 +147,8 @@ class BatchSettings:
     max_batch_lines: int
     insert_chunk: int
     check_interval_s: float
+    turn_every: int  # app/queue.py LaneOrder
+    reserved_slots: int
 
 
 @dataclass(frozen=True)
@@ -227,6 +233,8 @@ class Settings:
                 max_batch_lines=read.integer("MAX_BATCH_LINES"),
                 insert_chunk=read.integer("BATCH_INSERT_CHUNK"),
                 check_interval_s=read.number("BATCH_CHECK_INTERVAL_S"),
+                turn_every=read.integer("BATCH_TURN_EVERY"),
+                reserved_slots=read.integer("BATCH_RESERVED_SLOTS"),
             ),
         )
 

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/batches.py` puts bench/, not the repo root, on sys.path
 
 from app.ops.private_redis import start_private_redis, stop_private_redis  # noqa: E402
+from app.queue import lane_queue  # noqa: E402
 from app.services import services  # noqa: E402
 
 PROFILE = "latency_first"
@@ -119,7 +120,7 @@ def ingest_child(path: Path, config: dict[str, Any]) -> dict[str, Any]:
         status = ingest_batch(ingest_context(app), batch["id"])
     times["ingest_s"] = time.perf_counter() - start
     shown = client.get(f"/v1/batches/{batch['id']}").get_json()
-    queued = services(app).redis.llen(PROFILE)
+    queued = services(app).redis.llen(lane_queue(PROFILE, "batch"))  # a batch's lines wait in its lane
     rss.stop()
     return {
         **times,

@@ -218,7 +218,7 @@ def outcome_of(result: GenerationResult, tags: ModelTags) -> JobOutcome:
 def recover_jobs_of_lost_worker(
     sessions: orm.sessionmaker[orm.Session],
     hostname: str,
-    enqueue: Callable[[str, str, str], None],
+    enqueue: Enqueue,
     started_at: float | None = None,
 ) -> list[str]:
     """At worker start: jobs an earlier process of this worker (before `started_at`) left running go back."""

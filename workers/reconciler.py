@@ -28,9 +28,8 @@ from sqlalchemy import orm
 from app.batches.lease import is_leased
 from app.batches.lifecycle import LifecycleContext, check_batch
 from app.batches.models import Batch, BatchStatus
-from app.metrics import KOMBU_PRIORITY_SEPARATOR, KOMBU_PRIORITY_STEPS
 from app.models import Job, JobStatus, utcnow
-from app.queue import RECONCILE_TASK, send_ingest, send_run_job
+from app.queue import RECONCILE_TASK, lane_of, profile_queue_keys, send_ingest, send_run_job
 from app.services import services
 from workers.recovery import Enqueue, requeue_or_give_up, worker_is_gone
 
@@ -48,7 +47,7 @@ INGESTED_STATUSES = (BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING)  # validat
 class ReconcileContext:
     sessions: orm.sessionmaker[orm.Session]
     redis_client: redis.Redis
-    enqueue: Enqueue  # enqueue(job_id, profile, task_id): the plain Celery publish
+    enqueue: Enqueue  # enqueue(job_id, profile, task_id, lane): the plain Celery publish
     stuck_after_s: float
     heartbeat_ttl_s: float
     batches: LifecycleContext
@@ -101,7 +100,7 @@ def resend_lost_messages(ctx: ReconcileContext, cutoff: datetime) -> list[str]:
     """Send again the task of every job queued before `cutoff` whose message Redis no longer has."""
     with ctx.sessions() as session:
         query = (
-            sa.select(Job.id, Job.profile, Job.task_id)
+            sa.select(Job.id, Job.profile, Job.task_id, Job.batch_id, Job.request)
             .where(Job.status == JobStatus.QUEUED, Job.created_at < cutoff)
             .order_by(Job.created_at)
             .limit(MAX_JOBS_PER_PASS)
@@ -109,24 +108,23 @@ def resend_lost_messages(ctx: ReconcileContext, cutoff: datetime) -> list[str]:
         stuck = session.execute(query).all()
     if not stuck:
         return []
-    queues = sorted({profile for _, profile, _ in stuck})  # the jobs' own queues, even of a removed profile
-    present = task_ids_in_broker(ctx.redis_client, queues, {task_id for _, _, task_id in stuck})
+    profiles = sorted({job.profile for job in stuck})  # the jobs' own profiles, even a removed one
+    present = task_ids_in_broker(ctx.redis_client, profiles, {job.task_id for job in stuck})
     resent = []
-    for job_id, profile, task_id in stuck:
+    for job_id, profile, task_id, batch_id, request in stuck:
         if task_id not in present:
-            ctx.enqueue(job_id, profile, task_id)
+            ctx.enqueue(job_id, profile, task_id, lane_of(batch_id, request))
             resent.append(job_id)
     if resent:
         log.warning("re-sent %d queued job(s) whose message was lost: %s", len(resent), resent[:20])
     return resent
 
 
-def task_ids_in_broker(client: redis.Redis, queues: list[str], wanted: set[str]) -> set[str]:
-    """Which of the `wanted` task ids sit in a queue or in a worker's unacknowledged messages."""
+def task_ids_in_broker(client: redis.Redis, profiles: list[str], wanted: set[str]) -> set[str]:
+    """Which of the `wanted` task ids sit in a profile's queue or in a worker's unacknowledged messages."""
     found: set[str] = set()
-    for queue in queues:
-        for step in KOMBU_PRIORITY_STEPS:
-            key = queue if step == 0 else f"{queue}{KOMBU_PRIORITY_SEPARATOR}{step}"
+    for profile in profiles:
+        for key in profile_queue_keys(profile):
             found |= _scan_queue(client, key, wanted - found)
             if found == wanted:
                 return found

@@ -19,6 +19,7 @@ from app.jobs import store as job_store
 from app.jobs.store import JobOutcome
 from app.models import Job, JobStatus
 from app.ops.heartbeats import WorkerHeartbeat, worker_key
+from app.queue import lane_of
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ MAX_ATTEMPTS = 3  # a job whose worker died this many times fails instead of run
 
 # is_gone(worker_hostname, job_started_at): is the process that claimed the job dead?
 IsGone = Callable[[str, datetime | None], bool]
-Enqueue = Callable[[str, str, str], None]
+Enqueue = Callable[[str, str, str, str], None]
 
 
 def redis_uptime_s(client: redis.Redis) -> float:
@@ -67,7 +68,8 @@ def requeue_or_give_up(session: orm.Session, job: Job, enqueue: Enqueue) -> str 
         return "failed" if give_up(session, job) else None
     if not job_store.requeue_job(session, job.id, job.worker_hostname or ""):
         return None
-    enqueue(job.id, job.profile, job.task_id)  # if this fails, the reconciler finds the job without message
+    # if this fails, the reconciler finds the job without message
+    enqueue(job.id, job.profile, job.task_id, lane_of(job.batch_id, job.request))
     return "requeued"
 
 

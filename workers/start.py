@@ -1,4 +1,4 @@
-"""Start the Celery worker of one profile: its queue, a threads pool as wide as its batch, its name."""
+"""Start the Celery worker of one profile: its lanes' queues, a threads pool as wide as its batch."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import socket
 import sys
 
 from app.profiles import load_profiles
+from app.queue import profile_queues
 from app.settings import load_settings
 
 
 def worker_command(profile: str, max_batch: int, loglevel: str, name: str | None = None) -> list[str]:
     return [
         sys.executable, "-m", "celery", "-A", "make_celery", "worker",
-        "-Q", profile, "-P", "threads", "-c", str(max_batch), "-n", name or f"{profile}@%h",
+        "-Q", ",".join(profile_queues(profile)), "-P", "threads", "-c", str(max_batch),
+        "-n", name or f"{profile}@%h",
         "--loglevel", loglevel, "--without-gossip", "--without-mingle",
     ]  # fmt: skip
 

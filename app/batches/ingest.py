@@ -154,7 +154,9 @@ def create_jobs(ctx: IngestContext, batch_id: str, input_file_id: str, total: in
                     cause = getattr(exc, "orig", None) or exc
                     raise IngestError(f"lines {first} to {last} could not be stored: {cause}", first) from exc
             if not cancelled:  # a cancelled batch's remaining lines are stored as cancelled, never run
-                ctx.enqueue_jobs([(row["id"], row["profile"], row["task_id"]) for row in rows])
+                ctx.enqueue_jobs(
+                    [QueuedJob(row["id"], row["profile"], row["task_id"], "batch") for row in rows]
+                )
 
 
 def _valid_requests(results: Iterator[BatchRequest | LineError]) -> Iterator[BatchRequest]:

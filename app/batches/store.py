@@ -13,6 +13,7 @@ from app.batches.models import Batch, BatchStatus
 from app.db import get_or_404, id_page
 from app.errors import ApiError
 from app.models import Job, JobStatus, utcnow
+from app.queue import QueuedJob
 
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
 ACTIVE_STATUSES = (
@@ -129,9 +130,11 @@ def has_unfinished_jobs(session: orm.Session, batch_id: str) -> bool:
     return session.execute(unfinished.limit(1)).first() is not None
 
 
-def queued_jobs(session: orm.Session, batch_id: str) -> list[tuple[str, str, str]]:
-    """(job id, profile, task id) of the batch's queued jobs, to enqueue them again on resume."""
+def queued_jobs(session: orm.Session, batch_id: str) -> list[QueuedJob]:
+    """The batch's queued jobs (in the batch lane), to enqueue them again on resume."""
     query = sa.select(Job.id, Job.profile, Job.task_id).where(
         Job.batch_id == batch_id, Job.status == JobStatus.QUEUED
     )
-    return [(job_id, profile, task_id) for job_id, profile, task_id in session.execute(query)]
+    return [
+        QueuedJob(job_id, profile, task_id, "batch") for job_id, profile, task_id in session.execute(query)
+    ]

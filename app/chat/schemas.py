@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from app.errors import ApiError
 from app.profiles import Profile
+from app.queue import SERVICE_TIER_PRIORITY, ServiceTier
 from app.routing.auto import AUTO_PROFILE
 
 StopString = Annotated[str, StringConstraints(min_length=1)]
@@ -161,6 +162,7 @@ class ChatCompletionCreate(BaseModel):
     parallel_tool_calls: bool | None = None  # gpt-oss makes at most one call a turn, which satisfies both
     store: bool | None = None
     cache: bool | None = None  # false: not answered from the response cache (see JobCreate.cache)
+    service_tier: ServiceTier | None = None  # the job's priority (app/queue.py SERVICE_TIER_PRIORITY)
 
     @field_validator("n")
     @classmethod
@@ -265,6 +267,7 @@ def job_body(chat: ChatCompletionCreate, profile: str) -> dict[str, Any]:
         "metadata": chat.metadata,
         "tool_choice": job_tool_choice(chat.tool_choice),
         "cache": chat.cache,
+        "priority": SERVICE_TIER_PRIORITY.get(chat.service_tier or ""),
     }
     body.update({key: value for key, value in optional.items() if value is not None})
     return body

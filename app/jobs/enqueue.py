@@ -16,17 +16,17 @@ from app.jobs.log import log_job_transition
 from app.ops.served_models import served_tags_in_request
 from app.queue import QueuedJob, send_run_job, send_run_jobs
 
-# enqueue(job_id, profile, task_id) puts the job's task on the profile's queue, raising on failure.
-Enqueue = Callable[[str, str, str], None]
+# enqueue(job_id, profile, task_id, lane) puts the job's task on its lane of the profile, raising on failure.
+Enqueue = Callable[[str, str, str, str], None]
 
 
 class JobQueue:
     def __init__(self, celery_app: Celery, events: JobEventLog, client: redis.Redis) -> None:
         self.celery_app, self.events, self.client = celery_app, events, client
 
-    def enqueue(self, job_id: str, profile: str, task_id: str) -> None:
-        """Queue one job; raises (leaving no event behind) when the broker cannot take it."""
-        self.enqueue_many([(job_id, profile, task_id)])
+    def enqueue(self, job_id: str, profile: str, task_id: str, lane: str = "normal") -> None:
+        """Queue one job in its lane (app/queue.py); raises (leaving no event) when the broker cannot."""
+        self.enqueue_many([QueuedJob(job_id, profile, task_id, lane)])
 
     def enqueue_many(self, jobs: Sequence[QueuedJob]) -> None:
         """Queue jobs, many messages per Redis round trip; raises (leaving no events) when the broker fails.
@@ -35,7 +35,7 @@ class JobQueue:
         if not jobs:
             return
         self.events.append_many(
-            [(job_id, "queued", {"id": job_id, "profile": profile}) for job_id, profile, _ in jobs]
+            [(job.job_id, "queued", {"id": job.job_id, "profile": job.profile}) for job in jobs]
         )
         try:
             if len(jobs) == 1:
@@ -43,10 +43,10 @@ class JobQueue:
             else:
                 send_run_jobs(self.celery_app, jobs)
         except Exception:
-            self.events.client.delete(*(events_key(job_id) for job_id, _, _ in jobs))
+            self.events.client.delete(*(events_key(job.job_id) for job in jobs))
             raise
         tags: dict[str, dict[str, str]] = {}
-        for job_id, profile, _ in jobs:
+        for job_id, profile, _, _ in jobs:
             if profile not in tags:
                 tags[profile] = self._announced_tags(profile)
             log_job_transition("queued", job_id, tags[profile] | {"profile": profile})

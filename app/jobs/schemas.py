@@ -147,6 +147,8 @@ class JobCreate(BaseModel):
     tools: list[FunctionTool] | None = Field(default=None, min_length=1, max_length=128)
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None  # default auto
     response: ResponseOptions | None = None  # set by POST /v1/responses
+    # the lane it waits in (app/queue.py): high before normal before low before batch lines
+    priority: Literal["low", "normal", "high"] | None = None
     _route: RouteDecision | None = PrivateAttr(default=None)  # set when profile is "auto"
     _as_given: dict[str, Any] | None = PrivateAttr(default=None)  # the request before fill_defaults
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from app.errors import ApiError
 from app.models import Job
+from app.queue import SERVICE_TIER_PRIORITY
 from app.responses.schemas import (
     FunctionCallItem,
     FunctionCallOutputItem,
@@ -111,6 +112,7 @@ def job_body(create: ResponseCreate, profile: str, previous: Job | None) -> dict
         "reasoning_effort": create.effort,
         "metadata": create.metadata,
         "cache": create.cache,
+        "priority": SERVICE_TIER_PRIORITY.get(create.service_tier or ""),
         "tool_choice": choice if isinstance(choice, str) else choice and choice.model_dump(),
     }
     body.update({key: value for key, value in optional.items() if value is not None})

@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from app.errors import UNION_TAG_PREFIX
+from app.queue import ServiceTier
 
 TEXT_PARTS = ("input_text", "output_text")
 
@@ -253,6 +254,7 @@ class ResponseCreate(BaseModel):
     include: list[str] | None = None
     top_logprobs: int | None = None
     cache: bool | None = None  # false: not answered from the response cache (see JobCreate.cache)
+    service_tier: ServiceTier | None = None  # the job's priority (app/queue.py SERVICE_TIER_PRIORITY)
 
     @field_validator("include")
     @classmethod

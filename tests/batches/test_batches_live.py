@@ -19,9 +19,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from werkzeug.serving import make_server
 
+from app.db import db_session
+from app.models import Job
 from app.services import services
 from cli.batch import batch_run
 from tests.support.apps import TEST_MAX_TOKENS
@@ -31,6 +34,7 @@ from tests.support.pipeline import start_worker, stop_worker, wait_for_workers
 from tests.support.services import migrate
 
 FINAL = {"completed", "failed", "cancelled", "expired"}
+BIG_BATCH = 2_000  # lines: interactive jobs must not wait behind them
 
 
 @dataclass
@@ -248,3 +252,31 @@ def test_the_cli_reports_bad_lines_by_their_line_in_the_prompt_file(
     )  # fmt: skip
     assert batch_run(args) == 1
     assert "prompts.txt: line 3: body.max_tokens" in capsys.readouterr().err
+
+
+def test_interactive_jobs_go_before_a_running_batchs_lines_and_the_batch_still_finishes(
+    live: LiveBatches,
+) -> None:
+    lines = [request_line(f"b{i}", "Hi", max_tokens=1) for i in range(BIG_BATCH)]
+    batch_id = live.start(lines, "big.jsonl")
+    deadline = time.monotonic() + 60
+    while live.http.get(f"/v1/batches/{batch_id}").json()["request_counts"]["completed"] < 40:
+        assert time.monotonic() < deadline  # the batch keeps latency_first's worker busy now
+        time.sleep(0.05)
+    body = {"messages": [{"role": "user", "content": "Hi"}], "profile": "latency_first", "max_tokens": 1}
+    interactive = [live.http.post("/v1/jobs", json=body).json()["id"] for _ in range(20)]
+    batch = live.wait_final(batch_id, timeout=600)
+    assert batch["status"] == "completed" and batch["request_counts"]["completed"] == BIG_BATCH
+
+    with live.app.app_context(), db_session() as session:
+        mine = session.execute(sa.select(Job.created_at, Job.started_at).where(Job.id.in_(interactive))).all()
+        lines_started = sorted(
+            session.scalars(
+                sa.select(Job.started_at).where(Job.batch_id == batch_id, Job.started_at.is_not(None))
+            )
+        )
+    assert len(mine) == 20 and all(started is not None for _, started in mine)
+    # between its submit and its start, each interactive job let fewer than 20 batch lines start
+    overtaken = [sum(created < line < started for line in lines_started) for created, started in mine]
+    assert max(overtaken) < 20, overtaken
+    assert sum(1 for line in lines_started if line > max(started for _, started in mine)) > 0  # batch went on

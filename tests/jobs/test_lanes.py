@@ -1,0 +1,75 @@
+"""A profile's lanes: which queue a job waits in, and the order a worker asks them in (LaneOrder)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.queue import LaneOrder, batch_slots_for, lane_of, lane_queue, profile_queue_keys, profile_queues
+
+LANES = ["p.high", "p", "p.low", "p.batch"]
+
+
+def take(order: LaneOrder, waiting: dict[str, int], count: int) -> list[str]:
+    """What a worker takes `count` times from queues holding `waiting` messages: as Redis's BRPOP
+    does, from the first non-empty queue in the order asked."""
+    taken = []
+    for _ in range(count):
+        queue = next((q for q in order.consume(len(order.items)) if waiting.get(q)), None)
+        if queue is None:
+            break
+        waiting[queue] -= 1
+        taken.append(order.rotate(queue))
+    return taken
+
+
+def test_a_jobs_lane_is_its_batch_or_its_priority() -> None:
+    assert lane_of("batch_1", {"priority": "high"}) == "batch"  # a batch line never jumps the queue
+    assert [lane_of(None, {"priority": p}) for p in ("high", "normal", "low")] == ["high", "normal", "low"]
+    assert lane_of(None, {}) == "normal"
+    assert [lane_queue("p", lane) for lane in ("high", "normal", "batch")] == ["p.high", "p", "p.batch"]
+    assert profile_queues("p") == LANES
+    assert "p.batch\x06\x169" in profile_queue_keys("p") and len(profile_queue_keys("p")) == 16
+
+
+def test_lanes_are_taken_by_rank_whatever_order_kombu_gives_them() -> None:
+    order = LaneOrder(batch_turn_every=0)
+    order.update(["p.batch", "p.low", "p", "p.high"])
+    assert take(order, {"p.batch": 2, "p.low": 1, "p": 2, "p.high": 1}, 6) == [
+        "p.high", "p", "p", "p.low", "p.batch", "p.batch",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("every", [2, 5, 10])
+def test_while_interactive_work_waits_one_in_every_n_taken_is_a_batch_line(every: int) -> None:
+    order = LaneOrder(batch_turn_every=every)
+    order.update(LANES)
+    taken = take(order, {"p": 1000, "p.batch": 1000}, 10 * every)
+    assert taken.count("p.batch") == 10  # a share, not starvation
+    assert all(taken[i] == "p.batch" for i in range(every - 1, 10 * every, every))
+
+
+def test_an_empty_batch_lane_costs_the_other_lanes_nothing() -> None:
+    order = LaneOrder(batch_turn_every=3)
+    order.update(LANES)
+    assert take(order, {"p": 7}, 10) == ["p"] * 7
+    assert take(order, {"p": 2, "p.batch": 1}, 3) == ["p.batch", "p", "p"]  # its turn came meanwhile
+
+
+def test_batch_lines_never_hold_the_slots_kept_for_interactive_work() -> None:
+    held = {"lines": 0}
+    order = LaneOrder(batch_turn_every=2, batch_slots=3, in_hand=lambda: held["lines"])
+    order.update(LANES)
+    waiting = {"p": 0, "p.batch": 100}
+    for _ in range(3):
+        assert take(order, waiting, 1) == ["p.batch"]  # no interactive work: batch lines fill 3 slots
+        held["lines"] += 1
+    assert take(order, waiting, 1) == []  # the fourth slot waits for interactive work
+    waiting["p"] = 5
+    assert take(order, waiting, 2) == ["p", "p"]  # which takes it at once, even on the batch's turn
+    held["lines"] -= 1  # a line ended
+    assert take(order, waiting, 1) == ["p.batch"]
+
+
+def test_a_worker_of_one_slot_or_no_reserve_gives_batches_every_slot() -> None:
+    assert [batch_slots_for(max_batch, 1) for max_batch in (1, 2, 16)] == [None, 1, 15]
+    assert batch_slots_for(16, 0) is None
