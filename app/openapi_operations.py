@@ -68,6 +68,9 @@ FILE_UPLOAD = {
     "properties": {
         "purpose": {"type": "string", "enum": ["batch"]},
         "file": {"type": "string", "format": "binary"},
+        # OpenAI's expires_after, as its SDKs send it in a form (app/batches/files_views.ExpiresAfter)
+        "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+        "expires_after[seconds]": {"type": "integer", "minimum": 3600, "maximum": 2592000},
     },
 }
 
