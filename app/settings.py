@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_METRICS_PORT": FIRST_WORKER_METRICS_PORT,  # worker /metrics: this + the profile's index; 0: off
     "WORKER_METRICS_HOST": "127.0.0.1",  # where a worker's /metrics listens
     "HEARTBEAT_INTERVAL_S": 5.0,  # how often a worker refreshes its gptoss:worker:<hostname> key
-    "HEARTBEAT_TTL_S": 15,  # a worker whose key is older than this is gone (/readyz: 503)
+    "HEARTBEAT_TTL_S": 15,  # a worker whose key is older than this is gone (/readyz?profile=: 503)
     "STATS_MAX_JOBS": 10_000,  # GET /v1/stats looks at the newest this many jobs of its window
     # The scheduled release gate
     "GATE_SCHEDULE_S": 24 * 3600.0,  # celery beat runs the gate this often; 0 turns the schedule off
