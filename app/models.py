@@ -131,7 +131,7 @@ class Job(Base):
     started_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
     first_token_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
     cancel_requested_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
-    finished_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
+    finished_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime, index=True)  # retention
 
     def tags(self) -> dict[str, str] | None:
         """The five tags, or None before a worker has run the job."""
@@ -144,3 +144,14 @@ class Job(Base):
             "gpu_mode": self.tag_gpu_mode or "",
             "profile": self.tag_profile or "",
         }
+
+
+class Tombstone(Base):
+    """What retention leaves of a purged job, file or batch: its id and when it expired, so a client
+    asking for it learns it expired (404 saying so) rather than that it never was (app/retention.py)."""
+
+    __tablename__ = "tombstones"
+
+    id: orm.Mapped[str] = orm.mapped_column(sa.String(40), primary_key=True)
+    expired_at: orm.Mapped[datetime] = orm.mapped_column(UTCDateTime)
+    purged_at: orm.Mapped[datetime] = orm.mapped_column(UTCDateTime, index=True)

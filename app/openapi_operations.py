@@ -36,6 +36,7 @@ from app.openapi_responses import (
     Stats,
     TokenizeResponse,
 )
+from app.ops.health import ReadyQuery
 from app.ops.stats_views import StatsQuery
 from app.responses.schemas import ResponseCreate
 
@@ -68,6 +69,9 @@ FILE_UPLOAD = {
     "properties": {
         "purpose": {"type": "string", "enum": ["batch"]},
         "file": {"type": "string", "format": "binary"},
+        # OpenAI's expires_after, as its SDKs send it in a form (app/batches/files_views.ExpiresAfter)
+        "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+        "expires_after[seconds]": {"type": "integer", "minimum": 3600, "maximum": 2592000},
     },
 }
 
@@ -145,8 +149,10 @@ OPERATIONS: tuple[Operation, ...] = (
               "A release-gate run's latency plot", ok_types=("image/png",), errors=(404,), tags=("gate",)),
     Operation("get", "/healthz", "health.healthz", "Liveness: the API process answers",
               response=Health, tags=("ops",)),
-    Operation("get", "/readyz", "health.readyz", "Readiness: DB, Redis and a live worker per profile",
-              response=Readiness, errors_as_response=(503,), tags=("ops",)),
+    Operation("get", "/readyz", "health.readyz",
+              "Readiness of the API (DB, Redis), each profile's as a field; ?profile=: that profile's",
+              query=ReadyQuery, response=Readiness, errors=(400, 404), errors_as_response=(503,),
+              tags=("ops",)),
     Operation("get", "/metrics", "metrics.metrics", "Prometheus metrics of the API",
               ok_types=("text/plain",), tags=("ops",)),
     Operation("get", "/openapi.json", "openapi.openapi_document", "This document", response=OpenApiDocument,

@@ -477,10 +477,14 @@ class ReadinessChecks(Answer):
 
 
 class Readiness(Answer):
-    """GET /readyz: 200 when ready, 503 (with the same body) when not."""
+    """GET /readyz: 200 when the API is ready (or, with ?profile=, that profile), 503 with the same body
+    when not."""
 
     status: Literal["ready", "not_ready"]
     checks: ReadinessChecks
+    profiles: dict[str, Literal["ready", "not_ready"]] = Field(
+        description="each profile: ready when a live worker has its model loaded (and the API is ready)"
+    )
 
 
 class OpenApiDocument(Answer):

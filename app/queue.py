@@ -31,6 +31,7 @@ INGEST_BATCH_TASK = "workers.batch_tasks.ingest_batch"
 WATCH_BATCH_TASK = "workers.batch_tasks.watch_batch"
 RECONCILE_TASK = "workers.reconciler.reconcile"
 RUN_GATE_TASK = "gate.tasks.run_scheduled_gate"
+PURGE_TASK = "workers.retention.purge"
 
 BATCHES_QUEUE = "batches"  # consumed by the batch worker (Procfile `batches`), never by a model worker
 PUBLISH_BATCH = 1000  # messages buffered in one Redis pipeline (kombu >= 5.7 batches publishes)
@@ -176,8 +177,12 @@ def celery_config(
         # a submit must fail fast (and answer 503) when Redis is down, not hang for ever
         "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
         "worker_hijack_root_logger": False,
-        "include": ["workers.tasks", "workers.reconciler"],
-        "beat_schedule": {**reconcile_beat_schedule(settings), **gate_beat_schedule(settings)},
+        "include": ["workers.tasks", "workers.reconciler", "workers.retention"],
+        "beat_schedule": {
+            **reconcile_beat_schedule(settings),
+            **purge_beat_schedule(settings),
+            **gate_beat_schedule(settings),
+        },
     }
 
 
@@ -204,6 +209,15 @@ def reconcile_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     # `expires`: a run nobody took within one interval is dropped; the next one does its work
     options = {"queue": BATCHES_QUEUE, "expires": interval}
     return {"reconcile-jobs": {"task": RECONCILE_TASK, "schedule": interval, "options": options}}
+
+
+def purge_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The celery beat entry of the retention purge (workers/retention.py), on the batch worker's queue."""
+    interval = settings.retention.purge_interval_s
+    if interval <= 0:
+        return {}
+    options = {"queue": BATCHES_QUEUE, "expires": interval}
+    return {"purge-expired": {"task": PURGE_TASK, "schedule": interval, "options": options}}
 
 
 def gate_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_METRICS_PORT": FIRST_WORKER_METRICS_PORT,  # worker /metrics: this + the profile's index; 0: off
     "WORKER_METRICS_HOST": "127.0.0.1",  # where a worker's /metrics listens
     "HEARTBEAT_INTERVAL_S": 5.0,  # how often a worker refreshes its gptoss:worker:<hostname> key
-    "HEARTBEAT_TTL_S": 15,  # a worker whose key is older than this is gone (/readyz: 503)
+    "HEARTBEAT_TTL_S": 15,  # a worker whose key is older than this is gone (/readyz?profile=: 503)
     "STATS_MAX_JOBS": 10_000,  # GET /v1/stats looks at the newest this many jobs of its window
     # The scheduled release gate
     "GATE_SCHEDULE_S": 24 * 3600.0,  # celery beat runs the gate this often; 0 turns the schedule off
@@ -72,6 +72,13 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_TURN_EVERY": 10,
     # of a model worker's max_batch slots, this many are never given to batch lines (when max_batch > it)
     "BATCH_RESERVED_SLOTS": 1,
+    # Retention (workers/retention.py): how long finished things are kept; 0 keeps them for ever
+    "RETENTION_JOBS_S": 0,  # a finished job, after it ended
+    "RETENTION_FILES_S": 0,  # an uploaded file, after its upload (its own expires_after comes first)
+    "RETENTION_BATCH_OUTPUTS_S": 0,  # a batch's output and error files, after they were written
+    "RETENTION_BATCHES_S": 0,  # a finished batch, after it ended
+    "PURGE_INTERVAL_S": 3600.0,  # celery beat purges what expired this often; 0: not scheduled
+    "PURGE_CHUNK": 500,  # rows deleted per purge transaction
 }
 UNPREFIXED = ("DATABASE_URL", "REDIS_URL")
 
@@ -152,6 +159,18 @@ class BatchSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """How long finished things are kept, in seconds; 0 keeps them for ever (app/retention.py)."""
+
+    jobs_s: int
+    files_s: int
+    batch_outputs_s: int
+    batches_s: int
+    purge_interval_s: float
+    purge_chunk: int
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a process reads from its configuration, typed, in one place."""
 
@@ -171,6 +190,7 @@ class Settings:
     gate: GateSettings
     cache: CacheSettings
     batches: BatchSettings
+    retention: RetentionSettings
 
     @property
     def model_cache_dir(self) -> Path:
@@ -236,6 +256,14 @@ class Settings:
                 turn_every=read.integer("BATCH_TURN_EVERY"),
                 reserved_slots=read.integer("BATCH_RESERVED_SLOTS"),
             ),
+            retention=RetentionSettings(
+                jobs_s=read.period("RETENTION_JOBS_S"),
+                files_s=read.period("RETENTION_FILES_S"),
+                batch_outputs_s=read.period("RETENTION_BATCH_OUTPUTS_S"),
+                batches_s=read.period("RETENTION_BATCHES_S"),
+                purge_interval_s=read.number("PURGE_INTERVAL_S"),
+                purge_chunk=max(1, read.integer("PURGE_CHUNK")),
+            ),
         )
 
 
@@ -261,6 +289,10 @@ class _Reader:
     def number(self, key: str) -> float:
         return self._get(key, float, "a number")
 
+    def period(self, key: str) -> int:
+        """Seconds, not negative; empty is 0 (for ever)."""
+        return self._get(key, lambda v: _not_negative(_whole_number(v or 0)), "seconds (0: keep for ever)")
+
     def optional_integer(self, key: str) -> int | None:
         return self._get(key, lambda v: None if v in (None, "") else _whole_number(v), "a whole number")
 
@@ -269,6 +301,12 @@ def _whole_number(value: Any) -> int:
     if isinstance(value, float) and not value.is_integer():
         raise ValueError(value)
     return int(value)
+
+
+def _not_negative(value: int) -> int:
+    if value < 0:
+        raise ValueError(value)
+    return value
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -96,9 +96,10 @@ def wait_ready(url: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
+            readiness = httpx.get(f"{url}/readyz", timeout=2).json()
+            if readiness["status"] == "ready" and set(readiness["profiles"].values()) == {"ready"}:
+                return  # the API, and a worker with its model loaded for every profile
+        except (httpx.TransportError, ValueError):
             pass
         time.sleep(0.5)
     raise SystemExit("the stack did not become ready")

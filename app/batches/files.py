@@ -6,16 +6,21 @@ import contextlib
 import os
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from app.batches.models import StoredFile, new_file_id
-from app.db import get_or_404, id_page
+from app.batches.models import FilePurpose, StoredFile, new_file_id
+from app.db import id_page
 from app.errors import ApiError
+from app.models import utcnow
+from app.retention import after as expiry_after
+from app.retention import cutoff, get_unexpired_or_404
+from app.settings import RetentionSettings
 
 FILE_ID_PATTERN = re.compile(r"file-[0-9a-f]{24}")
 
@@ -37,9 +42,15 @@ def display_name(filename: str | None) -> str:
 
 
 def store_file(
-    session: orm.Session, files_dir: Path, filename: str, purpose: str, write: Callable[[Path], None]
+    session: orm.Session,
+    files_dir: Path,
+    filename: str,
+    purpose: str,
+    write: Callable[[Path], None],
+    expires_after_s: int | None = None,
 ) -> StoredFile:
-    """Write the bytes with write(temp_path), move them into place, then commit the row."""
+    """Write the bytes with write(temp_path), move them into place, then commit the row; a file with
+    `expires_after_s` expires that long after its upload, whatever RETENTION_FILES_S says."""
     files_dir.mkdir(parents=True, exist_ok=True)
     file_id = new_file_id()
     final_path = file_path(files_dir, file_id)
@@ -48,7 +59,12 @@ def store_file(
         write(partial_path)
         size = partial_path.stat().st_size
         os.replace(partial_path, final_path)
-        row = StoredFile(id=file_id, filename=filename, purpose=purpose, size_bytes=size, status="processed")
+        now = utcnow()
+        expires_at = now + timedelta(seconds=expires_after_s) if expires_after_s is not None else None
+        row = StoredFile(
+            id=file_id, filename=filename, purpose=purpose, size_bytes=size, status="processed",
+            created_at=now, expires_at=expires_at,
+        )  # fmt: skip
         session.add(row)
         session.commit()
     except BaseException:
@@ -59,9 +75,36 @@ def store_file(
     return row
 
 
-def get_file_or_404(session: orm.Session, file_id: str) -> StoredFile:
+def get_file_or_404(session: orm.Session, file_id: str, retention: RetentionSettings) -> StoredFile:
+    """The file; 404 when there is none, or when it expired (app/retention.py)."""
     error = ApiError(404, f"No such File object: {file_id}", param="file_id", code="file_not_found")
-    return get_or_404(session, StoredFile, file_id, error)
+    expiry = partial(file_expires_at, retention=retention)
+    return get_unexpired_or_404(session, StoredFile, file_id, error, expiry, "File")
+
+
+def retention_period_s(purpose: str, retention: RetentionSettings) -> int:
+    """RETENTION_BATCH_OUTPUTS_S for a batch's output and error files, RETENTION_FILES_S for uploads."""
+    return retention.batch_outputs_s if purpose == FilePurpose.BATCH_OUTPUT else retention.files_s
+
+
+def file_expires_at(row: StoredFile, retention: RetentionSettings) -> datetime | None:
+    """The file's own expiry (expires_after at upload), else its purpose's retention after its creation."""
+    if row.expires_at is not None:
+        return row.expires_at
+    return expiry_after(row.created_at, retention_period_s(row.purpose, retention))
+
+
+def expired_files(retention: RetentionSettings, now: datetime) -> sa.ColumnElement[bool]:
+    """The files past their expiry at `now`."""
+    by_purpose = [
+        sa.and_(
+            StoredFile.expires_at.is_(None), StoredFile.purpose == purpose, StoredFile.created_at <= before
+        )
+        for purpose in FilePurpose
+        if (before := cutoff(retention_period_s(purpose, retention), now)) is not None
+    ]
+    own = sa.and_(StoredFile.expires_at.is_not(None), StoredFile.expires_at <= now)
+    return sa.or_(own, *by_purpose)  # never NULL (unknown), so that NOT of it lists the unexpired
 
 
 def delete_file(session: orm.Session, files_dir: Path, file_id: str) -> None:
@@ -73,25 +116,32 @@ def delete_file(session: orm.Session, files_dir: Path, file_id: str) -> None:
 
 
 def list_files(
-    session: orm.Session, *, purpose: str | None, after: str | None, limit: int, newest_first: bool
+    session: orm.Session,
+    *,
+    purpose: str | None,
+    after: str | None,
+    limit: int,
+    newest_first: bool,
+    retention: RetentionSettings,
 ) -> tuple[list[StoredFile], bool]:
-    """A page of files ordered by id (= by time); returns (page, has_more)."""
+    """A page of the unexpired files ordered by id (= by time); returns (page, has_more)."""
     by_purpose = StoredFile.purpose == purpose if purpose else None
-    return id_page(session, StoredFile, after, limit, by_purpose, newest_first=newest_first)
+    unexpired = sa.not_(expired_files(retention, utcnow()))
+    return id_page(session, StoredFile, after, limit, by_purpose, unexpired, newest_first=newest_first)
 
 
-def _unix(moment: datetime) -> int:
-    return int(moment.timestamp())
+def _unix(moment: datetime | None) -> int | None:
+    return int(moment.timestamp()) if moment is not None else None
 
 
-def file_json(row: StoredFile) -> dict[str, Any]:
-    """The OpenAI file object."""
+def file_json(row: StoredFile, retention: RetentionSettings) -> dict[str, Any]:
+    """The OpenAI file object; `expires_at` is when it expires (its own, or its purpose's retention)."""
     return {
         "id": row.id,
         "object": "file",
         "bytes": row.size_bytes,
         "created_at": _unix(row.created_at),
-        "expires_at": None,
+        "expires_at": _unix(file_expires_at(row, retention)),
         "filename": row.filename,
         "purpose": row.purpose,
         "status": row.status,

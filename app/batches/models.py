@@ -52,6 +52,8 @@ class StoredFile(Base):
     size_bytes: orm.Mapped[int] = orm.mapped_column("bytes", sa.BigInteger)
     status: orm.Mapped[str] = orm.mapped_column(sa.String(16), default="processed")
     created_at: orm.Mapped[datetime] = orm.mapped_column(UTCDateTime, default=utcnow)
+    # OpenAI's expires_after on upload; None: the retention setting of its purpose decides (app/retention.py)
+    expires_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
 
 
 class Batch(Base):

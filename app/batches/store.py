@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from app.batches.models import Batch, BatchStatus
-from app.db import get_or_404, id_page
+from app.batches.models import FINAL_BATCH_STATUSES, Batch, BatchStatus
+from app.db import id_page
 from app.errors import ApiError
 from app.models import Job, JobStatus, utcnow
 from app.queue import QueuedJob
+from app.retention import after as expiry_after
+from app.retention import cutoff, get_unexpired_or_404
+from app.services import services
+from app.settings import RetentionSettings
 
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
 ACTIVE_STATUSES = (
@@ -63,13 +68,39 @@ def delete_batch(session: orm.Session, batch_id: str) -> None:
 
 
 def get_batch_or_404(session: orm.Session, batch_id: str) -> Batch:
+    """The batch; 404 when there is none, or when it expired (app/retention.py)."""
     error = ApiError(404, f"No batch with id '{batch_id}'.", param="batch_id", code="batch_not_found")
-    return get_or_404(session, Batch, batch_id, error)
+    expiry = partial(batch_expires_at, retention=services().settings.retention)
+    return get_unexpired_or_404(session, Batch, batch_id, error, expiry, "Batch")
+
+
+def ended_at(batch: Batch) -> datetime | None:
+    """When the batch reached its final status (None while it runs)."""
+    if batch.status not in FINAL_BATCH_STATUSES:
+        return None
+    return batch.completed_at or batch.failed_at or batch.cancelled_at or batch.expired_at
+
+
+def batch_expires_at(batch: Batch, retention: RetentionSettings) -> datetime | None:
+    """When a finished batch expires (RETENTION_BATCHES_S after it ended); a running one never does.
+    Not the batch object's `expires_at`, which is the end of its completion window."""
+    return expiry_after(ended_at(batch), retention.batches_s)
+
+
+def expired_batches(retention: RetentionSettings, now: datetime) -> sa.ColumnElement[bool] | None:
+    """The finished batches past their expiry at `now`; None when batches are kept for ever."""
+    before = cutoff(retention.batches_s, now)
+    if before is None:
+        return None
+    ended = sa.func.coalesce(Batch.completed_at, Batch.failed_at, Batch.cancelled_at, Batch.expired_at)
+    ended_before = sa.and_(ended.is_not(None), ended <= before)
+    return sa.and_(Batch.status.in_(FINAL_BATCH_STATUSES), ended_before)  # never NULL: NOT of it is sound
 
 
 def list_batches(session: orm.Session, *, after: str | None, limit: int) -> tuple[list[Batch], bool]:
-    """Batches newest first after the cursor `after` (a batch id); returns (page, has_more)."""
-    return id_page(session, Batch, after, limit)
+    """Unexpired batches newest first after the cursor `after` (a batch id); returns (page, has_more)."""
+    expired = expired_batches(services().settings.retention, utcnow())
+    return id_page(session, Batch, after, limit, sa.not_(expired) if expired is not None else None)
 
 
 def batch_reading_file(session: orm.Session, file_id: str) -> str | None:

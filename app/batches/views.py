@@ -10,6 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.batches import store as batch_store
+from app.batches.files import file_expires_at
 from app.batches.lifecycle import cancel_batch as cancel_batch_now
 from app.batches.models import Batch, FilePurpose, StoredFile
 from app.batches.store import RequestCounts
@@ -17,7 +18,9 @@ from app.db import db_session
 from app.errors import ApiError
 from app.http import json_body, list_page
 from app.limits import counts_as_submit
+from app.models import utcnow
 from app.queue import send_ingest, send_watch
+from app.retention import expired_error
 from app.services import services
 
 log = logging.getLogger(__name__)
@@ -92,6 +95,10 @@ def create_batch() -> Response:
         if input_file is None or input_file.purpose != FilePurpose.BATCH:
             problem = "does not exist" if input_file is None else "was not uploaded with purpose 'batch'"
             raise ApiError(400, f"The file {body.input_file_id} {problem}.", param="input_file_id")
+        expired_at = file_expires_at(input_file, services().settings.retention)
+        if expired_at is not None and expired_at <= utcnow():
+            expired = expired_error("File", input_file.id, expired_at, "input_file_id")
+            raise ApiError(400, expired.message, param=expired.param, code=expired.code)
         batch = batch_store.create_batch(
             session, input_file_id=body.input_file_id, endpoint=body.endpoint,
             completion_window=body.completion_window, metadata=body.metadata,

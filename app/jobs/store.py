@@ -12,10 +12,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from app.db import get_or_404, id_page
+from app.db import id_page
 from app.errors import ApiError
 from app.jobs.schemas import JobCreate
 from app.models import FINISHED_STATUSES, Job, JobStatus, is_gate_request, new_job_id, utcnow
+from app.retention import after as expiry_after
+from app.retention import cutoff, get_unexpired_or_404
+from app.services import services
+from app.settings import RetentionSettings
 
 
 def request_hash(request: dict[str, Any]) -> str:
@@ -59,8 +63,28 @@ def find_job(session: orm.Session, job_id: str) -> Job | None:
 
 
 def get_job_or_404(session: orm.Session, job_id: str) -> Job:
+    """The job; 404 when there is none, or when it expired (app/retention.py)."""
     error = ApiError(404, f"No job with id '{job_id}'.", param="id", code="job_not_found")
-    return get_or_404(session, Job, job_id, error)
+    retention = services().settings.retention
+    return get_unexpired_or_404(
+        session, Job, job_id, error, lambda job: job_expires_at(job, retention), "Job"
+    )
+
+
+def job_expires_at(job: Job, retention: RetentionSettings) -> datetime | None:
+    """When a finished job expires (RETENTION_JOBS_S after it ended); an unfinished one never does."""
+    if job.status not in FINISHED_STATUSES:
+        return None
+    return expiry_after(job.finished_at, retention.jobs_s)
+
+
+def expired_jobs(retention: RetentionSettings, now: datetime) -> sa.ColumnElement[bool] | None:
+    """The finished jobs past their expiry at `now`; None when jobs are kept for ever."""
+    before = cutoff(retention.jobs_s, now)
+    if before is None:
+        return None
+    ended = sa.and_(Job.finished_at.is_not(None), Job.finished_at <= before)
+    return sa.and_(Job.status.in_(FINISHED_STATUSES), ended)  # never NULL, so that NOT of it is sound
 
 
 def delete_job(session: orm.Session, job_id: str) -> None:
@@ -78,7 +102,10 @@ def list_jobs(
 ) -> tuple[list[Job], bool]:
     """Jobs newest first, after the cursor `after` (a job id); returns (page, has_more)."""
     by_status = Job.status == status if status else None
-    return id_page(session, Job, after, limit, by_status, Job.profile == profile if profile else None)
+    by_profile = Job.profile == profile if profile else None
+    expired = expired_jobs(services().settings.retention, utcnow())
+    unexpired = sa.not_(expired) if expired is not None else None
+    return id_page(session, Job, after, limit, by_status, by_profile, unexpired)
 
 
 def _transition(session: orm.Session, job_id: str, guard: sa.ColumnElement[bool], **values: Any) -> bool:

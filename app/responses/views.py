@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -13,7 +14,7 @@ from app.errors import ApiError
 from app.http import json_body, sse, sse_response
 from app.jobs.cancel import cancel, cancel_quietly
 from app.jobs.render import job_json
-from app.jobs.store import find_job
+from app.jobs.store import find_job, job_expires_at
 from app.jobs.stream import STREAM_POLL_S, finished_job, follow_job
 from app.jobs.submit import idempotency_key, submit_job, validated_job
 from app.jobs.waiting import submit_once, wait_while_someone_waits
@@ -24,6 +25,7 @@ from app.responses.conversation import job_body, job_id_of
 from app.responses.events import response_events
 from app.responses.render import response_json
 from app.responses.schemas import ResponseCreate
+from app.retention import expired_error, expired_since
 from app.services import services
 
 bp = Blueprint("responses", __name__, url_prefix="/v1/responses")
@@ -33,6 +35,11 @@ def stored_response(session: Any, response_id: str, param: str = "id") -> Job:
     """The job behind a stored response; 404 for anything else (a job of another API, store=false)."""
     job_id = job_id_of(response_id)
     job = find_job(session, job_id) if job_id is not None else None
+    retention = services().settings.retention
+    if job_id is not None and (
+        expired := expired_since(session, job_id, job, partial(job_expires_at, retention=retention))
+    ):
+        raise expired_error("Response", response_id, expired, param)
     options = (job.request.get("response") if job is not None else None) or {}
     if job is None or not options.get("store", True) or not options:
         raise ApiError(404, f"No response with id '{response_id}'.", param=param, code="response_not_found")
@@ -44,9 +51,10 @@ def previous_response(session: Any, response_id: str) -> Job:
     try:
         job = stored_response(session, response_id, param="previous_response_id")
     except ApiError as exc:
-        raise ApiError(
-            400, f"Previous response '{response_id}' not found.", param=exc.param, code=exc.code
-        ) from exc
+        message = (
+            exc.message if exc.code == "response_expired" else f"Previous response '{response_id}' not found."
+        )
+        raise ApiError(400, message, param=exc.param, code=exc.code) from exc
     if job.status not in FINISHED_STATUSES:
         raise ApiError(
             400,

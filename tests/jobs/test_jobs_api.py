@@ -192,10 +192,15 @@ def test_profiles_and_health(idle_client: FlaskClient) -> None:
     assert profiles["data"][1]["max_batch"] == 1
     assert idle_client.get("/healthz").get_json() == {"status": "ok"}
     ready = idle_client.get("/readyz")
-    assert ready.status_code == 503  # nobody consumes this queue
-    checks = ready.get_json()["checks"]
-    assert checks["database"] == checks["redis"] == "ok"
-    assert checks["workers"] == {"latency_first": [], "quality_first": []}
+    assert ready.status_code == 200  # the API itself is ready, though nobody consumes its queues
+    body = ready.get_json()
+    assert body["checks"]["database"] == body["checks"]["redis"] == "ok"
+    assert body["checks"]["workers"] == {"latency_first": [], "quality_first": []}
+    assert body["profiles"] == {"latency_first": "not_ready", "quality_first": "not_ready"}
+    profile = idle_client.get("/readyz?profile=quality_first")
+    assert profile.status_code == 503 and profile.get_json()["status"] == "not_ready"
+    unknown = error_of(idle_client.get("/readyz?profile=fastest"), 404)
+    assert unknown["param"] == "profile" and "'fastest'" in unknown["message"]
 
 
 def test_redis_down_at_submit_gives_503_and_leaves_no_row(

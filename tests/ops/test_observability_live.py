@@ -287,7 +287,7 @@ def test_flower_lists_both_workers_behind_basic_auth(observed: Observed) -> None
         stop_worker(flower)  # its process group: SIGTERM, then SIGKILL
 
 
-def test_readyz_is_503_while_a_profile_has_no_worker_and_200_when_it_is_back(observed: Observed) -> None:
+def test_a_profile_is_503_while_it_has_no_worker_and_200_when_it_is_back(observed: Observed) -> None:
     deadline = time.monotonic() + 60  # the heartbeat says "loading" until the model is in
     while True:
         ready = observed.client.get("/readyz").get_json()["checks"]
@@ -299,14 +299,18 @@ def test_readyz_is_503_while_a_profile_has_no_worker_and_200_when_it_is_back(obs
     assert beat["state"] == "serving" and beat["age_s"] < 5 and beat["pid"] > 0
 
     stop_worker(observed.workers["quality_first"])  # warm shutdown removes its heartbeat at once
-    response = observed.client.get("/readyz")
+    response = observed.client.get("/readyz?profile=quality_first")
     assert response.status_code == 503
     checks = response.get_json()["checks"]
     assert checks["workers"]["quality_first"] == [] and checks["workers"]["latency_first"]
+    api = observed.client.get("/readyz")  # the API itself stays ready: a load balancer keeps the node
+    assert api.status_code == 200
+    assert api.get_json()["profiles"] == {"latency_first": "ready", "quality_first": "not_ready"}
+    assert observed.client.get("/readyz?profile=latency_first").status_code == 200
 
     observed.start("quality_first")
     seen_loading, deadline = False, time.monotonic() + 90
-    while (response := observed.client.get("/readyz")).status_code != 200:  # 503 until its model is in
+    while (response := observed.client.get("/readyz?profile=quality_first")).status_code != 200:  # loading
         beats = response.get_json()["checks"]["worker_heartbeats"]["quality_first"]
         seen_loading = seen_loading or any(beat["state"] == "loading" for beat in beats)
         assert time.monotonic() < deadline and observed.workers["quality_first"].poll() is None
@@ -314,7 +318,7 @@ def test_readyz_is_503_while_a_profile_has_no_worker_and_200_when_it_is_back(obs
     assert seen_loading  # the worker was up, its model loading, and /readyz said 503 meanwhile
     beats = response.get_json()["checks"]["worker_heartbeats"]["quality_first"]
     assert beats and all(beat["state"] == "serving" for beat in beats)
-    assert observed.client.get("/readyz?profile=quality_first").status_code == 200
+    assert observed.client.get("/readyz").get_json()["profiles"]["quality_first"] == "ready"
 
 
 def dashboard_queries() -> list[tuple[str, str]]:

@@ -249,11 +249,14 @@ def test_real_files_batches_gate_runs_and_ops_answers_match_their_schemas(
     chat = {"model": "latency_first", "messages": [{"role": "user", "content": "Hi"}]}
     line = {"custom_id": "1", "method": "POST", "url": "/v1/chat/completions", "body": chat}
 
-    def upload() -> Any:
-        data = {"purpose": "batch", "file": (io.BytesIO(json.dumps(line).encode() + b"\n"), "in.jsonl")}
+    def upload(**fields: str) -> Any:
+        content = io.BytesIO(json.dumps(line).encode() + b"\n")
+        data = {"purpose": "batch", "file": (content, "in.jsonl"), **fields}
         return api("post", "/v1/files", 200, data=data, content_type="multipart/form-data")
 
     file = upload()
+    expiring = upload(**{"expires_after[anchor]": "created_at", "expires_after[seconds]": "3600"})
+    assert expiring["expires_at"] == expiring["created_at"] + 3600
     assert api("get", "/v1/files/{file_id}", 200, url=f"/v1/files/{file['id']}") == file
     api("get", "/v1/files", 200)
     batch_body = {"input_file_id": file["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}
@@ -294,8 +297,13 @@ def test_real_files_batches_gate_runs_and_ops_answers_match_their_schemas(
         200,
         query_string={"profile": "latency_first", "since": "0", "include_gate": "true"},
     )
-    assert api("get", "/readyz", 503)["status"] == "not_ready"  # no worker: not ready, the same body
+    ready = {"query_string": {"profile": "latency_first"}}
+    assert api("get", "/readyz", 200)["profiles"]["latency_first"] == "not_ready"  # the API itself is ready
+    assert api("get", "/readyz", 503, **ready)["status"] == "not_ready"  # no worker: the same body
     announce_workers(idle_app, model_id="")  # workers up, their models still loading: not ready yet
-    assert api("get", "/readyz", 503)["checks"]["worker_heartbeats"]["latency_first"][0]["state"] == "loading"
+    beats = api("get", "/readyz", 503, **ready)["checks"]["worker_heartbeats"]
+    assert beats["latency_first"][0]["state"] == "loading"
     announce_workers(idle_app)
-    assert api("get", "/readyz", 200)["checks"]["worker_heartbeats"]["latency_first"][0]["state"] == "serving"
+    beats = api("get", "/readyz", 200, **ready)["checks"]["worker_heartbeats"]
+    assert beats["latency_first"][0]["state"] == "serving"
+    api("get", "/readyz", 404, query_string={"profile": "nope"})

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.pipeline import every_profile_ready
 from tests.support.services import flushed_redis_url
 from tests.support.stack import stack
 
@@ -71,7 +72,8 @@ def test_a_crash_restarts_one_process_and_a_supervisor_killed_hard_leaves_none(
         ):
             assert time.monotonic() < deadline, running.log.read_text()[-3000:]
             time.sleep(0.2)
-        assert httpx.get(f"{running.url}/readyz", timeout=5).status_code == 200  # the rest kept running
+        readiness = httpx.get(f"{running.url}/readyz", timeout=5).json()
+        assert every_profile_ready(readiness), readiness  # the rest kept running
         supervisor = [
             pid for pid, command in running.processes()
             if "app.ops.supervisor" in command and "app.ops.private_redis" not in command

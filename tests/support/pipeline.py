@@ -86,9 +86,9 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
 
 
 def wait_for_workers(app: Flask, workers: dict[str, subprocess.Popen[bytes]], logs: Path) -> None:
-    """Until /readyz says every profile's queue has a live worker (or a worker exits)."""
+    """Until /readyz says every profile has a live worker whose model has loaded (or a worker exits)."""
     client, deadline = app.test_client(), time.monotonic() + 90
-    while client.get("/readyz").status_code != 200:
+    while not every_profile_ready(client.get("/readyz").get_json()):
         for profile, worker in workers.items():
             if worker.poll() is not None:
                 raise RuntimeError(
@@ -97,6 +97,11 @@ def wait_for_workers(app: Flask, workers: dict[str, subprocess.Popen[bytes]], lo
         if time.monotonic() > deadline:
             raise RuntimeError("workers did not become ready in 90 s")
         time.sleep(0.2)
+
+
+def every_profile_ready(readiness: dict[str, Any]) -> bool:
+    """Whether a /readyz body says the API and every profile are ready (a worker serves each)."""
+    return readiness["status"] == "ready" and set(readiness["profiles"].values()) == {"ready"}
 
 
 def worker_answers_ping(app: Flask, workers: dict[str, subprocess.Popen[bytes]], logs: Path) -> None:

@@ -20,6 +20,7 @@ import httpx
 from app.ops.private_redis import free_port
 from tests.support.leftovers import processes_with
 from tests.support.paths import REPO_ROOT
+from tests.support.pipeline import every_profile_ready
 from tests.support.services import migrate
 
 STACK_VARIABLE = "GPTOSS_TEST_STACK"  # each stack's processes carry its token: what is left is findable
@@ -43,9 +44,9 @@ class Stack:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
+                if every_profile_ready(httpx.get(f"{self.url}/readyz", timeout=2).json()):
+                    return  # the API and a worker with its model loaded for every profile
+            except (httpx.HTTPError, ValueError):  # not listening yet, or not the API's JSON yet
                 pass
             assert self.process.poll() is None and time.monotonic() < deadline, self.log.read_text()[-4000:]
             time.sleep(0.5)

@@ -41,6 +41,7 @@ def test_job_succeeds_on_its_profiles_worker_with_all_five_tags(pipeline: Pipeli
 def test_readyz_sees_a_worker_per_profile(pipeline: Pipeline) -> None:
     ready = pipeline.client.get("/readyz")
     assert ready.status_code == 200
+    assert ready.get_json()["profiles"] == {"latency_first": "ready", "quality_first": "ready"}
     workers = ready.get_json()["checks"]["workers"]
     assert [name.split("@")[0] for name in workers["latency_first"]] == ["latency_first"]
     assert [name.split("@")[0] for name in workers["quality_first"]] == ["quality_first"]
