@@ -6,7 +6,9 @@ Interactive work (jobs, chat, responses) is `normal` unless it asks for another 
 are not starved: after BATCH_TURN_EVERY - 1 messages from the other lanes in a row, a worker asks the
 batch lane first for one message. Nor do they fill a worker: batch lines hold at most max_batch -
 BATCH_RESERVED_SLOTS of its slots, so an interactive job starts at once beside a running batch
-(LaneOrder; `batch_slots`).
+(LaneOrder; `batch_slots`). Inside a lane, work is fair between keys: each lane is FAIR_BUCKETS
+queues, a job goes to the one its key (else its batch) hashes to, and a worker takes the queues of a
+lane in turn.
 
 Every task name and every message the API or a worker sends is here. The names keep the modules
 the tasks were first registered in ("workers.batch_tasks.ingest_batch", ...): messages already
@@ -15,6 +17,7 @@ queued, and beat schedules already stored, name them so.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from functools import partial
@@ -44,11 +47,14 @@ KOMBU_PRIORITY_SEPARATOR = "\x06\x16"
 BRPOP_TIMEOUT_S = 0.25
 
 
+FAIR_BUCKETS = 4  # queues per lane; two keys share one with probability 1/FAIR_BUCKETS
+
+
 class QueuedJob(NamedTuple):
     job_id: str
     profile: str
     task_id: str
-    lane: str = "normal"
+    queue: str  # job_queue(...): its lane's queue for its key
 
 
 # OpenAI's `service_tier` (chat, responses) as a priority; "auto" and "default" are `normal`
@@ -64,14 +70,31 @@ def lane_of(batch_id: str | None, request: Mapping[str, Any]) -> str:
     return priority if priority in PRIORITIES else "normal"
 
 
-def lane_queue(profile: str, lane: str) -> str:
-    """The Celery queue of a profile's lane; `normal` keeps the profile's own name."""
-    return profile if lane == "normal" else f"{profile}.{lane}"
+def lane_queue(profile: str, lane: str, bucket: int = 0) -> str:
+    """A Celery queue of a profile's lane: `<profile>[.<lane>][~<bucket>]`; the first queue of `normal`
+    keeps the profile's own name (the one queue before lanes)."""
+    name = profile if lane == "normal" else f"{profile}.{lane}"
+    return f"{name}~{bucket}" if bucket else name
+
+
+def fair_bucket(key: str | None) -> int:
+    """The bucket of a key (an owner, else a batch): stable across processes, unlike hash()."""
+    if not key:
+        return 0
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big") % FAIR_BUCKETS
+
+
+def job_queue(
+    profile: str, batch_id: str | None, request: Mapping[str, Any], owner: str | None = None
+) -> str:
+    """The queue a job waits in: its lane (lane_of), and in it the bucket of its owner, else its batch.
+    Every way a job is queued (submit, ingest, requeue, the reconciler's re-send) asks here."""
+    return lane_queue(profile, lane_of(batch_id, request), fair_bucket(owner or batch_id))
 
 
 def profile_queues(profile: str) -> list[str]:
     """A profile's queues in the order its workers take them (`-Q`)."""
-    return [lane_queue(profile, lane) for lane in LANES]
+    return [lane_queue(profile, lane, bucket) for lane in LANES for bucket in range(FAIR_BUCKETS)]
 
 
 def profile_queue_keys(profile: str) -> list[str]:
@@ -96,15 +119,20 @@ def batch_lines_in_hand() -> int:
     return sum(
         1
         for request in list(state.reserved_requests)
-        if str((request.delivery_info or {}).get("routing_key", "")).endswith(".batch")
+        if is_batch_queue(str((request.delivery_info or {}).get("routing_key", "")))
     )
 
 
 def _lane_rank(queue: str) -> int:
+    name = queue.rsplit("~", 1)[0]
     for rank, lane in enumerate(LANES):
-        if lane != "normal" and queue.endswith(f".{lane}"):
+        if lane != "normal" and name.endswith(f".{lane}"):
             return rank
     return LANES.index("normal")
+
+
+def is_batch_queue(queue: str) -> bool:
+    return _lane_rank(queue) == LANES.index("batch")
 
 
 class LaneOrder:
@@ -112,7 +140,8 @@ class LaneOrder:
     except that after `batch_turn_every - 1` messages from the other lanes in a row, the batch lane
     is asked first for one (0: never, batches wait for idle time). Asking costs nothing when the batch
     lane is empty: one BRPOP names every lane and Redis pops from the first non-empty one. While the
-    worker holds `batch_slots` batch lines, the batch lane is not asked at all (None: no limit)."""
+    worker holds `batch_slots` batch lines, the batch lane is not asked at all (None: no limit). The
+    queues of one lane (its fair buckets) take turns: the one a message came from goes last."""
 
     def __init__(
         self,
@@ -131,17 +160,21 @@ class LaneOrder:
     def consume(self, n: int) -> list[str]:
         items = self.items[:n]
         if self.batch_slots is not None and self.in_hand() >= self.batch_slots:
-            return [queue for queue in items if _lane_rank(queue) != LANES.index("batch")]
+            return [queue for queue in items if not is_batch_queue(queue)]
         if self.batch_turn_every and self.since_batch >= self.batch_turn_every - 1:
-            return sorted(items, key=lambda queue: _lane_rank(queue) != LANES.index("batch"))
+            return sorted(items, key=lambda queue: not is_batch_queue(queue))
         return items
 
     def rotate(self, last_used: str) -> str:
         """kombu tells which queue the last message came from."""
-        if _lane_rank(last_used) == LANES.index("batch"):
+        if is_batch_queue(last_used):
             self.since_batch = 0
         else:
             self.since_batch += 1
+        if last_used in self.items:  # last in its lane: the lane's other buckets come first next time
+            self.items.remove(last_used)
+            self.items.append(last_used)
+            self.items.sort(key=_lane_rank)
         return last_used
 
 
@@ -251,17 +284,16 @@ def make_celery(
     return celery_app
 
 
-def send_run_job(celery_app: Celery, job_id: str, profile: str, task_id: str, lane: str = "normal") -> None:
-    """Put run_job(job_id) on the queue of the profile's lane; raises when the broker cannot take it."""
-    celery_app.send_task(RUN_JOB_TASK, args=[job_id], queue=lane_queue(profile, lane), task_id=task_id)
+def send_run_job(celery_app: Celery, job_id: str, profile: str, task_id: str, queue: str) -> None:
+    """Put run_job(job_id) on its queue (job_queue); raises when the broker cannot take it."""
+    celery_app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, task_id=task_id)
 
 
 def send_run_jobs(celery_app: Celery, jobs: Iterable[QueuedJob]) -> None:
-    """Put run_job(job_id) on each job's lane queue, many messages per Redis round trip."""
+    """Put run_job(job_id) on each job's queue, many messages per Redis round trip."""
     declared: set[str] = set()
     with celery_app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
-        for job_id, profile, task_id, lane in jobs:
-            queue = lane_queue(profile, lane)
+        for job_id, _, task_id, queue in jobs:
             # declaring each queue once per call, and giving argsrepr, halve Celery's per-message cost
             declare: list[str] | None = None if queue not in declared else []
             declared.add(queue)

@@ -29,7 +29,7 @@ from app.batches.lease import is_leased
 from app.batches.lifecycle import LifecycleContext, check_batch
 from app.batches.models import Batch, BatchStatus
 from app.models import Job, JobStatus, utcnow
-from app.queue import RECONCILE_TASK, lane_of, profile_queue_keys, send_ingest, send_run_job
+from app.queue import RECONCILE_TASK, job_queue, profile_queue_keys, send_ingest, send_run_job
 from app.services import services
 from workers.recovery import Enqueue, requeue_or_give_up, worker_is_gone
 
@@ -47,7 +47,7 @@ INGESTED_STATUSES = (BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING)  # validat
 class ReconcileContext:
     sessions: orm.sessionmaker[orm.Session]
     redis_client: redis.Redis
-    enqueue: Enqueue  # enqueue(job_id, profile, task_id, lane): the plain Celery publish
+    enqueue: Enqueue  # enqueue(job_id, profile, task_id, queue): the plain Celery publish
     stuck_after_s: float
     heartbeat_ttl_s: float
     batches: LifecycleContext
@@ -113,7 +113,7 @@ def resend_lost_messages(ctx: ReconcileContext, cutoff: datetime) -> list[str]:
     resent = []
     for job_id, profile, task_id, batch_id, request in stuck:
         if task_id not in present:
-            ctx.enqueue(job_id, profile, task_id, lane_of(batch_id, request))
+            ctx.enqueue(job_id, profile, task_id, job_queue(profile, batch_id, request))
             resent.append(job_id)
     if resent:
         log.warning("re-sent %d queued job(s) whose message was lost: %s", len(resent), resent[:20])

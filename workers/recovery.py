@@ -19,7 +19,7 @@ from app.jobs import store as job_store
 from app.jobs.store import JobOutcome
 from app.models import Job, JobStatus
 from app.ops.heartbeats import WorkerHeartbeat, worker_key
-from app.queue import lane_of
+from app.queue import job_queue
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def requeue_or_give_up(session: orm.Session, job: Job, enqueue: Enqueue) -> str 
     if not job_store.requeue_job(session, job.id, job.worker_hostname or ""):
         return None
     # if this fails, the reconciler finds the job without message
-    enqueue(job.id, job.profile, job.task_id, lane_of(job.batch_id, job.request))
+    enqueue(job.id, job.profile, job.task_id, job_queue(job.profile, job.batch_id, job.request))
     return "requeued"
 
 

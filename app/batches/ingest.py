@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,7 +20,7 @@ from app.batches.models import Batch, BatchStatus
 from app.jobs import store as job_store
 from app.jobs.defaults import SamplingDefaults
 from app.models import Job, utcnow
-from app.queue import QueuedJob
+from app.queue import QueuedJob, job_queue
 from app.routing.auto import ProfileRouter
 from engine.prompt import today_utc
 
@@ -154,8 +155,9 @@ def create_jobs(ctx: IngestContext, batch_id: str, input_file_id: str, total: in
                     cause = getattr(exc, "orig", None) or exc
                     raise IngestError(f"lines {first} to {last} could not be stored: {cause}", first) from exc
             if not cancelled:  # a cancelled batch's remaining lines are stored as cancelled, never run
+                queue = partial(job_queue, batch_id=batch_id, request={})  # the batch's lane and bucket
                 ctx.enqueue_jobs(
-                    [QueuedJob(row["id"], row["profile"], row["task_id"], "batch") for row in rows]
+                    [QueuedJob(r["id"], r["profile"], r["task_id"], queue(r["profile"])) for r in rows]
                 )
 
 

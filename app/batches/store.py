@@ -14,7 +14,7 @@ from app.batches.models import FINAL_BATCH_STATUSES, Batch, BatchStatus
 from app.db import id_page
 from app.errors import ApiError
 from app.models import Job, JobStatus, utcnow
-from app.queue import QueuedJob
+from app.queue import QueuedJob, job_queue
 from app.retention import after as expiry_after
 from app.retention import cutoff, get_unexpired_or_404
 from app.services import services
@@ -162,10 +162,11 @@ def has_unfinished_jobs(session: orm.Session, batch_id: str) -> bool:
 
 
 def queued_jobs(session: orm.Session, batch_id: str) -> list[QueuedJob]:
-    """The batch's queued jobs (in the batch lane), to enqueue them again on resume."""
+    """The batch's queued jobs, to enqueue them again on resume."""
     query = sa.select(Job.id, Job.profile, Job.task_id).where(
         Job.batch_id == batch_id, Job.status == JobStatus.QUEUED
     )
     return [
-        QueuedJob(job_id, profile, task_id, "batch") for job_id, profile, task_id in session.execute(query)
+        QueuedJob(job_id, profile, task_id, job_queue(profile, batch_id, {}))
+        for job_id, profile, task_id in session.execute(query)
     ]

@@ -16,7 +16,7 @@ from app.jobs.log import log_job_transition
 from app.ops.served_models import served_tags_in_request
 from app.queue import QueuedJob, send_run_job, send_run_jobs
 
-# enqueue(job_id, profile, task_id, lane) puts the job's task on its lane of the profile, raising on failure.
+# enqueue(job_id, profile, task_id, queue) puts the job's task on its queue (job_queue), raising on failure.
 Enqueue = Callable[[str, str, str, str], None]
 
 
@@ -24,9 +24,9 @@ class JobQueue:
     def __init__(self, celery_app: Celery, events: JobEventLog, client: redis.Redis) -> None:
         self.celery_app, self.events, self.client = celery_app, events, client
 
-    def enqueue(self, job_id: str, profile: str, task_id: str, lane: str = "normal") -> None:
-        """Queue one job in its lane (app/queue.py); raises (leaving no event) when the broker cannot."""
-        self.enqueue_many([QueuedJob(job_id, profile, task_id, lane)])
+    def enqueue(self, job_id: str, profile: str, task_id: str, queue: str) -> None:
+        """Queue one job on its queue (app/queue.py job_queue); raises (leaving no event) on failure."""
+        self.enqueue_many([QueuedJob(job_id, profile, task_id, queue)])
 
     def enqueue_many(self, jobs: Sequence[QueuedJob]) -> None:
         """Queue jobs, many messages per Redis round trip; raises (leaving no events) when the broker fails.

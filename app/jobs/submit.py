@@ -15,7 +15,7 @@ from app.jobs import store as job_store
 from app.jobs.budget import check_prompt_fits
 from app.jobs.schemas import JobCreate
 from app.models import Job
-from app.queue import lane_of
+from app.queue import job_queue
 from app.services import services
 from engine.prompt import today_utc
 
@@ -68,7 +68,9 @@ def submit_job(session: orm.Session, body: JobCreate, idempotency_key: str | Non
             raise
         return replayed, False
     try:
-        found.queue.enqueue(job.id, job.profile, job.task_id, lane_of(job.batch_id, job.request))
+        found.queue.enqueue(
+            job.id, job.profile, job.task_id, job_queue(job.profile, job.batch_id, job.request)
+        )
     except Exception as exc:
         log.warning("enqueue of %s failed, removing the job: %s", job.id, exc)
         job_store.delete_job(session, job.id)

@@ -21,6 +21,7 @@ from app.batches.results import response_body
 from app.db import db_session
 from app.jobs.cancel import cancel_key
 from app.models import Job, JobStatus, utcnow
+from app.queue import job_queue
 from app.services import services
 from engine.prompt import today_utc
 from tests.support.batches import (
@@ -207,7 +208,9 @@ def test_ingest_creates_and_enqueues_one_job_per_line_in_chunks(app: Flask, clie
     # the profile's sampling defaults and the ingest's date are stored, as for a submitted job
     assert {(j.request["temperature"], j.request["reasoning_effort"]) for j in jobs} == {(0.0, "medium")}
     assert all(j.request["current_date"] == today_utc() for j in jobs)
-    assert redis.Redis.from_url(app.config["REDIS_URL"]).llen("latency_first.batch") == 5
+    batch_queue = job_queue("latency_first", batch["id"], {})  # the batch lane, the batch's bucket
+    assert batch_queue.startswith("latency_first.batch")
+    assert redis.Redis.from_url(app.config["REDIS_URL"]).llen(batch_queue) == 5
     shown = client.get(f"/v1/batches/{batch['id']}").get_json()
     assert shown["status"] == "in_progress" and shown["in_progress_at"] is not None
     assert shown["request_counts"] == {"total": 5, "completed": 0, "failed": 0}
@@ -252,9 +255,8 @@ def test_ingest_resumes_after_a_crash_without_duplicates(app: Flask, client: Fla
     assert ingest(app, batch["id"]) == "in_progress"
     jobs = jobs_of(app, batch["id"])
     assert [j.batch_line for j in jobs] == [1, 2, 3, 4, 5]
-    assert (
-        redis.Redis.from_url(app.config["REDIS_URL"]).llen("latency_first.batch") == 5
-    )  # the first chunk again
+    batch_queue = job_queue("latency_first", batch["id"], {})
+    assert redis.Redis.from_url(app.config["REDIS_URL"]).llen(batch_queue) == 5  # the first chunk again
 
 
 def test_live_counts_then_output_and_error_files_in_input_order(app: Flask, client: FlaskClient) -> None:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from app.queue import LaneOrder, batch_slots_for, lane_of, lane_queue, profile_queue_keys, profile_queues
+from app.queue import (
+    FAIR_BUCKETS,
+    LaneOrder,
+    batch_slots_for,
+    fair_bucket,
+    job_queue,
+    lane_of,
+    lane_queue,
+    profile_queue_keys,
+    profile_queues,
+)
 
 LANES = ["p.high", "p", "p.low", "p.batch"]
 
@@ -27,8 +37,32 @@ def test_a_jobs_lane_is_its_batch_or_its_priority() -> None:
     assert [lane_of(None, {"priority": p}) for p in ("high", "normal", "low")] == ["high", "normal", "low"]
     assert lane_of(None, {}) == "normal"
     assert [lane_queue("p", lane) for lane in ("high", "normal", "batch")] == ["p.high", "p", "p.batch"]
-    assert profile_queues("p") == LANES
-    assert "p.batch\x06\x169" in profile_queue_keys("p") and len(profile_queue_keys("p")) == 16
+    assert lane_queue("p", "batch", 2) == "p.batch~2" and lane_queue("p", "normal", 3) == "p~3"
+    assert profile_queues("p")[::FAIR_BUCKETS] == LANES  # each lane's queues together, in lane order
+    assert len(profile_queues("p")) == 4 * FAIR_BUCKETS
+    assert (
+        "p.batch~1\x06\x169" in profile_queue_keys("p") and len(profile_queue_keys("p")) == 16 * FAIR_BUCKETS
+    )
+
+
+def test_a_jobs_queue_is_its_lane_and_the_bucket_of_its_key_else_its_batch() -> None:
+    assert job_queue("p", None, {}) == "p"  # no key: the first bucket
+    assert job_queue("p", None, {"priority": "low"}, owner="key-a") == lane_queue(
+        "p", "low", fair_bucket("key-a")
+    )
+    assert job_queue("p", "batch_1", {}) == lane_queue("p", "batch", fair_bucket("batch_1"))
+    assert job_queue("p", "batch_1", {}, owner="key-a") == lane_queue("p", "batch", fair_bucket("key-a"))
+    buckets = {fair_bucket(f"key-{i}") for i in range(40)}
+    assert buckets == set(range(FAIR_BUCKETS))  # keys spread over every bucket
+    assert fair_bucket("key-a") == fair_bucket("key-a")  # the same in every process (no salted hash())
+
+
+def test_inside_a_lane_the_buckets_take_turns() -> None:
+    order = LaneOrder(batch_turn_every=0)
+    order.update(profile_queues("p"))
+    flood, other = lane_queue("p", "batch", 1), lane_queue("p", "batch", 2)
+    waiting = {flood: 100, other: 3}  # one key's big batch, then another key's small one
+    assert take(order, waiting, 8) == [flood, other, flood, other, flood, other, flood, flood]
 
 
 def test_lanes_are_taken_by_rank_whatever_order_kombu_gives_them() -> None:

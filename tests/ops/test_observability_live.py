@@ -73,7 +73,7 @@ class Observed:
             job = insert_queued_job(
                 session, "latency_first", {"profile": "latency_first", **request}, task_id
             )
-            services(self.app).queue.enqueue(job.id, "latency_first", task_id)
+            services(self.app).queue.enqueue(job.id, "latency_first", task_id, "latency_first")
             return job.id
 
     def wait(self, job_id: str, done: Callable[[dict], bool], timeout: float = 60) -> dict[str, Any]:

@@ -86,7 +86,7 @@ def test_the_same_task_delivered_twice_runs_once(pipeline: Pipeline) -> None:
     )
     with services(pipeline.app).sessions() as session:
         task_id = session.get(Job, first["id"]).task_id
-    send_run_job(pipeline.app.extensions["celery"], first["id"], "quality_first", task_id)
+    send_run_job(pipeline.app.extensions["celery"], first["id"], "quality_first", task_id, "quality_first")
     # quality_first runs one task at a time, in order: once this one ends, the duplicate was handled.
     pipeline.wait_finished(pipeline.submit(messages=HELLO, profile="quality_first", max_tokens=2)["id"])
     again = pipeline.job(first["id"])
