@@ -157,7 +157,7 @@ def test_jobs_left_running_by_a_dead_worker_are_requeued_then_given_up(
         session.commit()
     enqueued: list[tuple[str, str, str]] = []
     recovered = recover_jobs_of_lost_worker(sessions, hostname, lambda *args: enqueued.append(args))
-    assert recovered == [retry] and enqueued == [(retry, "latency_first", "t")]
+    assert recovered == [retry] and enqueued == [(retry, "latency_first", "t", "latency_first")]
     assert stored(sessions, retry).status == "queued"
     lost = stored(sessions, give_up)
     assert lost.status == "failed" and "died" in (lost.error or "")
@@ -180,7 +180,7 @@ def test_a_job_whose_engine_stopped_is_requeued_then_given_up(worker: WorkerCont
     worker.enqueue = lambda *args: enqueued.append(args)
     job_id = queued_job(worker.sessions)
     assert run_job(job_id, worker) is JobStatus.QUEUED
-    assert enqueued == [(job_id, "latency_first", "t")]
+    assert enqueued == [(job_id, "latency_first", "t", "latency_first")]
     job = stored(worker.sessions, job_id)
     assert (job.status, job.attempts, job.finished_at, job.error) == ("queued", 1, None, None)
     for _ in range(MAX_ATTEMPTS - 1):
