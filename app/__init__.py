@@ -81,7 +81,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     metrics.time_requests(app)
     app.after_request(add_rate_limit_headers)
     app.before_request(refuse_long_urls)
-    init_auth(app, settings.reliability.api_keys)
+    init_auth(app, settings.reliability.api_keys, sessions)
     register_error_handlers(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)

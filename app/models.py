@@ -88,6 +88,8 @@ class Job(Base):
     cancel_requested: orm.Mapped[bool] = orm.mapped_column(default=False, server_default=sa.false())
     # release-gate traffic (metadata key "gptoss_gate"), left out of /v1/stats unless asked for
     is_gate: orm.Mapped[bool] = orm.mapped_column(default=False, server_default=sa.false(), index=True)
+    # the API key that made it (app/keys/caller.py); a batch line's is its batch's; None: nobody in particular
+    owner: orm.Mapped[str | None] = orm.mapped_column(sa.String(40), index=True)
 
     # set on the jobs of a batch (POST /v1/batches): the batch, the line's custom_id and its line number
     batch_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(40), index=True)
