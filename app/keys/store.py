@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import orm
 
+from app.db import make_engine
 from app.keys.caller import env_key_id
 from app.keys.models import ApiKey
 from app.models import utcnow
@@ -71,6 +72,19 @@ def find_active_key(session: orm.Session, hashed: str) -> ApiKey | None:
 def any_active_key(session: orm.Session) -> bool:
     """Whether the database holds a key (then every request needs one)."""
     return session.scalar(sa.select(ApiKey.id).where(ApiKey.revoked_at.is_(None)).limit(1)) is not None
+
+
+def stored_keys_exist(database_url: str) -> bool:
+    """Whether the database at this URL holds an active key; False where it cannot be read (before
+    `make migrate`, or with the database away): then the server stays on this machine."""
+    engine = make_engine(database_url)
+    try:
+        with orm.Session(engine) as session:
+            return any_active_key(session)
+    except sa_exc.SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()
 
 
 def key_directory(session: orm.Session, env_keys: tuple[str, ...]) -> dict[str, str]:

@@ -4,8 +4,10 @@ revoked key gets 401; with stored keys and no GPTOSS_API_KEYS, every client need
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import secrets
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -153,3 +155,32 @@ def test_migration_0007_goes_down_and_up_again(cli_env: str) -> None:
             }
     finally:
         engine.dispose()
+
+
+class FakeArbiter:
+    """What gunicorn's on_starting hook reads and sets of its arbiter."""
+
+    def __init__(self, bind: list[str]) -> None:
+        self.cfg = SimpleNamespace(bind=bind, set=lambda name, value: setattr(self.cfg, name, value))
+        self.log = SimpleNamespace(warning=lambda *args: None)
+
+
+def test_gunicorn_serves_other_machines_once_the_database_holds_a_key(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = importlib.util.spec_from_file_location("gunicorn_conf", REPO_ROOT / "gunicorn.conf.py")
+    assert spec is not None and spec.loader is not None
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    monkeypatch.delenv("GPTOSS_API_KEYS", raising=False)
+    engine = sa.create_engine(cli_env)
+    with engine.begin() as connection:
+        connection.execute(sa.update(ApiKey).values(revoked_at=sa.func.now()))
+    engine.dispose()
+    arbiter = FakeArbiter(["0.0.0.0:8123"])
+    conf.on_starting(arbiter)
+    assert arbiter.cfg.bind == ["127.0.0.1:8123"]
+    keys_cli(capsys, "add", unique("frank"))
+    arbiter = FakeArbiter(["0.0.0.0:8123"])
+    conf.on_starting(arbiter)
+    assert arbiter.cfg.bind == ["0.0.0.0:8123"]
