@@ -16,6 +16,7 @@ from sqlalchemy import orm
 from app.batches.models import StoredFile, new_file_id
 from app.db import get_or_404, id_page
 from app.errors import ApiError
+from app.keys.caller import Caller
 
 FILE_ID_PATTERN = re.compile(r"file-[0-9a-f]{24}")
 
@@ -37,9 +38,15 @@ def display_name(filename: str | None) -> str:
 
 
 def store_file(
-    session: orm.Session, files_dir: Path, filename: str, purpose: str, write: Callable[[Path], None]
+    session: orm.Session,
+    files_dir: Path,
+    filename: str,
+    purpose: str,
+    owner: str | None,
+    write: Callable[[Path], None],
 ) -> StoredFile:
-    """Write the bytes with write(temp_path), move them into place, then commit the row."""
+    """Write the bytes with write(temp_path), move them into place, then commit the row (owned by
+    `owner`)."""
     files_dir.mkdir(parents=True, exist_ok=True)
     file_id = new_file_id()
     final_path = file_path(files_dir, file_id)
@@ -48,7 +55,9 @@ def store_file(
         write(partial_path)
         size = partial_path.stat().st_size
         os.replace(partial_path, final_path)
-        row = StoredFile(id=file_id, filename=filename, purpose=purpose, size_bytes=size, status="processed")
+        row = StoredFile(
+            id=file_id, filename=filename, purpose=purpose, size_bytes=size, status="processed", owner=owner
+        )
         session.add(row)
         session.commit()
     except BaseException:
@@ -59,9 +68,19 @@ def store_file(
     return row
 
 
-def get_file_or_404(session: orm.Session, file_id: str) -> StoredFile:
+def visible_files(caller: Caller) -> sa.ColumnElement[bool]:
+    """The files this caller may see and touch: its own, or every file for an admin."""
+    return caller.sees(StoredFile.owner)
+
+
+def find_file(session: orm.Session, file_id: str, caller: Caller) -> StoredFile | None:
+    return session.scalar(sa.select(StoredFile).where(StoredFile.id == file_id, visible_files(caller)))
+
+
+def get_file_or_404(session: orm.Session, file_id: str, caller: Caller) -> StoredFile:
+    """The file, if this caller may see it; else the same 404 as for an id that never existed."""
     error = ApiError(404, f"No such File object: {file_id}", param="file_id", code="file_not_found")
-    return get_or_404(session, StoredFile, file_id, error)
+    return get_or_404(session, StoredFile, file_id, error, visible_files(caller))
 
 
 def delete_file(session: orm.Session, files_dir: Path, file_id: str) -> None:
@@ -73,11 +92,18 @@ def delete_file(session: orm.Session, files_dir: Path, file_id: str) -> None:
 
 
 def list_files(
-    session: orm.Session, *, purpose: str | None, after: str | None, limit: int, newest_first: bool
+    session: orm.Session,
+    caller: Caller,
+    *,
+    purpose: str | None,
+    after: str | None,
+    limit: int,
+    newest_first: bool,
 ) -> tuple[list[StoredFile], bool]:
-    """A page of files ordered by id (= by time); returns (page, has_more)."""
+    """A page of the caller's files ordered by id (= by time); returns (page, has_more)."""
     by_purpose = StoredFile.purpose == purpose if purpose else None
-    return id_page(session, StoredFile, after, limit, by_purpose, newest_first=newest_first)
+    visible = visible_files(caller)
+    return id_page(session, StoredFile, after, limit, by_purpose, visible, newest_first=newest_first)
 
 
 def _unix(moment: datetime) -> int:

@@ -14,6 +14,7 @@ from app.batches.models import FilePurpose
 from app.db import db_session
 from app.errors import ApiError
 from app.http import list_page
+from app.keys.caller import current_caller
 from app.services import services
 from app.settings import BatchSettings
 
@@ -62,6 +63,7 @@ def upload_file() -> Response:
             settings.files_dir,
             filename,
             FilePurpose.BATCH,
+            current_caller().key_id,
             lambda path: upload.save(path, buffer_size=COPY_BUFFER),
         )
         if row.size_bytes > settings.max_upload_bytes:  # a chunked body has no length to check up front
@@ -74,14 +76,14 @@ def upload_file() -> Response:
 def get_file(file_id: str) -> Response:
     """Show one file object."""
     with db_session() as session:
-        return jsonify(file_store.file_json(file_store.get_file_or_404(session, file_id)))
+        return jsonify(file_store.file_json(file_store.get_file_or_404(session, file_id, current_caller())))
 
 
 @bp.get("/<file_id>/content")
 def get_file_content(file_id: str) -> Response:
     """Stream the file's bytes."""
     with db_session() as session:
-        row = file_store.get_file_or_404(session, file_id)
+        row = file_store.get_file_or_404(session, file_id, current_caller())
     path = file_store.file_path(_settings().files_dir, row.id)
     if not path.exists():
         raise ApiError(404, f"The content of {file_id} is gone.", param="file_id", code="file_not_found")
@@ -94,7 +96,7 @@ def get_file_content(file_id: str) -> Response:
 def delete_file(file_id: str) -> Response:
     """Delete a file and its bytes; 409 while a batch still reads it."""
     with db_session() as session:
-        file_store.get_file_or_404(session, file_id)
+        file_store.get_file_or_404(session, file_id, current_caller())
         batch_id = batch_store.batch_reading_file(session, file_id)
         if batch_id is not None:
             message = f"File {file_id} is the input of batch {batch_id}, which is still running."
@@ -110,6 +112,7 @@ def list_files() -> Response:
     with db_session() as session:
         rows, has_more = file_store.list_files(
             session,
+            current_caller(),
             purpose=query.purpose,
             after=query.after,
             limit=query.limit,

@@ -12,6 +12,7 @@ from sqlalchemy import orm
 from app.batches.models import Batch, BatchStatus
 from app.db import get_or_404, id_page
 from app.errors import ApiError
+from app.keys.caller import Caller
 from app.models import Job, JobStatus, utcnow
 
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
@@ -38,7 +39,13 @@ class RequestCounts:
 
 
 def create_batch(
-    session: orm.Session, *, input_file_id: str, endpoint: str, completion_window: str, metadata: Any
+    session: orm.Session,
+    *,
+    input_file_id: str,
+    endpoint: str,
+    completion_window: str,
+    metadata: Any,
+    owner: str | None,
 ) -> Batch:
     now = utcnow()
     batch = Batch(
@@ -46,6 +53,7 @@ def create_batch(
         endpoint=endpoint,
         completion_window=completion_window,
         batch_metadata=metadata,
+        owner=owner,
         status=BatchStatus.VALIDATING,
         created_at=now,
         expires_at=now + COMPLETION_WINDOWS[completion_window],
@@ -61,14 +69,22 @@ def delete_batch(session: orm.Session, batch_id: str) -> None:
     session.commit()
 
 
-def get_batch_or_404(session: orm.Session, batch_id: str) -> Batch:
+def visible_batches(caller: Caller) -> sa.ColumnElement[bool]:
+    """The batches this caller may see and touch: its own, or every batch for an admin."""
+    return caller.sees(Batch.owner)
+
+
+def get_batch_or_404(session: orm.Session, batch_id: str, caller: Caller) -> Batch:
+    """The batch, if this caller may see it; else the same 404 as for an id that never existed."""
     error = ApiError(404, f"No batch with id '{batch_id}'.", param="batch_id", code="batch_not_found")
-    return get_or_404(session, Batch, batch_id, error)
+    return get_or_404(session, Batch, batch_id, error, visible_batches(caller))
 
 
-def list_batches(session: orm.Session, *, after: str | None, limit: int) -> tuple[list[Batch], bool]:
-    """Batches newest first after the cursor `after` (a batch id); returns (page, has_more)."""
-    return id_page(session, Batch, after, limit)
+def list_batches(
+    session: orm.Session, caller: Caller, *, after: str | None, limit: int
+) -> tuple[list[Batch], bool]:
+    """The caller's batches newest first after the cursor `after` (a batch id); returns (page, has_more)."""
+    return id_page(session, Batch, after, limit, visible_batches(caller))
 
 
 def batch_reading_file(session: orm.Session, file_id: str) -> str | None:

@@ -15,6 +15,7 @@ from sqlalchemy import orm
 from app.db import get_or_404, id_page
 from app.errors import ApiError
 from app.jobs.schemas import JobCreate
+from app.keys.caller import Caller
 from app.models import FINISHED_STATUSES, Job, JobStatus, is_gate_request, new_job_id, utcnow
 
 
@@ -54,13 +55,19 @@ def insert_job(session: orm.Session, body: JobCreate, **columns: Any) -> Job:
     return job
 
 
-def find_job(session: orm.Session, job_id: str) -> Job | None:
-    return session.get(Job, job_id)
+def visible_jobs(caller: Caller) -> sa.ColumnElement[bool]:
+    """The jobs (and responses) this caller may see and touch: its own, or every job for an admin."""
+    return caller.sees(Job.owner)
 
 
-def get_job_or_404(session: orm.Session, job_id: str) -> Job:
+def find_job(session: orm.Session, job_id: str, caller: Caller) -> Job | None:
+    return session.scalar(sa.select(Job).where(Job.id == job_id, visible_jobs(caller)))
+
+
+def get_job_or_404(session: orm.Session, job_id: str, caller: Caller) -> Job:
+    """The job, if this caller may see it; else the same 404 as for an id that never existed."""
     error = ApiError(404, f"No job with id '{job_id}'.", param="id", code="job_not_found")
-    return get_or_404(session, Job, job_id, error)
+    return get_or_404(session, Job, job_id, error, visible_jobs(caller))
 
 
 def delete_job(session: orm.Session, job_id: str) -> None:
@@ -69,16 +76,31 @@ def delete_job(session: orm.Session, job_id: str) -> None:
     session.commit()
 
 
-def find_job_by_idempotency_key(session: orm.Session, key: str) -> Job | None:
-    return session.scalar(sa.select(Job).where(Job.idempotency_key == key))
+def owned_idempotency_key(key: str | None, owner: str | None) -> str | None:
+    """The Idempotency-Key as stored: a key's own, so two API keys may use the same one and a replay
+    never returns another key's job (a digest keeps it in the column's 255 characters)."""
+    if key is None or owner is None:
+        return key
+    return f"{owner}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def find_job_by_idempotency_key(session: orm.Session, stored_key: str) -> Job | None:
+    return session.scalar(sa.select(Job).where(Job.idempotency_key == stored_key))
 
 
 def list_jobs(
-    session: orm.Session, *, status: str | None, profile: str | None, after: str | None, limit: int
+    session: orm.Session,
+    caller: Caller,
+    *,
+    status: str | None,
+    profile: str | None,
+    after: str | None,
+    limit: int,
 ) -> tuple[list[Job], bool]:
-    """Jobs newest first, after the cursor `after` (a job id); returns (page, has_more)."""
+    """The caller's jobs newest first, after the cursor `after` (a job id); returns (page, has_more)."""
     by_status = Job.status == status if status else None
-    return id_page(session, Job, after, limit, by_status, Job.profile == profile if profile else None)
+    by_profile = Job.profile == profile if profile else None
+    return id_page(session, Job, after, limit, by_status, by_profile, visible_jobs(caller))
 
 
 def _transition(session: orm.Session, job_id: str, guard: sa.ColumnElement[bool], **values: Any) -> bool:
