@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 from flask import g
+from sqlalchemy import orm
 
 ENV_KEY_PREFIX = "env_"
 
@@ -22,7 +22,7 @@ class Caller:
     key_id: str | None  # stored in the `owner` column of what it makes; None: owned by nobody in particular
     admin: bool  # sees and touches every key's things
 
-    def sees(self, owner: Any) -> sa.ColumnElement[bool]:
+    def sees(self, owner: orm.Mapped[str | None]) -> sa.ColumnElement[bool]:
         """The condition that narrows a query on a table's `owner` column to this caller's rows (an
         admin sees every row)."""
         if self.admin:

@@ -13,7 +13,7 @@ from app.db import db_session
 from app.keys import store as key_store
 from app.keys.caller import current_caller
 from app.models import Job
-from app.ops.stats import job_stats, stats_query
+from app.ops.stats import job_stats, window
 from app.ops.usage import usage_by_key
 from app.services import services
 
@@ -66,7 +66,6 @@ def stats() -> Response:
 def key_usage(session: orm.Session, query: StatsQuery) -> list[dict[str, Any]]:
     """Each key's tokens and jobs by status over the stats' window (an admin's view; all of it, not
     only the newest STATS_MAX_JOBS)."""
-    window = stats_query(query.profile, query.since, 0, query.include_gate).whereclause
     names = key_store.key_directory(session, services().settings.reliability.api_keys)
-    conditions = () if window is None else (window,)
+    conditions = window(query.profile, query.since, query.include_gate)
     return [usage.as_json(names, detail=False) for usage in usage_by_key(session, *conditions)]

@@ -183,3 +183,14 @@ def test_a_keys_stats_count_its_own_jobs_and_an_admins_show_usage_per_key(team: 
     assert per_key[team.alice.key_id]["jobs"] == 2 and per_key[team.bob.key_id]["jobs"] == 1
     assert per_key[team.alice.key_id]["name"].startswith("alice-")
     assert admins["count"] >= 3
+
+
+def test_a_chat_completions_job_belongs_to_its_key(team: Team) -> None:
+    body = {"model": "latency_first", **HELLO, "stream": True}
+    response = team.bob.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200
+    [job] = team.bob.get("/v1/jobs?limit=1").get_json()["data"]
+    response.close()  # the client left: its job is cancelled
+    assert owner_of(team.app, Job, job["id"]) == team.bob.key_id
+    not_found(team.alice.get(f"/v1/jobs/{job['id']}"), "job_not_found")
+    assert team.env_admin.get(f"/v1/jobs/{job['id']}").get_json()["status"] == "cancelled"
