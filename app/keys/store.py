@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 import sqlalchemy as sa
@@ -15,7 +16,7 @@ from app.keys.models import ApiKey
 from app.models import utcnow
 
 KEY_PREFIX = "sk-gptoss-"
-MAX_NAME_LENGTH = 64
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")  # one word: `keys list` prints it in a column
 
 
 class KeyCommandError(ValueError):
@@ -32,9 +33,10 @@ def new_secret() -> str:
 
 def add_key(session: orm.Session, name: str, admin: bool) -> tuple[ApiKey, str]:
     """Store a new key named `name`; returns its row and its secret (the only time it is known)."""
-    name = name.strip()
-    if not name or len(name) > MAX_NAME_LENGTH:
-        raise KeyCommandError(f"a key name is 1 to {MAX_NAME_LENGTH} characters, not {name!r}")
+    if not NAME_PATTERN.fullmatch(name):
+        raise KeyCommandError(
+            f"a key name is 1 to 64 letters, digits and . _ @ + - (a letter or digit first), not {name!r}"
+        )
     secret = new_secret()
     row = ApiKey(name=name, key_hash=key_hash(secret), admin=admin, created_at=utcnow())
     session.add(row)

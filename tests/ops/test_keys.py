@@ -101,6 +101,9 @@ def test_a_revoked_key_gets_401_and_its_name_stays_taken(
         gptoss(["keys", "add", name])
     with pytest.raises(SystemExit, match="no key named"):
         gptoss(["keys", "revoke", unique("nobody")])
+    for bad in ("", "two words", "-flag", "x" * 65, "tab\there"):
+        with pytest.raises(SystemExit, match="a key name is 1 to 64 letters"):
+            gptoss(["keys", "add", "--", bad])
     assert client.get("/v1/jobs", headers=bearer(ENV_ADMIN_KEY)).status_code == 200  # env keys still work
 
 
