@@ -86,7 +86,9 @@ def test_with_a_delta_callback_the_job_thread_sees_only_the_first_delta_and_the_
     assert pushed[0] == called[0]
     streamed = [d for d in pulled[:-1] if isinstance(d, TokenDelta)]
     # How tokens group into deltas depends on timing (a slow step joins two), so compare what they carry.
-    assert "".join(d.reasoning + d.content for d in called) == "".join(d.reasoning + d.content for d in streamed)
+    assert "".join(d.reasoning + d.content for d in called) == "".join(
+        d.reasoning + d.content for d in streamed
+    )
     assert called[-1].completion_tokens == streamed[-1].completion_tokens
     assert [d.completion_tokens for d in called] == sorted({d.completion_tokens for d in called})
     assert isinstance(pulled[-1], GenerationResult) and isinstance(pushed[-1], GenerationResult)
