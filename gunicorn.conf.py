@@ -1,7 +1,8 @@
 """gunicorn settings of the API; gunicorn reads ./gunicorn.conf.py by default (the Procfile's `web`).
 
-Without API keys (GPTOSS_API_KEYS) the API must not be reachable from other machines: every bind
-address that is not loopback is replaced by 127.0.0.1 on the same port, with a warning. Each worker
+Without API keys (GPTOSS_API_KEYS, or keys stored by `gptoss keys add`) the API must not be reachable
+from other machines: every bind address that is not loopback is replaced by 127.0.0.1 on the same port,
+with a warning. (Keys revoked later leave the app itself refusing other machines: app/auth.py.) Each worker
 process also loads the profiles' tokenizers in the background, so the first submit does not wait.
 """
 
@@ -34,16 +35,17 @@ def loopback_only(bind: str) -> str:
 
 def on_starting(server: Any) -> None:
     """Before the sockets exist: without API keys, bind to 127.0.0.1 only."""
-    from app.settings import parse_api_keys
+    from app.keys.store import stored_keys_exist
+    from app.settings import load_settings, parse_api_keys
 
-    if parse_api_keys(os.environ.get("GPTOSS_API_KEYS")):
+    if parse_api_keys(os.environ.get("GPTOSS_API_KEYS")) or stored_keys_exist(load_settings().database_url):
         return
     binds = server.cfg.bind
     safe = [loopback_only(bind) for bind in binds]
     if safe != binds:
         server.log.warning(
-            "no API keys configured (GPTOSS_API_KEYS): binding %s instead of %s; set GPTOSS_API_KEYS "
-            "to serve other machines",
+            "no API keys configured (GPTOSS_API_KEYS, `gptoss keys add`): binding %s instead of %s; "
+            "add keys to serve other machines",
             ", ".join(safe),
             ", ".join(binds),
         )

@@ -30,7 +30,7 @@ from app.jobs.enqueue import JobQueue
 from app.jobs.events import JobEventLog
 from app.jobs.log import configure_job_log
 from app.limits import add_rate_limit_headers
-from app.ops import health, profiles_views, stats_views
+from app.ops import health, profiles_views, stats_views, usage_views
 from app.profiles import load_profiles
 from app.queue import batch_slots_for, make_celery
 from app.responses import views as responses_views
@@ -40,8 +40,8 @@ from app.settings import Settings, resolve_settings
 
 BLUEPRINTS = (
     jobs_views.bp, job_events_views.bp, chat_views.bp, responses_views.bp, tokenize_views.bp, files_views.bp,
-    batches_views.bp, profiles_views.bp, health.bp, stats_views.bp, gate_runs_views.bp, metrics.bp,
-    openapi.bp,
+    batches_views.bp, profiles_views.bp, health.bp, stats_views.bp, usage_views.bp, gate_runs_views.bp,
+    metrics.bp, openapi.bp,
 )  # fmt: skip
 
 
@@ -83,7 +83,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     metrics.time_requests(app)
     app.after_request(add_rate_limit_headers)
     app.before_request(refuse_long_urls)
-    init_auth(app, settings.reliability.api_keys)
+    init_auth(app, settings.reliability.api_keys, sessions)
     register_error_handlers(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)

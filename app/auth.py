@@ -1,7 +1,9 @@
-"""API keys: with GPTOSS_API_KEYS set, every route but /healthz needs `Authorization: Bearer <key>`.
+"""API keys: with keys configured, every route but /healthz needs `Authorization: Bearer <key>`.
 
-With no keys configured the API serves this machine only: gunicorn binds 127.0.0.1 (gunicorn.conf.py)
-and a request from any other address is refused, whatever server runs the app.
+Keys are GPTOSS_API_KEYS (admin keys) and the unrevoked rows of the api_keys table (`gptoss keys add`,
+app/keys/). A key's caller (app/keys/caller.py) owns what it makes and sees only that, unless it is an
+admin. With no keys at all the API serves this machine only: gunicorn binds 127.0.0.1
+(gunicorn.conf.py), a request from any other address is refused, and everything is visible to everyone.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ import logging
 from functools import partial
 
 from flask import Flask, Response, g, request
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import orm
 
 from app.errors import ApiError
+from app.keys import store as key_store
+from app.keys.caller import SINGLE_USER, UNVERIFIED, Caller, env_key_id
 
 log = logging.getLogger(__name__)
 
@@ -26,27 +32,62 @@ def key_digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def init_auth(app: Flask, keys: tuple[str, ...]) -> None:
+class KeyRing:
+    """The keys a request may carry: GPTOSS_API_KEYS (admins), then the database's unrevoked keys."""
+
+    def __init__(self, env_keys: tuple[str, ...], sessions: orm.sessionmaker[orm.Session]) -> None:
+        self.env_keys = tuple((key_digest(key), Caller(env_key_id(key), admin=True)) for key in env_keys)
+        self.sessions = sessions
+
+    def required(self) -> bool:
+        """Whether requests need a key: some are configured (in the env, or in the database)."""
+        if self.env_keys:
+            return True
+        with self.sessions() as session:
+            return key_store.any_active_key(session)
+
+    def caller_of(self, key: str) -> Caller | None:
+        """The caller this key makes, or None for a key that is unknown or revoked."""
+        given = key_digest(key)
+        matched = None
+        for digest, caller in self.env_keys:  # no early exit: every env key is compared
+            if hmac.compare_digest(given, digest):
+                matched = caller
+        if matched is not None:
+            return matched
+        with self.sessions() as session:  # looked up by the digest of a random secret: nothing to time
+            row = key_store.find_active_key(session, given.hex())
+            return Caller(row.id, admin=row.admin) if row is not None else None
+
+
+def init_auth(app: Flask, keys: tuple[str, ...], sessions: orm.sessionmaker[orm.Session]) -> None:
     """Require an API key on every request when keys are configured; else allow local clients only."""
-    digests = tuple(key_digest(key) for key in keys)
     if not keys:
         log.warning(
-            "no API keys configured (GPTOSS_API_KEYS): the API serves clients on 127.0.0.1 only; "
-            "set GPTOSS_API_KEYS to serve other machines"
+            "no API keys configured (GPTOSS_API_KEYS): unless `gptoss keys add` stored some, the API "
+            "serves clients on 127.0.0.1 only; set GPTOSS_API_KEYS to serve other machines"
         )
-    app.before_request(partial(require_api_key, digests))
+    app.before_request(partial(require_api_key, KeyRing(keys, sessions)))
 
 
-def require_api_key(digests: tuple[bytes, ...]) -> tuple[Response, int] | None:
-    """Before every request: a 401 OpenAI-style error unless the caller may proceed."""
+def require_api_key(keys: KeyRing) -> tuple[Response, int] | None:
+    """Before every request: set the request's caller, or answer a 401 OpenAI-style error."""
     if request.endpoint in OPEN_ENDPOINTS:
         return None
-    if not digests:
+    try:
+        required = keys.required()
+    except sa_exc.SQLAlchemyError as exc:  # the keys table cannot be read: a local client sees nothing
+        log.warning("could not tell whether API keys are configured: %s", exc)
+        required, g.gptoss_caller = True, UNVERIFIED
+        if is_local(request.remote_addr) and bearer_key(request.headers.get("Authorization")) is None:
+            return None
+    if not required:
         if is_local(request.remote_addr):
+            g.gptoss_caller = SINGLE_USER
             return None
         return unauthorized(
-            "This server has no API keys configured (GPTOSS_API_KEYS) and serves clients on its own "
-            "machine only.",
+            "This server has no API keys configured (GPTOSS_API_KEYS or `gptoss keys add`) and serves "
+            "clients on its own machine only.",
             "api_keys_not_configured",
         )
     key = bearer_key(request.headers.get("Authorization"))
@@ -55,13 +96,11 @@ def require_api_key(digests: tuple[bytes, ...]) -> tuple[Response, int] | None:
             "You didn't provide an API key. Send it as the header 'Authorization: Bearer <key>'.",
             "missing_api_key",
         )
-    given = key_digest(key)
-    matched = False
-    for digest in digests:  # no early exit: every key is compared
-        matched |= hmac.compare_digest(given, digest)
-    if not matched:
+    caller = keys.caller_of(key)
+    if caller is None:
         return unauthorized("Incorrect API key provided.", "invalid_api_key")
-    g.gptoss_client = "key:" + given.hex()[:16]  # who this is, for per-client limits
+    g.gptoss_caller = caller
+    g.gptoss_client = "key:" + key_digest(key).hex()[:16]  # who this is, for per-client limits
     return None
 
 

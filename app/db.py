@@ -78,9 +78,17 @@ def id_page(
     return rows[:limit], len(rows) > limit
 
 
-def get_or_404(session: orm.Session, model: type[RowT], row_id: str, error: ApiError) -> RowT:
-    """The row with this id, else `error` (the resource's own 404)."""
-    row = session.get(model, row_id)
+def get_or_404(
+    session: orm.Session,
+    model: type[RowT],
+    row_id: str,
+    error: ApiError,
+    visible: sa.ColumnElement[bool],
+) -> RowT:
+    """The row with this id where `visible` holds (its caller may see it), else `error` (the resource's
+    own 404, the same whether the row is missing or another key's)."""
+    column: Any = model.id  # type: ignore[attr-defined]
+    row = session.scalar(sa.select(model).where(column == row_id, visible))
     if row is None:
         raise error
     return row

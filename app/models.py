@@ -88,6 +88,8 @@ class Job(Base):
     cancel_requested: orm.Mapped[bool] = orm.mapped_column(default=False, server_default=sa.false())
     # release-gate traffic (metadata key "gptoss_gate"), left out of /v1/stats unless asked for
     is_gate: orm.Mapped[bool] = orm.mapped_column(default=False, server_default=sa.false(), index=True)
+    # the API key that made it (app/keys/caller.py); a batch line's is its batch's; None: nobody in particular
+    owner: orm.Mapped[str | None] = orm.mapped_column(sa.String(40), index=True)
 
     # set on the jobs of a batch (POST /v1/batches): the batch, the line's custom_id and its line number
     batch_id: orm.Mapped[str | None] = orm.mapped_column(sa.String(40), index=True)
@@ -155,3 +157,4 @@ class Tombstone(Base):
     id: orm.Mapped[str] = orm.mapped_column(sa.String(40), primary_key=True)
     expired_at: orm.Mapped[datetime] = orm.mapped_column(UTCDateTime)
     purged_at: orm.Mapped[datetime] = orm.mapped_column(UTCDateTime, index=True)
+    owner: orm.Mapped[str | None] = orm.mapped_column(sa.String(64))  # the purged row's (app/keys/caller.py)

@@ -35,9 +35,11 @@ from app.openapi_responses import (
     ResponseObject,
     Stats,
     TokenizeResponse,
+    Usage,
 )
 from app.ops.health import ReadyQuery
 from app.ops.stats_views import StatsQuery
+from app.ops.usage_views import UsageQuery
 from app.responses.schemas import ResponseCreate
 
 JSON = "application/json"
@@ -139,6 +141,9 @@ OPERATIONS: tuple[Operation, ...] = (
               response=ProfileList, tags=("ops",)),
     Operation("get", "/v1/stats", "stats.stats", "Job counts, error rate and latency percentiles",
               query=StatsQuery, response=Stats, errors=(400,), tags=("ops",)),
+    Operation("get", "/v1/usage", "usage.usage",
+              "Tokens and jobs by status per API key, per profile and per day (a key's own; admins: all)",
+              query=UsageQuery, response=Usage, errors=(400,), tags=("ops",)),
     Operation("post", "/v1/gate/runs", "gate_runs.create_gate_run", "Store a release-gate run", ok=201,
               body=GateRunCreate, response=GateRun, errors=(400, 409, 413), tags=("gate",)),
     Operation("get", "/v1/gate/runs", "gate_runs.list_gate_runs", "List release-gate runs",

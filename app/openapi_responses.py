@@ -434,8 +434,40 @@ class ToolCallCounts(Answer):
     invalid: int
 
 
+class UsageTally(Answer):
+    """Jobs by status and the tokens they used (app/ops/usage.py)."""
+
+    jobs: int
+    by_status: dict[str, int]
+    prompt_tokens: int
+    completion_tokens: int = Field(description="reasoning included, as OpenAI counts it")
+    reasoning_tokens: int
+    total_tokens: int
+
+
+class KeyUsageTotals(UsageTally):
+    """One API key's usage (key_id and name null: jobs owned by no key, made before keys or without)."""
+
+    key_id: str | None
+    name: str | None = Field(description="the stored key's name, GPTOSS_API_KEYS[i] for an env key")
+
+
+class KeyUsage(KeyUsageTotals):
+    by_profile: dict[str, UsageTally]
+    by_day: dict[str, UsageTally] = Field(description="by the UTC day the jobs were submitted (YYYY-MM-DD)")
+
+
+class Usage(Answer):
+    """GET /v1/usage (app/ops/usage_views.py): a non-admin key gets only its own entry."""
+
+    object: Literal["usage"]
+    since: str | None
+    until: str | None
+    data: list[KeyUsage]
+
+
 class Stats(Answer):
-    """GET /v1/stats (app/ops/stats.py)."""
+    """GET /v1/stats (app/ops/stats.py): a non-admin key's own jobs; an admin's, all, with usage per key."""
 
     object: Literal["stats"]
     profile: str | None
@@ -453,6 +485,7 @@ class Stats(Answer):
     cache_hits: int
     routed_auto: int
     tool_calls: ToolCallCounts
+    usage_by_key: list[KeyUsageTotals] | Absent = None  # admin keys only
 
 
 class Health(Answer):

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from sqlalchemy import orm
 
 from app.errors import ApiError
+from app.keys.caller import Caller
 from app.models import Tombstone, utcnow
 
 RowT = TypeVar("RowT")
@@ -54,11 +56,14 @@ def get_unexpired_or_404(
     missing: ApiError,
     expires_at: Callable[[RowT], datetime | None],
     kind: str,
+    caller: Caller,
 ) -> RowT:
-    """The row with this id, else 404: "expired" for a row past its expiry or purged (a tombstone),
-    `missing` for an id never seen."""
-    row = session.get(model, row_id)
-    expired_at = expired_since(session, row_id, row, expires_at)
+    """The caller's row with this id, else 404: "expired" for one past its expiry or purged (a
+    tombstone of the caller's), `missing` for an id never seen or another key's."""
+    column: Any = model.id  # type: ignore[attr-defined]
+    owner: Any = model.owner  # type: ignore[attr-defined]
+    row = session.scalar(sa.select(model).where(column == row_id, caller.sees(owner)))
+    expired_at = expired_since(session, row_id, row, expires_at, caller)
     if expired_at is not None:
         raise expired_error(kind, row_id, expired_at, missing.param or "id")
     if row is None:
@@ -67,12 +72,18 @@ def get_unexpired_or_404(
 
 
 def expired_since(
-    session: orm.Session, row_id: str, row: RowT | None, expires_at: Callable[[RowT], datetime | None]
+    session: orm.Session,
+    row_id: str,
+    row: RowT | None,
+    expires_at: Callable[[RowT], datetime | None],
+    caller: Caller,
 ) -> datetime | None:
-    """When the row expired, if it has by now: its own expiry, or its tombstone's once it was purged."""
+    """When the row expired, if it has by now: its own expiry, or, once it was purged, its tombstone's
+    (the caller's only: another key's purged id is as unknown as one never made)."""
     if row is not None:
         when = expires_at(row)
     else:
-        tombstone = session.get(Tombstone, row_id)
+        visible = sa.select(Tombstone).where(Tombstone.id == row_id, caller.sees(Tombstone.owner))
+        tombstone = session.scalar(visible)
         when = tombstone.expired_at if tombstone is not None else None
     return when if when is not None and when <= utcnow() else None

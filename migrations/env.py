@@ -7,6 +7,7 @@ from alembic import context
 from app.batches import models as batch_models  # noqa: F401  (registers the files and batches tables)
 from app.db import make_engine
 from app.gate_runs import models as gate_models  # noqa: F401  (registers the gate_runs table)
+from app.keys import models as key_models  # noqa: F401  (registers the api_keys table)
 from app.models import Base
 from app.settings import load_settings
 

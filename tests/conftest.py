@@ -7,6 +7,7 @@ tests.support.<module>, never from a conftest.
 pytest_plugins = [
     "tests.support.services",
     "tests.support.apps",
+    "tests.support.keys",
     "tests.support.pipeline",
     "tests.support.cluster",
     "tests.support.gptoss_vocab",

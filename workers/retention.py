@@ -93,12 +93,15 @@ def purgeable_kinds(retention: RetentionSettings, now: datetime) -> dict[str, Ki
         of_running_batch = sa.exists().where(Batch.id == Job.batch_id, unfinished_batch)
         kinds["jobs"] = Kind(
             Job, sa.and_(jobs, ~of_running_batch), partial(job_expires_at, retention=retention),
-            (Job.status, Job.finished_at),
+            (Job.status, Job.finished_at, Job.owner),
         )  # fmt: skip
     if (batches := expired_batches(retention, now)) is not None:
         times = (Batch.completed_at, Batch.failed_at, Batch.cancelled_at, Batch.expired_at)
         kinds["batches"] = Kind(
-            Batch, batches, partial(batch_expires_at, retention=retention), (Batch.status, *times)
+            Batch,
+            batches,
+            partial(batch_expires_at, retention=retention),
+            (Batch.status, Batch.owner, *times),
         )
     used = sa.exists().where(
         unfinished_batch,
@@ -111,7 +114,7 @@ def purgeable_kinds(retention: RetentionSettings, now: datetime) -> dict[str, Ki
     files = sa.and_(expired_files(retention, now), ~used)
     kinds["files"] = Kind(
         StoredFile, files, partial(file_expires_at, retention=retention),
-        (StoredFile.purpose, StoredFile.created_at, StoredFile.expires_at),
+        (StoredFile.purpose, StoredFile.created_at, StoredFile.expires_at, StoredFile.owner),
     )  # fmt: skip
     return kinds
 
@@ -146,7 +149,11 @@ def purge_chunk(ctx: PurgeContext, kind: Kind, now: datetime) -> list[str]:
         delete = sa.delete(model).where(model.id.in_(list(expiry)), kind.purgeable).returning(model.id)
         deleted = list(session.scalars(delete.execution_options(synchronize_session=False)))
         if deleted:
-            tombstones = [{"id": id_, "expired_at": expiry[id_], "purged_at": now} for id_ in deleted]
+            owners = {row.id: row.owner for row in rows}
+            tombstones = [
+                {"id": id_, "expired_at": expiry[id_], "purged_at": now, "owner": owners[id_]}
+                for id_ in deleted
+            ]
             session.execute(sa.insert(Tombstone), tombstones)
         session.commit()
     return deleted

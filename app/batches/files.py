@@ -17,6 +17,7 @@ from sqlalchemy import orm
 from app.batches.models import FilePurpose, StoredFile, new_file_id
 from app.db import id_page
 from app.errors import ApiError
+from app.keys.caller import Caller
 from app.models import utcnow
 from app.retention import after as expiry_after
 from app.retention import cutoff, get_unexpired_or_404
@@ -46,11 +47,13 @@ def store_file(
     files_dir: Path,
     filename: str,
     purpose: str,
+    owner: str | None,
     write: Callable[[Path], None],
     expires_after_s: int | None = None,
 ) -> StoredFile:
-    """Write the bytes with write(temp_path), move them into place, then commit the row; a file with
-    `expires_after_s` expires that long after its upload, whatever RETENTION_FILES_S says."""
+    """Write the bytes with write(temp_path), move them into place, then commit the row (owned by
+    `owner`); a file with `expires_after_s` expires that long after its upload, whatever
+    RETENTION_FILES_S says."""
     files_dir.mkdir(parents=True, exist_ok=True)
     file_id = new_file_id()
     final_path = file_path(files_dir, file_id)
@@ -63,7 +66,7 @@ def store_file(
         expires_at = now + timedelta(seconds=expires_after_s) if expires_after_s is not None else None
         row = StoredFile(
             id=file_id, filename=filename, purpose=purpose, size_bytes=size, status="processed",
-            created_at=now, expires_at=expires_at,
+            created_at=now, expires_at=expires_at, owner=owner,
         )  # fmt: skip
         session.add(row)
         session.commit()
@@ -75,11 +78,23 @@ def store_file(
     return row
 
 
-def get_file_or_404(session: orm.Session, file_id: str, retention: RetentionSettings) -> StoredFile:
-    """The file; 404 when there is none, or when it expired (app/retention.py)."""
+def visible_files(caller: Caller) -> sa.ColumnElement[bool]:
+    """The files this caller may see and touch: its own, or every file for an admin."""
+    return caller.sees(StoredFile.owner)
+
+
+def find_file(session: orm.Session, file_id: str, caller: Caller) -> StoredFile | None:
+    return session.scalar(sa.select(StoredFile).where(StoredFile.id == file_id, visible_files(caller)))
+
+
+def get_file_or_404(
+    session: orm.Session, file_id: str, caller: Caller, retention: RetentionSettings
+) -> StoredFile:
+    """The file, if this caller may see it and it has not expired (app/retention.py); else 404 (the
+    same as for an id that never existed, when it is another key's)."""
     error = ApiError(404, f"No such File object: {file_id}", param="file_id", code="file_not_found")
     expiry = partial(file_expires_at, retention=retention)
-    return get_unexpired_or_404(session, StoredFile, file_id, error, expiry, "File")
+    return get_unexpired_or_404(session, StoredFile, file_id, error, expiry, "File", caller)
 
 
 def retention_period_s(purpose: str, retention: RetentionSettings) -> int:
@@ -117,6 +132,7 @@ def delete_file(session: orm.Session, files_dir: Path, file_id: str) -> None:
 
 def list_files(
     session: orm.Session,
+    caller: Caller,
     *,
     purpose: str | None,
     after: str | None,
@@ -124,10 +140,13 @@ def list_files(
     newest_first: bool,
     retention: RetentionSettings,
 ) -> tuple[list[StoredFile], bool]:
-    """A page of the unexpired files ordered by id (= by time); returns (page, has_more)."""
+    """A page of the caller's unexpired files ordered by id (= by time); returns (page, has_more)."""
     by_purpose = StoredFile.purpose == purpose if purpose else None
     unexpired = sa.not_(expired_files(retention, utcnow()))
-    return id_page(session, StoredFile, after, limit, by_purpose, unexpired, newest_first=newest_first)
+    visible = visible_files(caller)
+    return id_page(
+        session, StoredFile, after, limit, by_purpose, unexpired, visible, newest_first=newest_first
+    )
 
 
 def _unix(moment: datetime | None) -> int | None:

@@ -15,6 +15,7 @@ from app.batches.models import FilePurpose
 from app.db import db_session
 from app.errors import ApiError
 from app.http import list_page
+from app.keys.caller import current_caller
 from app.services import services
 from app.settings import BatchSettings, RetentionSettings
 
@@ -90,6 +91,7 @@ def upload_file() -> Response:
             settings.files_dir,
             filename,
             FilePurpose.BATCH,
+            current_caller().key_id,
             lambda path: upload.save(path, buffer_size=COPY_BUFFER),
             expires_after,
         )
@@ -103,16 +105,15 @@ def upload_file() -> Response:
 def get_file(file_id: str) -> Response:
     """Show one file object."""
     with db_session() as session:
-        return jsonify(
-            file_store.file_json(file_store.get_file_or_404(session, file_id, _retention()), _retention())
-        )
+        row = file_store.get_file_or_404(session, file_id, current_caller(), _retention())
+        return jsonify(file_store.file_json(row, _retention()))
 
 
 @bp.get("/<file_id>/content")
 def get_file_content(file_id: str) -> Response:
     """Stream the file's bytes."""
     with db_session() as session:
-        row = file_store.get_file_or_404(session, file_id, _retention())
+        row = file_store.get_file_or_404(session, file_id, current_caller(), _retention())
     path = file_store.file_path(_settings().files_dir, row.id)
     if not path.exists():
         raise ApiError(404, f"The content of {file_id} is gone.", param="file_id", code="file_not_found")
@@ -125,7 +126,7 @@ def get_file_content(file_id: str) -> Response:
 def delete_file(file_id: str) -> Response:
     """Delete a file and its bytes; 409 while a batch still reads it."""
     with db_session() as session:
-        file_store.get_file_or_404(session, file_id, _retention())
+        file_store.get_file_or_404(session, file_id, current_caller(), _retention())
         batch_id = batch_store.batch_reading_file(session, file_id)
         if batch_id is not None:
             message = f"File {file_id} is the input of batch {batch_id}, which is still running."
@@ -141,6 +142,7 @@ def list_files() -> Response:
     with db_session() as session:
         rows, has_more = file_store.list_files(
             session,
+            current_caller(),
             purpose=query.purpose,
             after=query.after,
             limit=query.limit,

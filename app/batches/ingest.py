@@ -47,7 +47,7 @@ def ingest_batch(ctx: IngestContext, batch_id: str) -> str | None:
         batch = session.get(Batch, batch_id)
         if batch is None:
             return None
-        status, input_file_id = batch.status, batch.input_file_id
+        status, input_file_id, owner = batch.status, batch.input_file_id, batch.owner
     if status == BatchStatus.VALIDATING:
         errors, total = validate_input(ctx, input_file_id)
         with ctx.sessions() as session:
@@ -70,7 +70,7 @@ def ingest_batch(ctx: IngestContext, batch_id: str) -> str | None:
             return batch.status
         total = batch.request_total
     try:
-        create_jobs(ctx, batch_id, input_file_id, total)
+        create_jobs(ctx, batch_id, input_file_id, total, owner)
     except IngestError as exc:
         return fail_ingest(ctx, batch_id, exc)
     with ctx.sessions() as session:
@@ -126,8 +126,9 @@ def validate_input(ctx: IngestContext, input_file_id: str) -> tuple[list[LineErr
     return errors, total
 
 
-def create_jobs(ctx: IngestContext, batch_id: str, input_file_id: str, total: int) -> None:
-    """Insert the jobs of the lines that have none yet, a chunk per transaction, enqueueing each chunk.
+def create_jobs(ctx: IngestContext, batch_id: str, input_file_id: str, total: int, owner: str | None) -> None:
+    """Insert the jobs of the lines that have none yet (owned by the batch's owner), a chunk per
+    transaction, enqueueing each chunk.
 
     Safe to run again after a crash: queued jobs are enqueued again (a second delivery is a no-op)
     and only lines after the last inserted one are inserted.
@@ -144,7 +145,7 @@ def create_jobs(ctx: IngestContext, batch_id: str, input_file_id: str, total: in
             with ctx.sessions() as session:
                 cancelled = _status(session, batch_id) == BatchStatus.CANCELLING
                 rows = [
-                    _job_row(batch_id, request, cancelled, ctx.lines.router, ctx.sampling_defaults)
+                    _job_row(batch_id, request, cancelled, ctx.lines.router, ctx.sampling_defaults, owner)
                     for request in chunk
                 ]
                 try:
@@ -187,12 +188,13 @@ def _job_row(
     cancelled: bool,
     router: ProfileRouter | None,
     sampling_defaults: Callable[[str], SamplingDefaults],
+    owner: str | None,
 ) -> dict[str, Any]:
     """The jobs row of one batch line: a submitted job's row (routed, defaults filled) plus the batch keys."""
     request.job.route(router)
     request.job.fill_defaults(sampling_defaults(request.job.queue_profile), today_utc())
     row = job_store.job_row(
-        request.job, batch_id=batch_id, custom_id=request.custom_id, batch_line=request.line
+        request.job, batch_id=batch_id, custom_id=request.custom_id, batch_line=request.line, owner=owner
     )
     if cancelled:
         row.update(job_store.cancelled_columns(row["created_at"]))

@@ -16,6 +16,7 @@ from app.batches.models import FINAL_BATCH_STATUSES, Batch, BatchStatus
 from app.batches.results import discard_result_files, write_result_files
 from app.errors import ApiError
 from app.jobs.cancel import cancel_batch_jobs
+from app.keys.caller import Caller
 from app.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,12 @@ class LifecycleContext:
     cancel_ttl_s: int
 
 
-def cancel_batch(session: orm.Session, batch_id: str, redis_client: redis.Redis, ttl_s: int) -> Batch:
-    """validating | in_progress -> cancelling, stopping its jobs; 404 unknown, 409 when it already ended."""
-    batch = batch_store.get_batch_or_404(session, batch_id)
+def cancel_batch(
+    session: orm.Session, batch_id: str, caller: Caller, redis_client: redis.Redis, ttl_s: int
+) -> Batch:
+    """validating | in_progress -> cancelling, stopping its jobs; 404 unknown (or another key's), 409
+    when it already ended."""
+    batch = batch_store.get_batch_or_404(session, batch_id, caller)
     now = utcnow()
     from_statuses = (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS)
     if batch_store.transition(
@@ -89,7 +93,7 @@ def finalize(ctx: LifecycleContext, session: orm.Session, batch: Batch, now: dat
         final, time_field, code = BatchStatus.EXPIRED, "expired_at", "batch_expired"
     else:
         final, time_field, code = BatchStatus.COMPLETED, "completed_at", "request_cancelled"
-    result = write_result_files(session, ctx.files_dir, batch.id, code)
+    result = write_result_files(session, ctx.files_dir, batch.id, batch.owner, code)
     values = {
         "status": final,
         time_field: batch.expired_at or now,

@@ -51,6 +51,8 @@ class StoredFile(Base):
     purpose: orm.Mapped[str] = orm.mapped_column(sa.String(32), index=True)
     size_bytes: orm.Mapped[int] = orm.mapped_column("bytes", sa.BigInteger)
     status: orm.Mapped[str] = orm.mapped_column(sa.String(16), default="processed")
+    # the key that uploaded it (a batch's output and error files: the batch's)
+    owner: orm.Mapped[str | None] = orm.mapped_column(sa.String(40), index=True)
     created_at: orm.Mapped[datetime] = orm.mapped_column(UTCDateTime, default=utcnow)
     # OpenAI's expires_after on upload; None: the retention setting of its purpose decides (app/retention.py)
     expires_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
@@ -71,6 +73,7 @@ class Batch(Base):
     errors: orm.Mapped[list[dict[str, Any]] | None] = orm.mapped_column(sa.JSON)  # validation errors
     # `metadata` is taken by SQLAlchemy's declarative base, hence the attribute name
     batch_metadata: orm.Mapped[dict[str, str] | None] = orm.mapped_column("metadata", sa.JSON)
+    owner: orm.Mapped[str | None] = orm.mapped_column(sa.String(40), index=True)  # the key that made it
 
     # request_total is set when validation passes; completed/failed are stored when the batch ends
     # (while it runs they are counted from its jobs, so they are always live)

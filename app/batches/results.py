@@ -67,9 +67,10 @@ def batch_jobs(session: orm.Session, batch_id: str) -> Iterator[Job]:
 
 
 def write_result_files(
-    session: orm.Session, files_dir: Path, batch_id: str, cancelled_code: str
+    session: orm.Session, files_dir: Path, batch_id: str, owner: str | None, cancelled_code: str
 ) -> ResultFiles:
-    """Write the output and error files and add (not commit) their rows; the caller commits or discards."""
+    """Write the output and error files and add (not commit) their rows, owned by the batch's owner; the
+    caller commits or discards."""
     files_dir.mkdir(parents=True, exist_ok=True)
     ids = {kind: new_file_id() for kind in ("output", "error")}
     paths = {kind: file_store.file_path(files_dir, file_id) for kind, file_id in ids.items()}
@@ -91,7 +92,7 @@ def write_result_files(
             continue
         rows[kind] = StoredFile(
             id=ids[kind], filename=f"{batch_id}_{kind}.jsonl", purpose=FilePurpose.BATCH_OUTPUT,
-            size_bytes=path.stat().st_size, status="processed",
+            size_bytes=path.stat().st_size, status="processed", owner=owner,
         )  # fmt: skip
         session.add(rows[kind])
     return ResultFiles(rows.get("output"), rows.get("error"), counts["output"], counts["error"])

@@ -13,6 +13,7 @@ from sqlalchemy import orm
 from app.batches.models import FINAL_BATCH_STATUSES, Batch, BatchStatus
 from app.db import id_page
 from app.errors import ApiError
+from app.keys.caller import Caller
 from app.models import Job, JobStatus, utcnow
 from app.queue import QueuedJob, job_queue
 from app.retention import after as expiry_after
@@ -44,7 +45,13 @@ class RequestCounts:
 
 
 def create_batch(
-    session: orm.Session, *, input_file_id: str, endpoint: str, completion_window: str, metadata: Any
+    session: orm.Session,
+    *,
+    input_file_id: str,
+    endpoint: str,
+    completion_window: str,
+    metadata: Any,
+    owner: str | None,
 ) -> Batch:
     now = utcnow()
     batch = Batch(
@@ -52,6 +59,7 @@ def create_batch(
         endpoint=endpoint,
         completion_window=completion_window,
         batch_metadata=metadata,
+        owner=owner,
         status=BatchStatus.VALIDATING,
         created_at=now,
         expires_at=now + COMPLETION_WINDOWS[completion_window],
@@ -67,11 +75,17 @@ def delete_batch(session: orm.Session, batch_id: str) -> None:
     session.commit()
 
 
-def get_batch_or_404(session: orm.Session, batch_id: str) -> Batch:
-    """The batch; 404 when there is none, or when it expired (app/retention.py)."""
+def visible_batches(caller: Caller) -> sa.ColumnElement[bool]:
+    """The batches this caller may see and touch: its own, or every batch for an admin."""
+    return caller.sees(Batch.owner)
+
+
+def get_batch_or_404(session: orm.Session, batch_id: str, caller: Caller) -> Batch:
+    """The batch, if this caller may see it and it has not expired (app/retention.py); else 404 (the
+    same as for an id that never existed, when it is another key's)."""
     error = ApiError(404, f"No batch with id '{batch_id}'.", param="batch_id", code="batch_not_found")
     expiry = partial(batch_expires_at, retention=services().settings.retention)
-    return get_unexpired_or_404(session, Batch, batch_id, error, expiry, "Batch")
+    return get_unexpired_or_404(session, Batch, batch_id, error, expiry, "Batch", caller)
 
 
 def ended_at(batch: Batch) -> datetime | None:
@@ -97,10 +111,14 @@ def expired_batches(retention: RetentionSettings, now: datetime) -> sa.ColumnEle
     return sa.and_(Batch.status.in_(FINAL_BATCH_STATUSES), ended_before)  # never NULL: NOT of it is sound
 
 
-def list_batches(session: orm.Session, *, after: str | None, limit: int) -> tuple[list[Batch], bool]:
-    """Unexpired batches newest first after the cursor `after` (a batch id); returns (page, has_more)."""
+def list_batches(
+    session: orm.Session, caller: Caller, *, after: str | None, limit: int
+) -> tuple[list[Batch], bool]:
+    """The caller's unexpired batches newest first after the cursor `after` (a batch id); returns
+    (page, has_more)."""
     expired = expired_batches(services().settings.retention, utcnow())
-    return id_page(session, Batch, after, limit, sa.not_(expired) if expired is not None else None)
+    unexpired = sa.not_(expired) if expired is not None else None
+    return id_page(session, Batch, after, limit, unexpired, visible_batches(caller))
 
 
 def batch_reading_file(session: orm.Session, file_id: str) -> str | None:

@@ -9,14 +9,16 @@ from typing import Annotated, Any, Literal
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from app.batches import files as file_store
 from app.batches import store as batch_store
 from app.batches.files import file_expires_at
 from app.batches.lifecycle import cancel_batch as cancel_batch_now
-from app.batches.models import Batch, FilePurpose, StoredFile
+from app.batches.models import Batch, FilePurpose
 from app.batches.store import RequestCounts
 from app.db import db_session
 from app.errors import ApiError
 from app.http import json_body, list_page
+from app.keys.caller import current_caller
 from app.limits import counts_as_submit
 from app.models import utcnow
 from app.queue import send_ingest, send_watch
@@ -80,7 +82,7 @@ def batch_json(batch: Batch, counts: RequestCounts) -> dict[str, Any]:
 
 def _shown(batch_id: str) -> Response:
     with db_session() as session:
-        batch = batch_store.get_batch_or_404(session, batch_id)
+        batch = batch_store.get_batch_or_404(session, batch_id, current_caller())
         counts = batch_store.live_request_counts(session, [batch])[batch.id]
         return jsonify(batch_json(batch, counts))
 
@@ -90,8 +92,9 @@ def _shown(batch_id: str) -> Response:
 def create_batch() -> Response:
     """Create a batch from an uploaded `batch` file; validation and job creation run in the background."""
     body = BatchCreate.model_validate(json_body())
+    caller = current_caller()
     with db_session() as session:
-        input_file = session.get(StoredFile, body.input_file_id)
+        input_file = file_store.find_file(session, body.input_file_id, caller)  # another key's: none
         if input_file is None or input_file.purpose != FilePurpose.BATCH:
             problem = "does not exist" if input_file is None else "was not uploaded with purpose 'batch'"
             raise ApiError(400, f"The file {body.input_file_id} {problem}.", param="input_file_id")
@@ -101,7 +104,7 @@ def create_batch() -> Response:
             raise ApiError(400, expired.message, param=expired.param, code=expired.code)
         batch = batch_store.create_batch(
             session, input_file_id=body.input_file_id, endpoint=body.endpoint,
-            completion_window=body.completion_window, metadata=body.metadata,
+            completion_window=body.completion_window, metadata=body.metadata, owner=caller.key_id,
         )  # fmt: skip
         try:
             send_ingest(services().celery, batch.id)
@@ -126,7 +129,9 @@ def list_batches() -> Response:
     """List batches newest first; `after` is the last id of the previous page."""
     query = BatchListQuery.model_validate(request.args.to_dict())
     with db_session() as session:
-        batches, has_more = batch_store.list_batches(session, after=query.after, limit=query.limit)
+        batches, has_more = batch_store.list_batches(
+            session, current_caller(), after=query.after, limit=query.limit
+        )
         counts = batch_store.live_request_counts(session, batches)
         data = [batch_json(batch, counts[batch.id]) for batch in batches]
     return list_page(data, has_more)
@@ -139,6 +144,7 @@ def cancel_batch(batch_id: str) -> Response:
         cancel_batch_now(
             session,
             batch_id,
+            current_caller(),
             services().redis,
             services().settings.cancel_signal_ttl_s,
         )

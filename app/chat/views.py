@@ -18,6 +18,7 @@ from app.jobs.render import job_json
 from app.jobs.stream import STREAM_POLL_S, follow_job
 from app.jobs.submit import idempotency_key, submit_job, validated_job
 from app.jobs.waiting import submit_once, wait_while_someone_waits
+from app.keys.caller import current_caller
 from app.limits import acquire_stream_slot, counts_as_submit, waiting_slot
 from app.ops.served_models import served_model_ids
 from app.routing.auto import AUTO_PROFILE
@@ -32,7 +33,7 @@ def submit_chat_job(chat: ChatCompletionCreate) -> tuple[dict[str, Any], str]:
     served = served_model_ids(services().redis, list(profiles))
     body = validated_job(job_body(chat, named_profile(chat.model, profiles, served)))
     with db_session() as session:
-        job, _ = submit_job(session, body, idempotency_key())
+        job, _ = submit_job(session, body, idempotency_key(), current_caller().key_id)
         return job_json(job), served.get(job.profile) or profiles[job.profile].model
 
 

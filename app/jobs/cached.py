@@ -53,7 +53,12 @@ class CachedJobs:
         self.events = events
 
     def serve(
-        self, session: orm.Session, body: JobCreate, request: dict[str, Any], idempotency_key: str | None
+        self,
+        session: orm.Session,
+        body: JobCreate,
+        request: dict[str, Any],
+        idempotency_key: str | None,
+        owner: str | None,
     ) -> Job | None:
         """The finished job made from a cached answer, or None (then the job goes to a worker)."""
         profile = body.queue_profile
@@ -70,7 +75,7 @@ class CachedJobs:
         if answer is None:
             RESPONSE_CACHE_LOOKUPS.labels(**labels, result="miss").inc()
             return None
-        job = self._insert(session, body, idempotency_key, answer)
+        job = self._insert(session, body, idempotency_key, owner, answer)
         if job is None:
             return None
         RESPONSE_CACHE_LOOKUPS.labels(**labels, result="hit").inc()
@@ -87,12 +92,18 @@ class CachedJobs:
         return self.cache.get(cache_key(ModelIdentity(tags["engine"], tags["model_id"], revision), request))
 
     def _insert(
-        self, session: orm.Session, body: JobCreate, idempotency_key: str | None, answer: CachedAnswer
+        self,
+        session: orm.Session,
+        body: JobCreate,
+        idempotency_key: str | None,
+        owner: str | None,
+        answer: CachedAnswer,
     ) -> Job | None:
         row = job_row(
             body,
             task_id=CACHED_TASK_ID,
             idempotency_key=idempotency_key,
+            owner=owner,
             status=JobStatus.SUCCEEDED,
             content=answer.content,
             reasoning=answer.reasoning,

@@ -20,6 +20,7 @@ from app.jobs import store as job_store
 from app.jobs.events import JobEventLog
 from app.jobs.log import log_job_transition
 from app.jobs.render import job_json
+from app.keys.caller import SERVER, Caller
 from app.metrics import count_cancelled_while_queued
 from app.models import Job
 from app.services import services
@@ -49,20 +50,21 @@ def cancelled_job_ids(client: redis.Redis, job_ids: list[str]) -> list[str]:
     return [job_id for job_id, value in zip(job_ids, values, strict=True) if value is not None]
 
 
-def cancel(session: orm.Session, job_id: str) -> Job:
-    """Cancel a job of the current app; 404 unknown, 409 already finished."""
+def cancel(session: orm.Session, job_id: str, caller: Caller) -> Job:
+    """Cancel a job of the current app that the caller may see; 404 unknown (or another key's), 409
+    already finished."""
     found = services()
     return cancel_job(
-        session, job_id, redis_client=found.redis, revoke=found.revoke,
+        session, job_id, caller, redis_client=found.redis, revoke=found.revoke,
         ttl_s=found.settings.cancel_signal_ttl_s, events=found.events,
     )  # fmt: skip
 
 
 def cancel_quietly(job_id: str) -> None:
-    """Cancel a job whose client left; a job that already finished is fine."""
+    """Cancel a job whose client left (the server made it for that client); one that finished is fine."""
     try:
         with db_session() as session:
-            cancel(session, job_id)
+            cancel(session, job_id, SERVER)
     except ApiError:
         pass
     except Exception as exc:  # Redis or the database away too: the reconciler's rules apply to the job
@@ -72,6 +74,7 @@ def cancel_quietly(job_id: str) -> None:
 def cancel_job(
     session: orm.Session,
     job_id: str,
+    caller: Caller,
     *,
     redis_client: redis.Redis,
     revoke: Callable[[str], None],
@@ -79,7 +82,7 @@ def cancel_job(
     events: JobEventLog | None = None,
 ) -> Job:
     """Cancel a queued job at once, or signal a running one; 404 unknown, 409 already finished."""
-    job = job_store.get_job_or_404(session, job_id)
+    job = job_store.get_job_or_404(session, job_id, caller)
     if job_store.cancel_queued_job(session, job_id):
         count_cancelled_while_queued(job.profile)
         log_job_transition("cancelled", job_id, {"profile": job.profile}, from_status="queued")

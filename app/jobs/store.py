@@ -15,6 +15,7 @@ from sqlalchemy import orm
 from app.db import id_page
 from app.errors import ApiError
 from app.jobs.schemas import JobCreate
+from app.keys.caller import Caller
 from app.models import FINISHED_STATUSES, Job, JobStatus, is_gate_request, new_job_id, utcnow
 from app.retention import after as expiry_after
 from app.retention import cutoff, get_unexpired_or_404
@@ -58,16 +59,22 @@ def insert_job(session: orm.Session, body: JobCreate, **columns: Any) -> Job:
     return job
 
 
-def find_job(session: orm.Session, job_id: str) -> Job | None:
-    return session.get(Job, job_id)
+def visible_jobs(caller: Caller) -> sa.ColumnElement[bool]:
+    """The jobs (and responses) this caller may see and touch: its own, or every job for an admin."""
+    return caller.sees(Job.owner)
 
 
-def get_job_or_404(session: orm.Session, job_id: str) -> Job:
-    """The job; 404 when there is none, or when it expired (app/retention.py)."""
+def find_job(session: orm.Session, job_id: str, caller: Caller) -> Job | None:
+    return session.scalar(sa.select(Job).where(Job.id == job_id, visible_jobs(caller)))
+
+
+def get_job_or_404(session: orm.Session, job_id: str, caller: Caller) -> Job:
+    """The job, if this caller may see it and it has not expired (app/retention.py); else 404 (the
+    same as for an id that never existed, when it is another key's)."""
     error = ApiError(404, f"No job with id '{job_id}'.", param="id", code="job_not_found")
     retention = services().settings.retention
     return get_unexpired_or_404(
-        session, Job, job_id, error, lambda job: job_expires_at(job, retention), "Job"
+        session, Job, job_id, error, lambda job: job_expires_at(job, retention), "Job", caller
     )
 
 
@@ -93,19 +100,33 @@ def delete_job(session: orm.Session, job_id: str) -> None:
     session.commit()
 
 
-def find_job_by_idempotency_key(session: orm.Session, key: str) -> Job | None:
-    return session.scalar(sa.select(Job).where(Job.idempotency_key == key))
+def owned_idempotency_key(key: str | None, owner: str | None) -> str | None:
+    """The Idempotency-Key as stored: a key's own, so two API keys may use the same one and a replay
+    never returns another key's job (a digest keeps it in the column's 255 characters)."""
+    if key is None or owner is None:
+        return key
+    return f"{owner}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def find_job_by_idempotency_key(session: orm.Session, stored_key: str) -> Job | None:
+    return session.scalar(sa.select(Job).where(Job.idempotency_key == stored_key))
 
 
 def list_jobs(
-    session: orm.Session, *, status: str | None, profile: str | None, after: str | None, limit: int
+    session: orm.Session,
+    caller: Caller,
+    *,
+    status: str | None,
+    profile: str | None,
+    after: str | None,
+    limit: int,
 ) -> tuple[list[Job], bool]:
-    """Jobs newest first, after the cursor `after` (a job id); returns (page, has_more)."""
+    """The caller's jobs newest first, after the cursor `after` (a job id); returns (page, has_more)."""
     by_status = Job.status == status if status else None
     by_profile = Job.profile == profile if profile else None
     expired = expired_jobs(services().settings.retention, utcnow())
     unexpired = sa.not_(expired) if expired is not None else None
-    return id_page(session, Job, after, limit, by_status, by_profile, unexpired)
+    return id_page(session, Job, after, limit, by_status, by_profile, unexpired, visible_jobs(caller))
 
 
 def _transition(session: orm.Session, job_id: str, guard: sa.ColumnElement[bool], **values: Any) -> bool:

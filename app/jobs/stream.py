@@ -14,6 +14,7 @@ from app.http import sse, sse_response
 from app.jobs.events import JobEvent, JobEventLog, valid_event_id
 from app.jobs.render import job_json
 from app.jobs.store import get_job_or_404
+from app.keys.caller import SERVER, current_caller
 from app.limits import acquire_stream_slot
 from app.models import FINISHED_STATUSES
 from app.services import services
@@ -28,9 +29,9 @@ STREAM_POLL_S = (
 
 
 def finished_job(job_id: str) -> dict[str, Any] | None:
-    """The stored job JSON when the job has finished, else None."""
+    """The stored job JSON when the job has finished, else None (for a reader the job was shown to)."""
     with db_session() as session:
-        job = get_job_or_404(session, job_id)
+        job = get_job_or_404(session, job_id, SERVER)
         return job_json(job) if job.status in FINISHED_STATUSES else None
 
 
@@ -79,7 +80,7 @@ def job_events(job_id: str) -> Response:
     """Stream the job's events (queued, started, delta..., done|error|cancelled) as SSE."""
     after = last_event_id()
     with db_session() as session:
-        get_job_or_404(session, job_id)
+        get_job_or_404(session, job_id, current_caller())
     log: JobEventLog = services().events
     heartbeat_s = services().settings.sse_heartbeat_s
     app = current_app._get_current_object()  # type: ignore[attr-defined]

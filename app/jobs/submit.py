@@ -39,8 +39,11 @@ def idempotency_key() -> str | None:
     return key
 
 
-def submit_job(session: orm.Session, body: JobCreate, idempotency_key: str | None) -> tuple[Job, bool]:
-    """Insert the job and enqueue its task; returns (job, created). A failed enqueue leaves no row.
+def submit_job(
+    session: orm.Session, body: JobCreate, idempotency_key: str | None, owner: str | None
+) -> tuple[Job, bool]:
+    """Insert the job, owned by `owner` (the caller's key id), and enqueue its task; returns (job,
+    created). A failed enqueue leaves no row. The Idempotency-Key replays only the owner's own jobs.
 
     A request whose answer is in the response cache is stored already succeeded. Profile `auto`
     is routed here, with the current load, once the body has been validated; then the profile's
@@ -51,16 +54,17 @@ def submit_job(session: orm.Session, body: JobCreate, idempotency_key: str | Non
     body.fill_defaults(found.sampling_defaults(body.queue_profile), today_utc())
     check_prompt_fits(body)
     request = body.model_dump(mode="json", exclude_none=True)
+    idempotency_key = job_store.owned_idempotency_key(idempotency_key, owner)
     if idempotency_key:
         replayed = _replayed_job(session, idempotency_key, body.replay_request())
         if replayed is not None:
             return replayed, False
     if found.cached_jobs is not None:
-        cached = found.cached_jobs.serve(session, body, request, idempotency_key)
+        cached = found.cached_jobs.serve(session, body, request, idempotency_key, owner)
         if cached is not None:
             return cached, True
     try:
-        job = job_store.insert_job(session, body, idempotency_key=idempotency_key)
+        job = job_store.insert_job(session, body, idempotency_key=idempotency_key, owner=owner)
     except sa_exc.IntegrityError:  # a concurrent submit with the same key won the insert
         session.rollback()
         replayed = _replayed_job(session, idempotency_key or "", body.replay_request())

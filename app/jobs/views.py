@@ -11,6 +11,7 @@ from app.jobs import store as job_store
 from app.jobs.cancel import cancel
 from app.jobs.render import job_json
 from app.jobs.submit import idempotency_key, submit_job, validated_job
+from app.keys.caller import current_caller
 from app.limits import counts_as_submit
 from app.models import JobStatus
 
@@ -34,7 +35,7 @@ def create_job() -> tuple[Response, int]:
     """Queue a generation job on its profile's queue; replays return the first job."""
     body = validated_job(json_body())
     with db_session() as session:
-        job, created = submit_job(session, body, idempotency_key())
+        job, created = submit_job(session, body, idempotency_key(), current_caller().key_id)
         return jsonify(job_json(job)), 202 if created else 200
 
 
@@ -42,7 +43,7 @@ def create_job() -> tuple[Response, int]:
 def get_job(job_id: str) -> Response:
     """Show one job with its status, result, tags and timings."""
     with db_session() as session:
-        return jsonify(job_json(job_store.get_job_or_404(session, job_id)))
+        return jsonify(job_json(job_store.get_job_or_404(session, job_id, current_caller())))
 
 
 @bp.get("")
@@ -51,7 +52,12 @@ def list_jobs() -> Response:
     query = JobListQuery.model_validate(request.args.to_dict())
     with db_session() as session:
         jobs, has_more = job_store.list_jobs(
-            session, status=query.status, profile=query.profile, after=query.after, limit=query.limit
+            session,
+            current_caller(),
+            status=query.status,
+            profile=query.profile,
+            after=query.after,
+            limit=query.limit,
         )
         data = [job_json(job) for job in jobs]
     return list_page(data, has_more)
@@ -61,4 +67,4 @@ def list_jobs() -> Response:
 def cancel_job(job_id: str) -> Response:
     """Cancel a queued job at once or ask the worker to stop a running one (keeping partial text)."""
     with db_session() as session:
-        return jsonify(job_json(cancel(session, job_id)))
+        return jsonify(job_json(cancel(session, job_id, current_caller())))

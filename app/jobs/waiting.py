@@ -28,6 +28,7 @@ from app.jobs.cancel import cancel_quietly
 from app.jobs.render import job_json
 from app.jobs.store import find_job
 from app.jobs.stream import STREAM_POLL_S, finished_job, follow_job
+from app.keys.caller import current_caller
 from app.models import JobStatus
 from app.services import services
 
@@ -72,7 +73,7 @@ def _take_over(client: redis.Redis, key: str) -> dict[str, Any] | None:
         return None
     job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
     with db_session() as session:
-        job = find_job(session, job_id)
+        job = find_job(session, job_id, current_caller())  # the call key is the caller's already
         if job is None or job.status == JobStatus.CANCELLED:
             return None
         client.set(f"{ADOPTED_KEY_PREFIX}{job_id}", "1", ex=RETRY_WINDOW_S)

@@ -59,20 +59,34 @@ def decode_tokens_per_s(
     return (completion_tokens - 1) / decode_s if decode_s > 0 else None
 
 
+def window(profile: str | None, since: datetime | None, include_gate: bool) -> list[sa.ColumnElement[bool]]:
+    """The jobs of the stats' window: the profile's, created since, release-gate jobs only on request."""
+    conditions = []
+    if profile is not None:
+        conditions.append(Job.profile == profile)
+    if since is not None:
+        conditions.append(Job.created_at >= since)
+    if not include_gate:  # the release gate's probes would otherwise pass for real users' traffic
+        conditions.append(Job.is_gate.is_(False))
+    return conditions
+
+
 def stats_query(
-    profile: str | None, since: datetime | None, max_jobs: int, include_gate: bool = False
+    profile: str | None,
+    since: datetime | None,
+    max_jobs: int,
+    include_gate: bool = False,
+    visible: sa.ColumnElement[bool] | None = None,
 ) -> sa.Select:
-    """The jobs the stats cover: newest first, in the window, bounded; release-gate jobs on request."""
+    """The jobs the stats cover: newest first, in the window, bounded; release-gate jobs on request;
+    only the `visible` ones (a non-admin key's own)."""
     query = sa.select(
         Job.status, Job.created_at, Job.started_at, Job.ttft_s, Job.e2e_s, Job.completion_tokens,
         Job.routed_from, Job.cached_from, Job.tool_calls, *QUALITY_COLUMNS,
     ).order_by(Job.id.desc())  # ids are time-ordered; the primary key index serves the order  # fmt: skip
-    if profile is not None:
-        query = query.where(Job.profile == profile)
-    if since is not None:
-        query = query.where(Job.created_at >= since)
-    if not include_gate:  # the release gate's probes would otherwise pass for real users' traffic
-        query = query.where(Job.is_gate.is_(False))
+    query = query.where(*window(profile, since, include_gate))
+    if visible is not None:
+        query = query.where(visible)
     return query.limit(max_jobs + 1)  # one more tells whether older jobs were left out
 
 
@@ -82,9 +96,10 @@ def job_stats(
     since: datetime | None,
     max_jobs: int,
     include_gate: bool = False,
+    visible: sa.ColumnElement[bool] | None = None,
 ) -> dict[str, Any]:
     """Counts by status, error rate and p50/p95 of queue wait, TTFT, E2E and decode tokens/s."""
-    rows = session.execute(stats_query(profile, since, max_jobs, include_gate)).all()
+    rows = session.execute(stats_query(profile, since, max_jobs, include_gate, visible)).all()
     truncated, rows = len(rows) > max_jobs, rows[:max_jobs]
     by_status = Counter(row.status for row in rows)
     succeeded, failed = by_status[JobStatus.SUCCEEDED], by_status[JobStatus.FAILED]

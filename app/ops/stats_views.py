@@ -7,9 +7,14 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from sqlalchemy import orm
 
 from app.db import db_session
-from app.ops.stats import job_stats
+from app.keys import store as key_store
+from app.keys.caller import current_caller
+from app.models import Job
+from app.ops.stats import job_stats, window
+from app.ops.usage import usage_by_key
 from app.services import services
 
 bp = Blueprint("stats", __name__, url_prefix="/v1/stats")
@@ -49,5 +54,18 @@ def stats() -> Response:
     context: dict[str, Any] = {"profiles": services().profiles}
     query = StatsQuery.model_validate(request.args.to_dict(), context=context)
     max_jobs = services().settings.observability.stats_max_jobs
+    caller = current_caller()
+    visible = caller.sees(Job.owner)  # a non-admin key's stats are of its own jobs
     with db_session() as session:
-        return jsonify(job_stats(session, query.profile, query.since, max_jobs, query.include_gate))
+        found = job_stats(session, query.profile, query.since, max_jobs, query.include_gate, visible)
+        if caller.admin:
+            found["usage_by_key"] = key_usage(session, query)
+        return jsonify(found)
+
+
+def key_usage(session: orm.Session, query: StatsQuery) -> list[dict[str, Any]]:
+    """Each key's tokens and jobs by status over the stats' window (an admin's view; all of it, not
+    only the newest STATS_MAX_JOBS)."""
+    names = key_store.key_directory(session, services().settings.reliability.api_keys)
+    conditions = window(query.profile, query.since, query.include_gate)
+    return [usage.as_json(names, detail=False) for usage in usage_by_key(session, *conditions)]

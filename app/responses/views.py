@@ -18,6 +18,7 @@ from app.jobs.store import find_job, job_expires_at
 from app.jobs.stream import STREAM_POLL_S, finished_job, follow_job
 from app.jobs.submit import idempotency_key, submit_job, validated_job
 from app.jobs.waiting import submit_once, wait_while_someone_waits
+from app.keys.caller import current_caller
 from app.limits import StreamSlot, acquire_stream_slot, counts_as_submit, waiting_slot
 from app.models import FINISHED_STATUSES, Job
 from app.ops.served_models import served_model_ids
@@ -32,12 +33,15 @@ bp = Blueprint("responses", __name__, url_prefix="/v1/responses")
 
 
 def stored_response(session: Any, response_id: str, param: str = "id") -> Job:
-    """The job behind a stored response; 404 for anything else (a job of another API, store=false)."""
+    """The job behind a stored response of the caller's; 404 for anything else (a job of another API,
+    store=false, another key's response)."""
     job_id = job_id_of(response_id)
-    job = find_job(session, job_id) if job_id is not None else None
+    job = find_job(session, job_id, current_caller()) if job_id is not None else None
     retention = services().settings.retention
     if job_id is not None and (
-        expired := expired_since(session, job_id, job, partial(job_expires_at, retention=retention))
+        expired := expired_since(
+            session, job_id, job, partial(job_expires_at, retention=retention), current_caller()
+        )
     ):
         raise expired_error("Response", response_id, expired, param)
     options = (job.request.get("response") if job is not None else None) or {}
@@ -47,7 +51,8 @@ def stored_response(session: Any, response_id: str, param: str = "id") -> Job:
 
 
 def previous_response(session: Any, response_id: str) -> Job:
-    """The finished response a new one continues; 400 (as OpenAI answers) when there is none to continue."""
+    """The finished response a new one continues; 400 (as OpenAI answers) when there is none to continue,
+    another key's included: it is answered exactly as an id that never existed."""
     try:
         job = stored_response(session, response_id, param="previous_response_id")
     except ApiError as exc:
@@ -75,7 +80,7 @@ def submit_response(create: ResponseCreate) -> dict[str, Any]:
             previous_response(session, create.previous_response_id) if create.previous_response_id else None
         )
         body = validated_job(job_body(create, profile, previous))
-        job, _ = submit_job(session, body, idempotency_key())
+        job, _ = submit_job(session, body, idempotency_key(), current_caller().key_id)
         return job_json(job)
 
 
@@ -143,4 +148,4 @@ def cancel_response(response_id: str) -> Response:
     """Cancel a queued or running response; it keeps what it generated."""
     with db_session() as session:
         job = stored_response(session, response_id)
-        return jsonify(response_json(job_json(cancel(session, job.id))))
+        return jsonify(response_json(job_json(cancel(session, job.id, current_caller()))))

@@ -2,11 +2,12 @@
 on jobs.finished_at for the purge.
 
 Revision ID: 0008_retention
-Revises: 0006
+Revises: 0007_keys_ownership
 Create Date: 2026-12-07
 
 Written to match app/batches/models.StoredFile.expires_at, app/models.Tombstone and the index of
-app/models.Job.finished_at; never depends on app code. The new column is nullable (no expiry of its
+app/models.Job.finished_at; never depends on app code. A tombstone keeps its row's owner (0007), so only
+that key learns the id expired. The new column is nullable (no expiry of its
 own), so adding it is a plain ALTER TABLE on SQLite and Postgres alike.
 """
 
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_retention"
-down_revision: str | None = "0006"
+down_revision: str | None = "0007_keys_ownership"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -30,6 +31,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("expired_at", timestamp, nullable=False),
         sa.Column("purged_at", timestamp, nullable=False),
+        sa.Column("owner", sa.String(length=64), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tombstones")),
     )
     op.create_index(op.f("ix_tombstones_purged_at"), "tombstones", ["purged_at"], unique=False)

@@ -147,7 +147,9 @@ def test_batch_lines_route_model_auto(app: Flask) -> None:
         parsed = parse_request_line(json.dumps(line), 1, context)
         assert isinstance(parsed, BatchRequest) and parsed.job.profile == "auto"
         # ingest routes when it makes the row, then fills in the chosen profile's defaults
-        row = job_row_of_line("batch_1", parsed, False, context.router, services(app).sampling_defaults)
+        row = job_row_of_line(
+            "batch_1", parsed, False, context.router, services(app).sampling_defaults, owner=None
+        )
     assert (row["profile"], row["routed_from"], row["request"]["profile"]) == (
         "quality_first",
         "auto",

@@ -289,7 +289,7 @@ def test_real_files_batches_gate_runs_and_ops_answers_match_their_schemas(
     api("post", "/tokenize", 200, json={"model": "latency_first", "messages": chat["messages"]})
     api("post", "/detokenize", 200, json={"model": "latency_first", "tokens": tokens})
 
-    for path in ("/v1/models", "/v1/profiles", "/v1/stats", "/healthz", "/openapi.json"):
+    for path in ("/v1/models", "/v1/profiles", "/v1/stats", "/v1/usage", "/healthz", "/openapi.json"):
         api("get", path, 200)
     api(
         "get",
