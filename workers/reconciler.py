@@ -100,7 +100,7 @@ def resend_lost_messages(ctx: ReconcileContext, cutoff: datetime) -> list[str]:
     """Send again the task of every job queued before `cutoff` whose message Redis no longer has."""
     with ctx.sessions() as session:
         query = (
-            sa.select(Job.id, Job.profile, Job.task_id, Job.batch_id, Job.request)
+            sa.select(Job.id, Job.profile, Job.task_id, Job.batch_id, Job.request, Job.owner)
             .where(Job.status == JobStatus.QUEUED, Job.created_at < cutoff)
             .order_by(Job.created_at)
             .limit(MAX_JOBS_PER_PASS)
@@ -111,9 +111,9 @@ def resend_lost_messages(ctx: ReconcileContext, cutoff: datetime) -> list[str]:
     profiles = sorted({job.profile for job in stuck})  # the jobs' own profiles, even a removed one
     present = task_ids_in_broker(ctx.redis_client, profiles, {job.task_id for job in stuck})
     resent = []
-    for job_id, profile, task_id, batch_id, request in stuck:
+    for job_id, profile, task_id, batch_id, request, owner in stuck:
         if task_id not in present:
-            ctx.enqueue(job_id, profile, task_id, job_queue(profile, batch_id, request))
+            ctx.enqueue(job_id, profile, task_id, job_queue(profile, batch_id, request, owner))
             resent.append(job_id)
     if resent:
         log.warning("re-sent %d queued job(s) whose message was lost: %s", len(resent), resent[:20])

@@ -69,7 +69,7 @@ def requeue_or_give_up(session: orm.Session, job: Job, enqueue: Enqueue) -> str 
     if not job_store.requeue_job(session, job.id, job.worker_hostname or ""):
         return None
     # if this fails, the reconciler finds the job without message
-    enqueue(job.id, job.profile, job.task_id, job_queue(job.profile, job.batch_id, job.request))
+    enqueue(job.id, job.profile, job.task_id, job_queue(job.profile, job.batch_id, job.request, job.owner))
     return "requeued"
 
 

@@ -156,7 +156,7 @@ def create_jobs(ctx: IngestContext, batch_id: str, input_file_id: str, total: in
                     cause = getattr(exc, "orig", None) or exc
                     raise IngestError(f"lines {first} to {last} could not be stored: {cause}", first) from exc
             if not cancelled:  # a cancelled batch's remaining lines are stored as cancelled, never run
-                queue = partial(job_queue, batch_id=batch_id, request={})  # the batch's lane and bucket
+                queue = partial(job_queue, batch_id=batch_id, request={}, owner=owner)  # the batch's lane
                 ctx.enqueue_jobs(
                     [QueuedJob(r["id"], r["profile"], r["task_id"], queue(r["profile"])) for r in rows]
                 )

@@ -181,10 +181,10 @@ def has_unfinished_jobs(session: orm.Session, batch_id: str) -> bool:
 
 def queued_jobs(session: orm.Session, batch_id: str) -> list[QueuedJob]:
     """The batch's queued jobs, to enqueue them again on resume."""
-    query = sa.select(Job.id, Job.profile, Job.task_id).where(
+    query = sa.select(Job.id, Job.profile, Job.task_id, Job.owner).where(
         Job.batch_id == batch_id, Job.status == JobStatus.QUEUED
     )
     return [
-        QueuedJob(job_id, profile, task_id, job_queue(profile, batch_id, {}))
-        for job_id, profile, task_id in session.execute(query)
+        QueuedJob(job_id, profile, task_id, job_queue(profile, batch_id, {}, owner))
+        for job_id, profile, task_id, owner in session.execute(query)
     ]

@@ -33,7 +33,7 @@ def submit_chat_job(chat: ChatCompletionCreate) -> tuple[dict[str, Any], str]:
     served = served_model_ids(services().redis, list(profiles))
     body = validated_job(job_body(chat, named_profile(chat.model, profiles, served)))
     with db_session() as session:
-        job, _ = submit_job(session, body, idempotency_key(), current_caller().key_id)
+        job, _ = submit_job(session, body, idempotency_key(), current_caller())
         return job_json(job), served.get(job.profile) or profiles[job.profile].model
 
 

@@ -14,6 +14,7 @@ from app.errors import ApiError
 from app.jobs import store as job_store
 from app.jobs.budget import check_prompt_fits
 from app.jobs.schemas import JobCreate
+from app.keys.caller import Caller
 from app.models import Job
 from app.queue import job_queue
 from app.services import services
@@ -40,15 +41,24 @@ def idempotency_key() -> str | None:
 
 
 def submit_job(
-    session: orm.Session, body: JobCreate, idempotency_key: str | None, owner: str | None
+    session: orm.Session, body: JobCreate, idempotency_key: str | None, caller: Caller
 ) -> tuple[Job, bool]:
-    """Insert the job, owned by `owner` (the caller's key id), and enqueue its task; returns (job,
-    created). A failed enqueue leaves no row. The Idempotency-Key replays only the owner's own jobs.
+    """Insert the job, owned by the caller's key, and enqueue its task; returns (job, created). A
+    failed enqueue leaves no row. The Idempotency-Key replays only the owner's own jobs. Priority
+    `high` is for admin keys (and single-user mode); its lane and bucket: app/queue.py job_queue.
 
     A request whose answer is in the response cache is stored already succeeded. Profile `auto`
     is routed here, with the current load, once the body has been validated; then the profile's
     sampling defaults and today's date are filled in (app/jobs/defaults.py).
     """
+    owner = caller.key_id
+    if body.priority == "high" and not caller.admin:
+        raise ApiError(
+            403,
+            "Priority 'high' (service_tier 'priority') is for admin keys; use 'normal' or 'low'.",
+            param="priority",
+            code="priority_not_allowed",
+        )
     found = services()
     body.route(found.router)
     body.fill_defaults(found.sampling_defaults(body.queue_profile), today_utc())
@@ -73,7 +83,7 @@ def submit_job(
         return replayed, False
     try:
         found.queue.enqueue(
-            job.id, job.profile, job.task_id, job_queue(job.profile, job.batch_id, job.request)
+            job.id, job.profile, job.task_id, job_queue(job.profile, job.batch_id, job.request, owner)
         )
     except Exception as exc:
         log.warning("enqueue of %s failed, removing the job: %s", job.id, exc)

@@ -35,7 +35,7 @@ def create_job() -> tuple[Response, int]:
     """Queue a generation job on its profile's queue; replays return the first job."""
     body = validated_job(json_body())
     with db_session() as session:
-        job, created = submit_job(session, body, idempotency_key(), current_caller().key_id)
+        job, created = submit_job(session, body, idempotency_key(), current_caller())
         return jsonify(job_json(job)), 202 if created else 200
 
 

@@ -80,7 +80,7 @@ def submit_response(create: ResponseCreate) -> dict[str, Any]:
             previous_response(session, create.previous_response_id) if create.previous_response_id else None
         )
         body = validated_job(job_body(create, profile, previous))
-        job, _ = submit_job(session, body, idempotency_key(), current_caller().key_id)
+        job, _ = submit_job(session, body, idempotency_key(), current_caller())
         return job_json(job)
 
 

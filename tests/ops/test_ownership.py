@@ -14,6 +14,8 @@ from app.batches.lifecycle import check_batch
 from app.batches.models import Batch, StoredFile
 from app.db import db_session
 from app.models import Job, JobStatus
+from app.queue import fair_bucket, lane_queue
+from app.services import services
 from tests.support.apps import insert_queued_job
 from tests.support.batches import ingest, request_line, run
 from tests.support.keys import KeyClient, Team
@@ -194,3 +196,22 @@ def test_a_chat_completions_job_belongs_to_its_key(team: Team) -> None:
     assert owner_of(team.app, Job, job["id"]) == team.bob.key_id
     not_found(team.alice.get(f"/v1/jobs/{job['id']}"), "job_not_found")
     assert team.env_admin.get(f"/v1/jobs/{job['id']}").get_json()["status"] == "cancelled"
+
+
+def test_priority_high_is_for_admin_keys_and_each_job_waits_in_its_keys_bucket(team: Team) -> None:
+    refused = team.alice.post("/v1/jobs", json={**HELLO, "priority": "high"})
+    error = refused.get_json()["error"]
+    assert refused.status_code == 403 and (error["param"], error["code"]) == (
+        "priority",
+        "priority_not_allowed",
+    )
+    chat = {**HELLO, "model": "latency_first", "service_tier": "priority"}
+    assert team.alice.post("/v1/chat/completions", json=chat).status_code == 403
+    client = services(team.app).redis
+    for who, priority in ((team.alice, "low"), (team.bob, "normal"), (team.admin, "high")):
+        job = who.post("/v1/jobs", json={**HELLO, "priority": priority})
+        assert job.status_code == 202, job.get_json()
+        queue = lane_queue("latency_first", priority, fair_bucket(who.key_id))
+        raw: Any = client.lrange(queue, 0, -1)
+        assert any(job.get_json()["id"] in message.decode() for message in raw), queue
+        team.admin.post(f"/v1/jobs/{job.get_json()['id']}/cancel")

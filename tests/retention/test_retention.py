@@ -26,6 +26,7 @@ from app.services import services
 from app.settings import SettingsError, load_settings
 from tests.support.apps import app_config, insert_queued_job
 from tests.support.batches import claim, create_batch, error_of, ingest, request_line, run, upload
+from tests.support.keys import add_key
 from tests.support.services import IDLE_REDIS_DB, empty_database, flushed_redis_url
 from workers.retention import PurgeReport, purge_context, purge_expired
 from workers.tasks import lifecycle_context
@@ -299,3 +300,17 @@ def test_retention_settings_read_seconds_and_refuse_negative_ones() -> None:
     assert load_settings({"RETENTION_FILES_S": "86400"}).retention.files_s == 86400
     with pytest.raises(SettingsError, match="GPTOSS_RETENTION_BATCHES_S"):
         load_settings({"RETENTION_BATCHES_S": -1})
+
+
+def test_an_expired_thing_says_so_to_its_own_key_only(app: Flask) -> None:
+    alice, bob = add_key(app, "alice"), add_key(app, "bob")
+    job_id = alice.post("/v1/jobs", json={"prompt": "hi"}).get_json()["id"]
+    run(app, job_id, JobStatus.SUCCEEDED, "done")
+    backdate(app, Job, job_id, finished_at=utcnow() - LONG_AGO)
+    for purged in (False, True):  # past its expiry, then a tombstone
+        assert error_of(alice.get(f"/v1/jobs/{job_id}"), 404)["code"] == "job_expired", purged
+        assert error_of(bob.get(f"/v1/jobs/{job_id}"), 404)["code"] == "job_not_found", purged
+        if not purged:
+            assert purge(app).jobs == 1
+    with app.app_context(), db_session() as session:
+        assert session.get(Tombstone, job_id).owner == alice.key_id  # type: ignore[union-attr]
