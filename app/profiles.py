@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from engine.preflight import ProfileSpec
 from engine.types import ReasoningEffort
 
 
@@ -30,6 +31,13 @@ class Profile(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     reasoning_effort: ReasoningEffort | None = None
+    # may the demo model serve where `model` is absent? Absent: yes without CUDA GPUs, no with them
+    allow_demo: bool | None = None
+
+    def preflight_spec(self, profiles_file: str | Path) -> ProfileSpec:
+        """What the worker checks against the machine before it takes work (engine/preflight.py)."""
+        limits = (self.max_batch, self.max_tokens)
+        return ProfileSpec(self.name, self.model, self.gpu_mode, *limits, self.allow_demo, str(profiles_file))
 
     def as_api_dict(self) -> dict[str, Any]:
         return {"id": self.name, "object": "profile", **self.model_dump(exclude={"name"}, exclude_none=True)}

@@ -22,12 +22,12 @@ from typing import Any
 
 from engine.cpu.linear import choose_cpu_linear
 from engine.cpu.threads import in_short_lived_thread
+from engine.preflight import GPU_MODES, Located, has_weights, hf_hub_cache, mxfp4_kernels_offline
 
 logger = logging.getLogger(__name__)
 
 DEMO_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEMO_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GPU_MODES = ("pipeline", "tensor")
 # Sizes of models whose parameter count would mislead (MXFP4 weights count as packed bytes).
 KNOWN_SIZES = {"gpt-oss-120b": "120b", "gpt-oss-20b": "20b", "smollm2-135m": "135m"}
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -80,38 +80,68 @@ def load_model(
     gpu_mode: str = "pipeline",
     cache_dir: Path | None = None,
     allow_demo_fallback: bool = True,
+    mxfp4_packed: bool | None = None,
 ) -> LoadedModel:
     """Load `source` (local dir, .gguf file, HF-cache id or "demo"); fall back to the demo if allowed.
 
+    MXFP4 experts stay packed where `mxfp4_packed` says so (None: where GPUs and kernels usable offline
+    are, engine/preflight.py), else they are dequantized: transformers never fetches kernels from a hub.
     The work runs on a short-lived thread, so that its torch thread pool does not outlive it and
     slow the engine's generation thread (engine/cpu/threads.py)."""
     return in_short_lived_thread(
-        _load_model, source, gpu_mode=gpu_mode, cache_dir=cache_dir, allow_demo_fallback=allow_demo_fallback
+        _load_model,
+        source,
+        gpu_mode=gpu_mode,
+        cache_dir=cache_dir,
+        allow_demo_fallback=allow_demo_fallback,
+        mxfp4_packed=mxfp4_packed,
     )
 
 
 def _load_model(
-    source: str, *, gpu_mode: str, cache_dir: Path | None, allow_demo_fallback: bool
+    source: str,
+    *,
+    gpu_mode: str,
+    cache_dir: Path | None,
+    allow_demo_fallback: bool,
+    mxfp4_packed: bool | None,
 ) -> LoadedModel:
     if gpu_mode not in GPU_MODES:
         raise ValueError(f"gpu_mode must be one of {GPU_MODES}, not {gpu_mode!r}")
     start = time.perf_counter()
-    if source == "demo":
+    located = locate_model(source)
+    if located.kind == "demo":
         return load_demo_model(cache_dir)
-    path = Path(source).expanduser()
-    if path.is_dir() and (path / "config.json").is_file():
-        loaded = _load_dir(path, model_id=path.resolve().name, gpu_mode=gpu_mode)
-    elif path.suffix == ".gguf" and path.is_file():
-        loaded = _load_gguf(path, model_id=path.stem, gpu_mode=gpu_mode, cache_dir=cache_dir)
-    elif (snapshot := _find_in_hf_cache(source)) is not None:
-        loaded = _load_dir(snapshot, model_id=source, gpu_mode=gpu_mode)
-    elif allow_demo_fallback:
+    if located.kind == "dir" and located.path is not None:
+        model_id = source if located.path != Path(source).expanduser() else located.path.resolve().name
+        loaded = _load_dir(located.path, model_id=model_id, gpu_mode=gpu_mode, mxfp4_packed=mxfp4_packed)
+    elif located.kind == "gguf" and located.path is not None:
+        loaded = _load_gguf(located.path, model_id=located.path.stem, gpu_mode=gpu_mode, cache_dir=cache_dir)
+    elif located.kind == "absent" and allow_demo_fallback:
         demo = load_demo_model(cache_dir)
         _announce_demo(source, demo)
         return dataclasses.replace(demo, load_seconds=time.perf_counter() - start)
     else:
-        raise ModelNotFoundError(source, "not a model dir, not a .gguf file, not in the local HF cache")
+        raise ModelNotFoundError(source, located.detail)
     return dataclasses.replace(loaded, load_seconds=time.perf_counter() - start)
+
+
+def locate_model(source: str) -> Located:
+    """Where `source` is on this machine: a model dir, a .gguf file, the demo, absent or incomplete."""
+    if source == "demo":
+        return Located("demo")
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            return Located("incomplete", path, f"the directory {path} has no config.json")
+        if not has_weights(path):
+            return Located("incomplete", path, f"the directory {path} has no weights (*.safetensors, *.bin)")
+        return Located("dir", path)
+    if path.suffix == ".gguf" and path.is_file():
+        return Located("gguf", path)
+    if (snapshot := _find_in_hf_cache(source)) is not None:
+        return Located("dir", snapshot)
+    return Located("absent", None, "no such directory, .gguf file or cached model id on this machine")
 
 
 def load_demo_model(cache_dir: Path | None = None) -> LoadedModel:
@@ -144,20 +174,11 @@ def _find_in_hf_cache(repo_id: str) -> Path | None:
 
     try:
         # cache_dir is passed explicitly: huggingface_hub reads HF_HOME only once, at import.
-        snapshot = Path(str(snapshot_download(repo_id, cache_dir=_hf_hub_cache(), local_files_only=True)))
+        snapshot = Path(str(snapshot_download(repo_id, cache_dir=hf_hub_cache(), local_files_only=True)))
     except Exception as error:  # LocalEntryNotFoundError, HFValidationError, ...
         logger.info("%s is not in the local HF cache: %s", repo_id, error)
         return None
-    has_weights = any(snapshot.glob("*.safetensors")) or any(snapshot.glob("*.bin"))
-    return snapshot if (snapshot / "config.json").is_file() and has_weights else None
-
-
-def _hf_hub_cache() -> Path:
-    """Return the HF hub cache dir as the environment names it now."""
-    if hub_cache := os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE"):
-        return Path(hub_cache).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(os.environ.get("HF_HOME") or Path(xdg) / "huggingface").expanduser() / "hub"
+    return snapshot if (snapshot / "config.json").is_file() and has_weights(snapshot) else None
 
 
 def converted_gguf_dir(path: Path, cache_dir: Path | None) -> Path:
@@ -225,10 +246,11 @@ def _convert_gguf(path: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _load_dir(path: Path, *, model_id: str, gpu_mode: str) -> LoadedModel:
+def _load_dir(path: Path, *, model_id: str, gpu_mode: str, mxfp4_packed: bool | None = None) -> LoadedModel:
     """Load a transformers model dir on CUDA if present, else CPU, and check it can chat."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils.quantization_config import Mxfp4Config
 
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     is_harmony = config.model_type == "gpt_oss"
@@ -239,19 +261,26 @@ def _load_dir(path: Path, *, model_id: str, gpu_mode: str) -> LoadedModel:
     }
     if torch.cuda.is_available():
         device = "cuda"
-        # bfloat16 for the dense parts; gpt-oss keeps its MXFP4 experts as transformers does by default.
+        # bfloat16 for the dense parts; MXFP4 experts as chosen below (packed only with kernels offline).
         options["dtype"] = torch.bfloat16
         gpus = torch.cuda.device_count()
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if gpus > 1 and gpu_mode == "tensor" and distributed:
+        distributed = distributed or int(os.environ.get("WORLD_SIZE") or 1) > 1  # torchrun: set up at load
+        if gpu_mode == "tensor" and not (gpus > 1 and distributed):  # never silently something else
+            raise ValueError(f"gpu_mode 'tensor' needs several GPUs and a torchrun launch ({gpus} GPU here)")
+        if gpu_mode == "tensor":
             options["tp_plan"] = "auto"
         else:
-            # Tensor parallelism needs a torchrun launch; without one, split layers and say so.
             options["device_map"] = "auto"
             gpu_mode = "pipeline" if gpus > 1 else "single"
     else:
         device, gpu_mode = "cpu", "cpu"
         options["dtype"] = torch.float32
+    if _is_mxfp4(config):
+        packed = device == "cuda" and (mxfp4_kernels_offline() if mxfp4_packed is None else mxfp4_packed)
+        if not packed:  # else transformers would fetch kernels from the hub
+            options["quantization_config"] = Mxfp4Config(dequantize=True)
+        logger.info("%s: MXFP4 experts %s", model_id, "stay packed" if packed else "are dequantized")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(path, **options).eval()
     cpu_linear = ""
@@ -277,6 +306,12 @@ def _load_dir(path: Path, *, model_id: str, gpu_mode: str) -> LoadedModel:
         load_seconds=0.0,
         cpu_linear=cpu_linear,
     )
+
+
+def _is_mxfp4(config: Any) -> bool:
+    quantization = getattr(config, "quantization_config", None) or {}
+    method = quantization.get("quant_method") if isinstance(quantization, dict) else quantization.quant_method
+    return str(method) == "mxfp4"
 
 
 def _model_size(model_id: str, parameters: int) -> str:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.engine import RequestTable
+from engine.preflight import ProfileSpec
 from engine.request_handle import DeltaCallback, RequestHandle
 from engine.types import GenerationRequest, ModelTags
 
@@ -50,6 +51,20 @@ class EngineSpec:
     max_batch: int
     cache_dir: str
     nice: int = 0
+    max_tokens: int = 0  # with allow_demo and profiles_file: what the start check needs (engine/preflight.py)
+    allow_demo: bool | None = None
+    profiles_file: str = "profiles.toml"
+
+    def profile_spec(self) -> ProfileSpec:
+        return ProfileSpec(
+            self.profile,
+            self.model,
+            self.gpu_mode,
+            self.max_batch,
+            self.max_tokens,
+            self.allow_demo,
+            self.profiles_file,
+        )
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,7 @@ class EngineProcess(RequestTable):
             [sys.executable, "-m", "engine.process", *map(str, child_fds), str(os.getpid())],
             pass_fds=child_fds,
             start_new_session=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},  # nothing it loads may reach a hub (kernels included)
         )
         commands_child.close()
         outputs_child.close()
@@ -331,10 +347,10 @@ def serve_engine(commands: Connection, outputs: Connection, spec: EngineSpec, pa
     # torch and transformers load here (lazily: seconds), after the nice and the parent watch are set
     from engine.cpu.threads import in_short_lived_thread
     from engine.engine import Engine
-    from engine.loader import load_model
+    from engine.startup import load_profile_model
 
     try:
-        loaded = load_model(spec.model, gpu_mode=spec.gpu_mode, cache_dir=Path(spec.cache_dir))
+        loaded = load_profile_model(spec.profile_spec(), Path(spec.cache_dir))
         engine = in_short_lived_thread(
             Engine.from_loaded, loaded, profile=spec.profile, max_batch=spec.max_batch
         )

@@ -34,6 +34,7 @@ class EngineHost:
         pinned_profile: str | None,
         on_loaded: Callable[[ServingEngine], None] | None = None,
         engine_process: bool = False,
+        profiles_file: str | Path = "profiles.toml",
     ) -> None:
         if pinned_profile is not None and pinned_profile not in profiles:
             raise WrongProfileError(f"GPTOSS_PROFILE={pinned_profile!r} is not in the profiles file")
@@ -42,6 +43,7 @@ class EngineHost:
         self.pinned_profile = pinned_profile
         self.on_loaded = on_loaded  # e.g. announce which model really serves the profile
         self.engine_process = engine_process  # each engine in a child process (engine/process.py)
+        self.profiles_file = profiles_file  # named in the start check's errors
         self._engines: dict[str, ServingEngine] = {}
         self.load_seconds: dict[str, float] = {}  # profile -> how long its model took to load
         self._lock = threading.Lock()
@@ -98,9 +100,9 @@ class EngineHost:
     def _build_in_process(self, profile: Profile) -> Engine:
         # lazily: torch and transformers load with the model, not when the worker (or the API) imports this
         from engine.engine import Engine
-        from engine.loader import load_model
+        from engine.startup import load_profile_model
 
-        loaded = load_model(profile.model, gpu_mode=profile.gpu_mode, cache_dir=self.model_cache_dir)
+        loaded = load_profile_model(profile.preflight_spec(self.profiles_file), self.model_cache_dir)
         # Like the load, off this (long-lived task) thread: its torch thread pool would slow the engine's.
         engine = in_short_lived_thread(
             Engine.from_loaded, loaded, profile=profile.name, max_batch=profile.max_batch
@@ -120,6 +122,9 @@ class EngineHost:
             max_batch=profile.max_batch,
             cache_dir=str(self.model_cache_dir),
             nice=nice_from_env(),
+            max_tokens=profile.max_tokens,
+            allow_demo=profile.allow_demo,
+            profiles_file=str(self.profiles_file),
         )
         engine = EngineProcess(spec)
         self.load_seconds[profile.name] = engine.load_seconds

@@ -84,6 +84,7 @@ def _shared_state(app: Flask) -> WorkerState:
                 pinned_profile=found.settings.profile,
                 on_loaded=announce,
                 engine_process=found.settings.engine_process,
+                profiles_file=found.settings.profiles_path,
             )
             life.state = WorkerState(
                 host,

@@ -10,6 +10,8 @@ import sys
 from app.profiles import load_profiles
 from app.queue import profile_queues
 from app.settings import load_settings
+from engine.preflight import PreflightError
+from engine.startup import check_profile
 
 
 def worker_command(profile: str, max_batch: int, loglevel: str, name: str | None = None) -> list[str]:
@@ -55,6 +57,11 @@ def main(argv: list[str] | None = None) -> None:
             f"cannot be used ({problem}); set GPTOSS_WORKER_METRICS_PORT to a free base port (each "
             "profile adds its index) or 0 for no worker metrics\n",
         )
+    try:  # before Celery: a profile that cannot work here never takes a job nor reports ready
+        plan = check_profile(profiles[args.profile].preflight_spec(settings.profiles_path))
+    except PreflightError as exc:
+        parser.exit(1, f"workers.start: profile {args.profile} cannot start on this machine: {exc}\n")
+    print(f"workers.start: {args.profile} passed its start check: {plan}", file=sys.stderr, flush=True)
     os.environ["GPTOSS_PROFILE"] = args.profile
     command = worker_command(args.profile, profiles[args.profile].max_batch, args.loglevel, args.name)
     os.execv(command[0], command)

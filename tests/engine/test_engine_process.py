@@ -182,6 +182,17 @@ def test_a_model_that_cannot_load_raises_the_childs_error(tiny_model_dir: Path, 
         EngineProcess(bad)
 
 
+def test_the_child_refuses_a_missing_model_the_profile_keeps_the_demo_from(test_dir: Path) -> None:
+    missing = test_dir / "absent" / "gpt-oss-120b"
+    spec = EngineSpec(str(missing), "tensor", "quality_first", 8, str(test_dir / "models"), allow_demo=False)
+    with pytest.raises(EngineStartError) as refused:
+        EngineProcess(spec)
+    assert str(refused.value).startswith(
+        f'PreflightError: profiles.toml [profiles.quality_first] model = "{missing}": no such directory'
+    )
+    assert "allow_demo is false for profile quality_first" in str(refused.value)
+
+
 CHILD_OWNER = """
 import sys, time
 from engine.process import EngineProcess, EngineSpec

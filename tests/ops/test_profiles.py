@@ -41,6 +41,7 @@ def profile_table(**changes: str | None) -> str:
         (profile_table(temperature="2.5"), "temperature"),
         (profile_table(top_p="0"), "top_p"),
         (profile_table(reasoning_effort="'max'"), "reasoning_effort"),
+        (profile_table(allow_demo="'yes'"), "allow_demo"),
     ],
 )
 def test_broken_profiles_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -60,6 +61,17 @@ def test_sampling_defaults_are_optional_keys(tmp_path: Path) -> None:
     profile = load_profiles(path)["a"]
     assert (profile.temperature, profile.top_p, profile.reasoning_effort) == (None, None, None)
     assert "temperature" not in profile.as_api_dict()  # not set: the model's own, at submit
+
+
+def test_allow_demo_is_an_optional_bool_the_start_check_gets(tmp_path: Path) -> None:
+    path = tmp_path / "profiles.toml"
+    path.write_text(profile_table(allow_demo="false"))
+    spec = load_profiles(path)["a"].preflight_spec(path)
+    assert (spec.name, spec.model, spec.gpu_mode) == ("a", "m", "tensor")
+    assert (spec.max_batch, spec.max_tokens) == (1, 5)
+    assert spec.allow_demo is False and spec.profiles_file == str(path)
+    path.write_text(profile_table())
+    assert load_profiles(path)["a"].allow_demo is None  # the machine decides (engine/preflight.py)
 
 
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
