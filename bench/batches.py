@@ -267,6 +267,21 @@ def print_ingest(lines: int, result: dict[str, Any]) -> None:
     )
 
 
+def tiny_model_profiles(prefix: str, max_batch: int) -> tuple[Path, Path]:
+    """A fresh work folder holding the tiny gpt-oss and a profiles file serving it on both profiles."""
+    from engine.tiny import save_tiny_gptoss
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    model = save_tiny_gptoss(work / "tiny-gptoss")
+    profiles = work / "profiles.toml"
+    profiles.write_text(
+        "".join(f'[profiles.{name}]\nmodel = "{model}"\nmodel_size = "tiny"\ngpu_mode = "pipeline"\n'
+                f"max_batch = {max_batch}\nmax_tokens = 64\ntemperature = 0.0\n\n"
+                for name in (PROFILE, "quality_first"))
+    )  # fmt: skip
+    return work, profiles
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -286,16 +301,7 @@ def main() -> None:
         print(json.dumps(ingest_child(Path(args.ingest_child), json.loads(args.child_config))))
         return
 
-    work = Path(tempfile.mkdtemp(prefix="bench-batches-"))
-    from engine.tiny import save_tiny_gptoss
-
-    model = save_tiny_gptoss(work / "tiny-gptoss")
-    profiles = work / "profiles.toml"
-    profiles.write_text(
-        "".join(f'[profiles.{name}]\nmodel = "{model}"\nmodel_size = "tiny"\ngpu_mode = "pipeline"\n'
-                f"max_batch = {args.max_batch}\nmax_tokens = 64\ntemperature = 0.0\n\n"
-                for name in (PROFILE, "quality_first"))
-    )  # fmt: skip
+    work, profiles = tiny_model_profiles("bench-batches-", args.max_batch)
     redis_server, redis_url = start_private_redis(work / "redis")
     env = os.environ | {
         "GPTOSS_PROFILES": str(profiles), "REDIS_URL": redis_url, "GPTOSS_DATA_DIR": str(work),

@@ -15,7 +15,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,7 +25,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/priority.py` puts bench/, not the repo root, on sys.path
 
 from app.ops.private_redis import start_private_redis, stop_private_redis  # noqa: E402
-from bench.batches import PROFILE, chat, make_app, migrate, request_line, start_workers, wait_job  # noqa: E402
+from bench.batches import (  # noqa: E402
+    PROFILE,
+    chat,
+    make_app,
+    migrate,
+    request_line,
+    start_workers,
+    tiny_model_profiles,
+    wait_job,
+)
 
 
 def queue_waits(client: httpx.Client, jobs: int, gap_s: float, max_tokens: int) -> list[float]:
@@ -71,17 +79,8 @@ def main() -> None:
 
     from werkzeug.serving import make_server
 
-    from engine.tiny import save_tiny_gptoss
-
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    work = Path(tempfile.mkdtemp(prefix="bench-priority-"))
-    model = save_tiny_gptoss(work / "tiny-gptoss")
-    profiles = work / "profiles.toml"
-    profiles.write_text(
-        "".join(f'[profiles.{name}]\nmodel = "{model}"\nmodel_size = "tiny"\ngpu_mode = "pipeline"\n'
-                f"max_batch = {args.max_batch}\nmax_tokens = 64\ntemperature = 0.0\n\n"
-                for name in (PROFILE, "quality_first"))
-    )  # fmt: skip
+    work, profiles = tiny_model_profiles("bench-priority-", args.max_batch)
     redis_server, redis_url = start_private_redis(work / "redis")
     database_url = f"sqlite:///{work / 'priority.db'}"
     env = os.environ | {

@@ -47,15 +47,6 @@ def test_demo_gguf_path_exists() -> None:
     assert path.is_file() and path.suffix == ".gguf"
 
 
-@pytest.fixture
-def empty_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point the HF cache at an empty dir, so no hub id is present."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    return tmp_path / "hf"
-
-
 def test_hub_id_found_in_local_hf_cache(empty_hf_cache: Path) -> None:
     from engine.tiny import save_tiny_gptoss
 

@@ -28,14 +28,6 @@ def quality_first(model: str, **changes: object) -> ProfileSpec:
     return ProfileSpec("quality_first", model, **fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def empty_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    return tmp_path / "hf"
-
-
 @pytest.fixture(scope="module")
 def gptoss_20b_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_header_only_gptoss_20b(tmp_path_factory.mktemp("gpt-oss-20b") / "gpt-oss-20b")

@@ -108,3 +108,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         url = request.getfixturevalue("postgres_url")
     migrate(url)
     return url
+
+
+@pytest.fixture
+def empty_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the HF cache at an empty dir, so no hub id is present."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    return tmp_path / "hf"
