@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from engine.preflight import Machine, ProfileSpec
 from engine.startup import check_profile, load_profile_model
-from tests.support.checkpoints import dequantize_reference, save_tiny_mxfp4_gptoss
+from tests.support.checkpoints import dequantize_reference, load_weights, save_tiny_mxfp4_gptoss
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 
 def test_the_tiny_checkpoint_is_stored_as_mxfp4(tiny_mxfp4_dir: Path) -> None:
-    names = load_file(tiny_mxfp4_dir / "model.safetensors").keys()
+    names = load_weights(tiny_mxfp4_dir).keys()
     assert "model.layers.0.mlp.experts.gate_up_proj_blocks" in names
     assert "model.layers.0.mlp.experts.down_proj_scales" in names
     assert not [name for name in names if name.endswith(("experts.gate_up_proj", "experts.down_proj"))]
@@ -50,7 +49,7 @@ def test_mxfp4_without_kernels_is_dequantized_offline_with_the_stored_values(
     loaded = load_profile_model(spec, cache_dir=None, machine=Machine())
     assert no_network == []
     assert loaded.is_harmony and not loaded.is_demo and loaded.gpu_mode == "cpu"
-    stored = load_file(tiny_mxfp4_dir / "model.safetensors")
+    stored = load_weights(tiny_mxfp4_dir)
     for layer, block in enumerate(loaded.model.model.layers):
         for proj in ("gate_up_proj", "down_proj"):
             key = f"model.layers.{layer}.mlp.experts.{proj}"

@@ -8,39 +8,31 @@ import struct
 from pathlib import Path
 from typing import Any
 
-# FP4 (e2m1) values by nibble, as the MXFP4 format defines them (low nibble first in each byte).
-FP4_VALUES = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
-MXFP4_QUANTIZATION = {
-    "quant_method": "mxfp4",
-    "modules_to_not_convert": [
-        "model.layers.*.self_attn",
-        "model.layers.*.mlp.router",
-        "model.embed_tokens",
-        "lm_head",
-    ],
-}
+from engine.mxfp4_checkpoint import FP4_VALUES, MXFP4_QUANTIZATION, save_random_mxfp4_gptoss
 
 
 def save_tiny_mxfp4_gptoss(directory: Path, seed: int = 0) -> Path:
-    """The tiny gpt-oss with its experts stored as MXFP4 `*_blocks` / `*_scales`, as gpt-oss ships them."""
-    import torch
-    from safetensors.torch import load_file, save_file
+    """engine.tiny's gpt-oss, its experts stored as MXFP4 `*_blocks` / `*_scales` as gpt-oss ships them."""
+    from transformers import GenerationConfig
 
-    from engine.tiny import save_tiny_gptoss
+    from engine.tiny import build_harmony_tokenizer, gptoss_config, harmony_eos_ids
 
-    save_tiny_gptoss(directory, seed)
-    weights = directory / "model.safetensors"
-    state = load_file(weights)
-    generator = torch.Generator().manual_seed(seed)
-    for key in [key for key in state if key.endswith(("experts.gate_up_proj", "experts.down_proj"))]:
-        experts, inputs, outputs = state.pop(key).shape  # [E, in, out]; MXFP4 stores [E, out, in/32, 16]
-        shape = (experts, outputs, inputs // 32)
-        state[f"{key}_blocks"] = torch.randint(0, 256, (*shape, 16), dtype=torch.uint8, generator=generator)
-        state[f"{key}_scales"] = torch.randint(125, 129, shape, dtype=torch.uint8, generator=generator)
-    save_file(state, weights, metadata={"format": "pt"})
-    config = json.loads((directory / "config.json").read_text())
-    (directory / "config.json").write_text(json.dumps({**config, "quantization_config": MXFP4_QUANTIZATION}))
-    return directory
+    tokenizer = build_harmony_tokenizer()
+    generation = GenerationConfig(
+        eos_token_id=harmony_eos_ids(tokenizer), pad_token_id=tokenizer.pad_token_id
+    )
+    return save_random_mxfp4_gptoss(directory, gptoss_config(tokenizer), tokenizer, generation, seed)
+
+
+def load_weights(directory: Path) -> dict[str, Any]:
+    """Every tensor of a model dir's safetensors shards, by name."""
+    from safetensors.torch import load_file
+
+    return {
+        key: value
+        for file in sorted(directory.glob("*.safetensors"))
+        for key, value in load_file(file).items()
+    }
 
 
 def dequantize_reference(blocks: Any, scales: Any) -> Any:
