@@ -9,7 +9,6 @@ process also loads the profiles' tokenizers in the background, so the first subm
 from __future__ import annotations
 
 import ipaddress
-import os
 from typing import Any
 
 # Request lines of any length reach the app, which answers one over 8 KiB with a JSON 414
@@ -34,14 +33,24 @@ def loopback_only(bind: str) -> str:
 
 
 def on_starting(server: Any) -> None:
-    """Before the sockets exist: without API keys, bind to 127.0.0.1 only."""
+    """Before the sockets exist: refuse settings that cannot work (gunicorn prints the error and exits);
+    without API keys, bind to 127.0.0.1 only, or with GPTOSS_MULTI_HOST=1 refuse to start."""
     from app.keys.store import stored_keys_exist
-    from app.settings import load_settings, parse_api_keys
+    from app.settings import SettingsError, load_settings
 
-    if parse_api_keys(os.environ.get("GPTOSS_API_KEYS")) or stored_keys_exist(load_settings().database_url):
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise RuntimeError(str(exc)) from None
+    if settings.reliability.api_keys or stored_keys_exist(settings.database_url):
         return
     binds = server.cfg.bind
     safe = [loopback_only(bind) for bind in binds]
+    if safe != binds and settings.multi_host:
+        raise RuntimeError(
+            f"GPTOSS_MULTI_HOST=1 but the API would bind {', '.join(binds)} without API keys: set "
+            "GPTOSS_API_KEYS (or add keys with `gptoss keys add`) to serve other hosts"
+        )
     if safe != binds:
         server.log.warning(
             "no API keys configured (GPTOSS_API_KEYS, `gptoss keys add`): binding %s instead of %s; "

@@ -16,7 +16,10 @@ from typing import Any
 
 import redis
 
+from app.multi_host import multi_host_problem
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_WORKER_METRICS_HOST = "127.0.0.1"
 FIRST_WORKER_METRICS_PORT = 9101  # latency_first (the first profile) 9101, quality_first 9102, ...
 DEFAULT_LOCK_INTERVAL_S = 24 * 3600.0  # the gate's lock interval of a run started by hand with no schedule
 MAX_LINE_BYTES = 1024 * 1024  # one batch request line; longer lines are reported, not read into memory
@@ -34,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "SSE_HEARTBEAT_S": 15.0,  # an idle event stream sends a comment this often
     "EVENTS_TTL_S": 3600,  # a job's event stream lives this long after the job ends
     "PROFILE": None,  # set in a worker process: the profile whose model it loads
+    "MULTI_HOST": 0,  # 1: one host of several; refuse single-host defaults (app/multi_host.py)
     "ENGINE_PROCESS": 1,  # 1: a worker runs each engine in a child process (engine/process.py)
     "WORKER_GIL_SWITCH_MS": 0.5,  # a worker's GIL switch interval (Python's default 5 ms; workers/gil.py)
     # Security and reliability
@@ -45,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "CLIENT_RETRY_GRACE_S": 15.0,  # a waiting client left: its job waits this long for a retry to take it
     # Observability
     "WORKER_METRICS_PORT": FIRST_WORKER_METRICS_PORT,  # worker /metrics: this + the profile's index; 0: off
-    "WORKER_METRICS_HOST": "127.0.0.1",  # where a worker's /metrics listens
+    "WORKER_METRICS_HOST": None,  # where a worker's /metrics listens; None: 127.0.0.1 (MULTI_HOST: required)
     "HEARTBEAT_INTERVAL_S": 5.0,  # how often a worker refreshes its gptoss:worker:<hostname> key
     "HEARTBEAT_TTL_S": 15,  # a worker whose key is older than this is gone (/readyz?profile=: 503)
     "STATS_MAX_JOBS": 10_000,  # GET /v1/stats looks at the newest this many jobs of its window
@@ -183,6 +187,7 @@ class Settings:
     sse_heartbeat_s: float
     events_ttl_s: int
     profile: str | None  # a worker's pinned profile
+    multi_host: bool  # one host of several: checked at start (app/multi_host.py)
     engine_process: bool
     worker_gil_switch_ms: float
     reliability: ReliabilitySettings
@@ -206,16 +211,29 @@ class Settings:
         read = _Reader(config)
         data_dir = Path(read.text("DATA_DIR")).resolve()
         api_keys = parse_api_keys(config.get("API_KEYS", ""))
+        database_url = with_psycopg_driver(config.get("DATABASE_URL") or sqlite_url(data_dir))
+        metrics_host = config.get("WORKER_METRICS_HOST") or None
+        if read.integer("MULTI_HOST"):
+            problem = multi_host_problem(
+                database_url,
+                read.text("REDIS_URL"),
+                config.get("PROFILE") or None,
+                metrics_host,
+                read.integer("WORKER_METRICS_PORT"),
+            )
+            if problem is not None:
+                raise SettingsError(problem)
         return cls(
             data_dir=data_dir,
             profiles_path=read.text("PROFILES"),
-            database_url=with_psycopg_driver(config.get("DATABASE_URL") or sqlite_url(data_dir)),
+            database_url=database_url,
             redis_url=read.text("REDIS_URL"),
             cancel_signal_ttl_s=read.integer("CANCEL_SIGNAL_TTL_S"),
             visibility_timeout_s=read.integer("VISIBILITY_TIMEOUT_S"),
             sse_heartbeat_s=read.number("SSE_HEARTBEAT_S"),
             events_ttl_s=read.integer("EVENTS_TTL_S"),
             profile=config.get("PROFILE") or None,
+            multi_host=bool(read.integer("MULTI_HOST")),
             engine_process=bool(read.integer("ENGINE_PROCESS")),
             worker_gil_switch_ms=read.number("WORKER_GIL_SWITCH_MS"),
             reliability=ReliabilitySettings(
@@ -228,7 +246,7 @@ class Settings:
             ),
             observability=ObservabilitySettings(
                 worker_metrics_port=read.integer("WORKER_METRICS_PORT"),
-                worker_metrics_host=read.text("WORKER_METRICS_HOST"),
+                worker_metrics_host=metrics_host or DEFAULT_WORKER_METRICS_HOST,
                 heartbeat_interval_s=read.number("HEARTBEAT_INTERVAL_S"),
                 heartbeat_ttl_s=read.integer("HEARTBEAT_TTL_S"),
                 stats_max_jobs=read.integer("STATS_MAX_JOBS"),

@@ -9,7 +9,7 @@ import sys
 
 from app.profiles import load_profiles
 from app.queue import profile_queues
-from app.settings import load_settings
+from app.settings import SettingsError, load_settings
 from engine.preflight import PreflightError
 from engine.startup import check_profile
 
@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--name", help="the worker's name (default <profile>@<host>; unique per worker)")
     args = parser.parse_args(argv)
-    settings = load_settings()
+    try:  # PROFILE: checked as the worker's own (with GPTOSS_MULTI_HOST=1, its metrics host)
+        settings = load_settings({"PROFILE": args.profile})
+    except SettingsError as exc:
+        parser.exit(2, f"workers.start: {exc}\n")
     profiles = load_profiles(settings.profiles_path)
     if args.profile not in profiles:
         parser.error(f"unknown profile {args.profile!r}; the profiles file has {sorted(profiles)}")
