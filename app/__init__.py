@@ -14,6 +14,7 @@ from app import metrics, openapi
 from app.auth import init_auth
 from app.batches import files_views
 from app.batches import views as batches_views
+from app.batches.storage import make_file_storage
 from app.cache.store import ResponseCache
 from app.chat import tokenize_views
 from app.chat import views as chat_views
@@ -69,6 +70,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         db_engine=db_engine,
         sessions=sessions,
         write_lock=write_lock_for(settings.database_url),
+        files=make_file_storage(settings.batches.file_storage, settings.batches.files_dir, db_engine),
         celery=celery_app,
         queue=JobQueue(celery_app, events, client),
         router=make_router(settings.profiles_path, profiles, client, sessions),

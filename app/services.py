@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from sqlalchemy import orm
 
+    from app.batches.storage import FileStorage
     from app.jobs.cached import CachedJobs
     from app.jobs.defaults import ProfileDefaults
     from app.jobs.enqueue import JobQueue
@@ -42,6 +43,7 @@ class Services:
     db_engine: sa.Engine
     sessions: orm.sessionmaker[orm.Session]
     write_lock: AbstractContextManager[Any]  # SQLite: one writer at a time in this process (app/db.py)
+    files: FileStorage  # where files' bytes live (GPTOSS_FILE_STORAGE), for views and workers alike
     celery: Celery
     queue: JobQueue  # the one way a job reaches its profile's queue (the `queued` event, the log line)
     router: ProfileRouter

@@ -22,6 +22,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_WORKER_METRICS_HOST = "127.0.0.1"
 FIRST_WORKER_METRICS_PORT = 9101  # latency_first (the first profile) 9101, quality_first 9102, ...
 DEFAULT_LOCK_INTERVAL_S = 24 * 3600.0  # the gate's lock interval of a run started by hand with no schedule
+FILE_STORAGE_KINDS = ("local", "database")  # app/batches/storage.py
 MAX_LINE_BYTES = 1024 * 1024  # one batch request line; longer lines are reported, not read into memory
 
 # Every key the app reads, with its default. Env: GPTOSS_<KEY> (e.g. GPTOSS_DATA_DIR), plus the
@@ -67,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "CACHE_MAX_ENTRIES": 10_000,  # answers kept at most (oldest evicted first); 0 turns the cache off
     "CACHE_TTL_S": 24 * 3600,  # an answer is served from the cache for this long after it was stored
     # Batch API
+    "FILE_STORAGE": "local",  # where files' bytes live: local (DATA_DIR/files) or database (docs/storage.md)
     "MAX_UPLOAD_BYTES": 200 * 1024 * 1024,  # POST /v1/files answers 413 above this (OpenAI's limit)
     "MAX_BATCH_LINES": 50_000,  # requests per batch input file (OpenAI's limit)
     "BATCH_INSERT_CHUNK": 1000,  # job rows per insert transaction (and per enqueue round)
@@ -154,6 +156,7 @@ class CacheSettings:
 @dataclass(frozen=True)
 class BatchSettings:
     files_dir: Path  # DATA_DIR/files
+    file_storage: str  # local | database (app/batches/storage.py)
     max_upload_bytes: int
     max_batch_lines: int
     insert_chunk: int
@@ -267,6 +270,7 @@ class Settings:
             ),
             batches=BatchSettings(
                 files_dir=data_dir / "files",
+                file_storage=read.choice("FILE_STORAGE", FILE_STORAGE_KINDS),
                 max_upload_bytes=read.integer("MAX_UPLOAD_BYTES"),
                 max_batch_lines=read.integer("MAX_BATCH_LINES"),
                 insert_chunk=read.integer("BATCH_INSERT_CHUNK"),
@@ -304,6 +308,11 @@ class _Reader:
     def integer(self, key: str) -> int:
         return self._get(key, _whole_number, "a whole number")
 
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        """One of `choices`, in any case."""
+        expected = " or ".join(choices)
+        return self._get(key, lambda v: _one_of(str(v).strip().lower(), choices), expected)
+
     def number(self, key: str) -> float:
         return self._get(key, float, "a number")
 
@@ -319,6 +328,12 @@ def _whole_number(value: Any) -> int:
     if isinstance(value, float) and not value.is_integer():
         raise ValueError(value)
     return int(value)
+
+
+def _one_of(value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(value)
+    return value
 
 
 def _not_negative(value: int) -> int:

@@ -1,5 +1,5 @@
 """`gptoss`: submit jobs, read their status and cancel them over the HTTP API (GPTOSS_URL); `keys`
-manages the API keys in the server's database."""
+manages the API keys in the server's database, `storage` copies files' bytes into it."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from cli.api import DEFAULT_URL, checked, run_with_client
 from cli.batch import add_batch_parser
 from cli.keys import add_keys_parser
 from cli.sse_client import print_job_stream
+from cli.storage import add_storage_parser
 from gate.cli import add_gate_parser
 
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("job_id")
     add_batch_parser(commands)
     add_keys_parser(commands)
+    add_storage_parser(commands)
     add_gate_parser(commands)
     return parser
 
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one gptoss command; returns the exit status."""
     try:
         args = build_parser().parse_args(argv)
-        if args.command in ("batch", "gate", "keys"):
+        if args.command in ("batch", "gate", "keys", "storage"):
             return int(args.func(args))
         return run_with_client(args, 30.0, lambda client: _run(client, args))
     except BrokenPipeError:  # `gptoss status ID | head`: the reader left, which is no error of ours

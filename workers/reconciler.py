@@ -195,7 +195,7 @@ def reconcile_context(app: Flask) -> ReconcileContext:
         heartbeat_ttl_s=found.settings.observability.heartbeat_ttl_s,
         batches=LifecycleContext(
             sessions=found.sessions,
-            files_dir=found.settings.batches.files_dir,
+            files=found.files,
             redis_client=found.redis,
             cancel_ttl_s=found.settings.cancel_signal_ttl_s,
         ),

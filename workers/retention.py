@@ -12,13 +12,11 @@ Tombstones themselves are purged TOMBSTONE_KEEP after the row they stand for.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,8 +24,9 @@ from celery import shared_task
 from flask import Flask, current_app
 from sqlalchemy import orm
 
-from app.batches.files import expired_files, file_expires_at, file_path
+from app.batches.files import expired_files, file_expires_at
 from app.batches.models import FINAL_BATCH_STATUSES, Batch, StoredFile
+from app.batches.storage import FileStorage
 from app.batches.store import batch_expires_at, expired_batches
 from app.jobs.store import expired_jobs, job_expires_at
 from app.models import Job, Tombstone, utcnow
@@ -44,7 +43,7 @@ LOCK_KEY = "gptoss:retention:lock"  # one purge at a time, however many batch wo
 @dataclass
 class PurgeContext:
     sessions: orm.sessionmaker[orm.Session]
-    files_dir: Path
+    files: FileStorage  # where the purged files' bytes are removed from
     retention: RetentionSettings
 
 
@@ -79,8 +78,7 @@ def purge_expired(ctx: PurgeContext, now: datetime | None = None) -> PurgeReport
         report.jobs = purge_kind(ctx, kinds["jobs"], now, report)
     if "batches" in kinds:
         report.batches = purge_kind(ctx, kinds["batches"], now, report)
-    removed = partial(remove_file_bytes, ctx.files_dir)
-    report.files = purge_kind(ctx, kinds["files"], now, report, after_commit=removed)
+    report.files = purge_kind(ctx, kinds["files"], now, report, after_commit=ctx.files.delete)
     report.tombstones = purge_tombstones(ctx, now, report)
     return report
 
@@ -174,15 +172,9 @@ def purge_tombstones(ctx: PurgeContext, now: datetime, report: PurgeReport) -> i
         purged += len(ids)
 
 
-def remove_file_bytes(files_dir: Path, file_ids: list[str]) -> None:
-    for file_id in file_ids:
-        with contextlib.suppress(ValueError):  # not a file id: nothing of it on disk
-            file_path(files_dir, file_id).unlink(missing_ok=True)
-
-
 def purge_context(app: Flask) -> PurgeContext:
     found = services(app)
-    return PurgeContext(found.sessions, found.settings.batches.files_dir, found.settings.retention)
+    return PurgeContext(found.sessions, found.files, found.settings.retention)
 
 
 # Acked on receipt, like the reconciler: a lost pass costs nothing, beat sends the next one.

@@ -37,7 +37,7 @@ def ingest_context(app: Flask) -> IngestContext:
     lines = LineContext(found.profiles, served, settings.max_batch_lines, MAX_LINE_BYTES, found.router)
     return IngestContext(
         sessions=found.sessions,
-        files_dir=settings.files_dir,
+        files=found.files,
         lines=lines,
         insert_chunk=settings.insert_chunk,
         enqueue_jobs=found.queue.enqueue_many,
@@ -49,7 +49,7 @@ def lifecycle_context(app: Flask) -> LifecycleContext:
     found = services(app)
     return LifecycleContext(
         sessions=found.sessions,
-        files_dir=found.settings.batches.files_dir,
+        files=found.files,
         redis_client=found.redis,
         cancel_ttl_s=found.settings.cancel_signal_ttl_s,
     )

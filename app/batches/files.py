@@ -1,20 +1,19 @@
-"""Stored files: a row per file and its bytes at files_dir/<id>, a path only the server chooses."""
+"""Stored files: a row per file, its bytes in the FileStorage (app/batches/storage.py) under the row's id."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-from collections.abc import Callable
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from functools import partial
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
 from app.batches.models import FilePurpose, StoredFile, new_file_id
+from app.batches.storage import FileStorage
 from app.db import id_page
 from app.errors import ApiError
 from app.keys.caller import Caller
@@ -22,15 +21,6 @@ from app.models import utcnow
 from app.retention import after as expiry_after
 from app.retention import cutoff, get_unexpired_or_404
 from app.settings import RetentionSettings
-
-FILE_ID_PATTERN = re.compile(r"file-[0-9a-f]{24}")
-
-
-def file_path(files_dir: Path, file_id: str) -> Path:
-    """Where a file's bytes live; the id is checked so no client string ever becomes a path."""
-    if not FILE_ID_PATTERN.fullmatch(file_id):
-        raise ValueError(f"not a file id: {file_id!r}")
-    return files_dir / file_id
 
 
 def display_name(filename: str | None) -> str:
@@ -44,24 +34,18 @@ def display_name(filename: str | None) -> str:
 
 def store_file(
     session: orm.Session,
-    files_dir: Path,
+    storage: FileStorage,
     filename: str,
     purpose: str,
     owner: str | None,
-    write: Callable[[Path], None],
+    chunks: Iterable[bytes],
     expires_after_s: int | None = None,
 ) -> StoredFile:
-    """Write the bytes with write(temp_path), move them into place, then commit the row (owned by
-    `owner`); a file with `expires_after_s` expires that long after its upload, whatever
-    RETENTION_FILES_S says."""
-    files_dir.mkdir(parents=True, exist_ok=True)
+    """Store the bytes of `chunks`, then commit the row (owned by `owner`); a file with
+    `expires_after_s` expires that long after its upload, whatever RETENTION_FILES_S says."""
     file_id = new_file_id()
-    final_path = file_path(files_dir, file_id)
-    partial_path = final_path.with_suffix(".part")
     try:
-        write(partial_path)
-        size = partial_path.stat().st_size
-        os.replace(partial_path, final_path)
+        size = storage.write(file_id, chunks)
         now = utcnow()
         expires_at = now + timedelta(seconds=expires_after_s) if expires_after_s is not None else None
         row = StoredFile(
@@ -72,8 +56,8 @@ def store_file(
         session.commit()
     except BaseException:
         session.rollback()
-        for path in (partial_path, final_path):
-            path.unlink(missing_ok=True)
+        with contextlib.suppress(Exception):  # the first error is the one to report
+            storage.delete([file_id])
         raise
     return row
 
@@ -122,12 +106,11 @@ def expired_files(retention: RetentionSettings, now: datetime) -> sa.ColumnEleme
     return sa.or_(own, *by_purpose)  # never NULL (unknown), so that NOT of it lists the unexpired
 
 
-def delete_file(session: orm.Session, files_dir: Path, file_id: str) -> None:
-    """Remove the row, then the bytes (a reader that already opened the file finishes reading)."""
+def delete_file(session: orm.Session, storage: FileStorage, file_id: str) -> None:
+    """Remove the row, then the bytes."""
     session.execute(sa.delete(StoredFile).where(StoredFile.id == file_id))
     session.commit()
-    with contextlib.suppress(ValueError):
-        file_path(files_dir, file_id).unlink(missing_ok=True)
+    storage.delete([file_id])
 
 
 def list_files(

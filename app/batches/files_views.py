@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Literal
 
 from flask import Blueprint, Response, jsonify, request, send_file
@@ -12,6 +13,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from app.batches import files as file_store
 from app.batches import store as batch_store
 from app.batches.models import FilePurpose
+from app.batches.storage import CHUNK_BYTES
 from app.db import db_session
 from app.errors import ApiError
 from app.http import list_page
@@ -22,7 +24,6 @@ from app.settings import BatchSettings, RetentionSettings
 bp = Blueprint("files", __name__, url_prefix="/v1/files")
 
 MULTIPART_OVERHEAD = 64 * 1024  # room for the multipart headers and the purpose field around the file
-COPY_BUFFER = 1024 * 1024
 
 
 class FileListQuery(BaseModel):
@@ -85,18 +86,14 @@ def upload_file() -> Response:
         filename = file_store.display_name(upload.filename)
     except ValueError as exc:
         raise ApiError(400, f"{exc}; rename the file.", param="file", code="invalid_file_name") from exc
+    storage = services().files
+    chunks = iter(partial(upload.stream.read, CHUNK_BYTES), b"")
     with db_session() as session:
         row = file_store.store_file(
-            session,
-            settings.files_dir,
-            filename,
-            FilePurpose.BATCH,
-            current_caller().key_id,
-            lambda path: upload.save(path, buffer_size=COPY_BUFFER),
-            expires_after,
+            session, storage, filename, FilePurpose.BATCH, current_caller().key_id, chunks, expires_after
         )
         if row.size_bytes > settings.max_upload_bytes:  # a chunked body has no length to check up front
-            file_store.delete_file(session, settings.files_dir, row.id)
+            file_store.delete_file(session, storage, row.id)
             raise RequestEntityTooLarge(f"Files may be at most {settings.max_upload_bytes} bytes.")
         return jsonify(file_store.file_json(row, _retention()))
 
@@ -114,12 +111,17 @@ def get_file_content(file_id: str) -> Response:
     """Stream the file's bytes."""
     with db_session() as session:
         row = file_store.get_file_or_404(session, file_id, current_caller(), _retention())
-    path = file_store.file_path(_settings().files_dir, row.id)
-    if not path.exists():
-        raise ApiError(404, f"The content of {file_id} is gone.", param="file_id", code="file_not_found")
-    return send_file(
-        path, mimetype="application/octet-stream", as_attachment=True, download_name=row.filename
+    try:
+        content = services().files.open(row.id)
+    except FileNotFoundError:
+        raise ApiError(
+            404, f"The content of {file_id} is gone.", param="file_id", code="file_not_found"
+        ) from None
+    response = send_file(
+        content, mimetype="application/octet-stream", as_attachment=True, download_name=row.filename
     )
+    response.content_length = row.size_bytes
+    return response
 
 
 @bp.delete("/<file_id>")
@@ -131,7 +133,7 @@ def delete_file(file_id: str) -> Response:
         if batch_id is not None:
             message = f"File {file_id} is the input of batch {batch_id}, which is still running."
             raise ApiError(409, message, param="file_id", code="file_in_use")
-        file_store.delete_file(session, _settings().files_dir, file_id)
+        file_store.delete_file(session, services().files, file_id)
     return jsonify(id=file_id, object="file", deleted=True)
 
 

@@ -6,17 +6,16 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import IO, Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import orm
 
-from app.batches import files as file_store
 from app.batches import store as batch_store
 from app.batches.lines import BatchRequest, LineContext, LineError, read_requests
 from app.batches.models import Batch, BatchStatus
+from app.batches.storage import FileStorage
 from app.jobs import store as job_store
 from app.jobs.defaults import SamplingDefaults
 from app.models import Job, utcnow
@@ -34,7 +33,7 @@ class IngestContext:
     """What ingest needs from the app or worker process."""
 
     sessions: orm.sessionmaker[orm.Session]
-    files_dir: Path
+    files: FileStorage
     lines: LineContext
     insert_chunk: int
     enqueue_jobs: Callable[[Sequence[QueuedJob]], None]  # JobQueue.enqueue_many
@@ -104,7 +103,7 @@ def _status(session: orm.Session, batch_id: str) -> str:
 
 
 def _open_input(ctx: IngestContext, file_id: str) -> IO[bytes]:
-    return file_store.file_path(ctx.files_dir, file_id).open("rb")
+    return ctx.files.open(file_id)  # streamed: a 200 MB file is never read whole
 
 
 def validate_input(ctx: IngestContext, input_file_id: str) -> tuple[list[LineError], int]:
@@ -113,7 +112,7 @@ def validate_input(ctx: IngestContext, input_file_id: str) -> tuple[list[LineErr
     total = 0
     try:
         file = _open_input(ctx, input_file_id)
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return [LineError(None, "file_not_found", f"The input file {input_file_id} no longer exists.")], 0
     with file:
         for result in read_requests(file, ctx.lines):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import redis
 import sqlalchemy as sa
@@ -14,6 +13,7 @@ from sqlalchemy import orm
 from app.batches import store as batch_store
 from app.batches.models import FINAL_BATCH_STATUSES, Batch, BatchStatus
 from app.batches.results import discard_result_files, write_result_files
+from app.batches.storage import FileStorage
 from app.errors import ApiError
 from app.jobs.cancel import cancel_batch_jobs
 from app.keys.caller import Caller
@@ -27,7 +27,7 @@ class LifecycleContext:
     """What checking a batch needs from the app or worker process."""
 
     sessions: orm.sessionmaker[orm.Session]
-    files_dir: Path
+    files: FileStorage
     redis_client: redis.Redis
     cancel_ttl_s: int
 
@@ -93,7 +93,7 @@ def finalize(ctx: LifecycleContext, session: orm.Session, batch: Batch, now: dat
         final, time_field, code = BatchStatus.EXPIRED, "expired_at", "batch_expired"
     else:
         final, time_field, code = BatchStatus.COMPLETED, "completed_at", "request_cancelled"
-    result = write_result_files(session, ctx.files_dir, batch.id, batch.owner, code)
+    result = write_result_files(session, ctx.files, batch.id, batch.owner, code)
     values = {
         "status": final,
         time_field: batch.expired_at or now,
@@ -108,5 +108,5 @@ def finalize(ctx: LifecycleContext, session: orm.Session, batch: Batch, now: dat
         log.info("batch %s %s: %d completed, %d failed", batch.id, final, result.completed, result.failed)
     else:
         session.rollback()
-        discard_result_files(ctx.files_dir, result)
+        discard_result_files(ctx.files, result)
     return True

@@ -42,7 +42,7 @@ def new_batch_id() -> str:
 
 
 class StoredFile(Base):
-    """A file kept under DATA_DIR/files/<id>; the uploaded name is only shown, never used as a path."""
+    """A stored file (its bytes: app/batches/storage.py); the uploaded name is shown, never used as a path."""
 
     __tablename__ = "files"
 
@@ -56,6 +56,17 @@ class StoredFile(Base):
     created_at: orm.Mapped[datetime] = orm.mapped_column(UTCDateTime, default=utcnow)
     # OpenAI's expires_after on upload; None: the retention setting of its purpose decides (app/retention.py)
     expires_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
+
+
+class FileChunk(Base):
+    """A piece of a file's bytes, in order by seq, where GPTOSS_FILE_STORAGE=database
+    (app/batches/storage.py); written before the file's row, so it has no foreign key to it."""
+
+    __tablename__ = "file_chunks"
+
+    file_id: orm.Mapped[str] = orm.mapped_column(sa.String(40), primary_key=True)
+    seq: orm.Mapped[int] = orm.mapped_column(sa.Integer, primary_key=True)
+    data: orm.Mapped[bytes] = orm.mapped_column(sa.LargeBinary)
 
 
 class Batch(Base):

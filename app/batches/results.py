@@ -1,18 +1,18 @@
-"""A finished batch's output and error files: one JSON line per request, in input order, streamed."""
+"""A finished batch's output and error files: one JSON line per request, in input order, streamed
+into the file storage (app/batches/storage.py)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from app.batches import files as file_store
 from app.batches.models import FilePurpose, StoredFile, new_file_id
+from app.batches.storage import FileStorage
 from app.chat.render import chat_completion
 from app.jobs.render import job_json
 from app.models import Job, JobStatus
@@ -60,46 +60,44 @@ def result_line(job: Job, cancelled_code: str) -> tuple[bool, dict[str, Any]]:
     return False, {**line, "response": None, "error": error}
 
 
-def batch_jobs(session: orm.Session, batch_id: str) -> Iterator[Job]:
-    """The batch's jobs in input order, fetched a chunk at a time."""
-    query = sa.select(Job).where(Job.batch_id == batch_id).order_by(Job.batch_line)
+def batch_jobs(session: orm.Session, batch_id: str, succeeded: bool) -> Iterator[Job]:
+    """The batch's succeeded (or, with False, other) jobs in input order, fetched a chunk at a time."""
+    status = Job.status == JobStatus.SUCCEEDED if succeeded else Job.status != JobStatus.SUCCEEDED
+    query = sa.select(Job).where(Job.batch_id == batch_id, status).order_by(Job.batch_line)
     yield from session.scalars(query.execution_options(yield_per=READ_CHUNK))
 
 
 def write_result_files(
-    session: orm.Session, files_dir: Path, batch_id: str, owner: str | None, cancelled_code: str
+    session: orm.Session, storage: FileStorage, batch_id: str, owner: str | None, cancelled_code: str
 ) -> ResultFiles:
-    """Write the output and error files and add (not commit) their rows, owned by the batch's owner; the
-    caller commits or discards."""
-    files_dir.mkdir(parents=True, exist_ok=True)
-    ids = {kind: new_file_id() for kind in ("output", "error")}
-    paths = {kind: file_store.file_path(files_dir, file_id) for kind, file_id in ids.items()}
+    """Write the output file, then the error file (a pass over the batch's jobs each: they have all
+    ended, so none moves between them) and add (not commit) their rows, owned by the batch's owner;
+    the caller commits or discards."""
     counts = {"output": 0, "error": 0}
-    with (
-        paths["output"].open("w", encoding="utf-8") as output,
-        paths["error"].open("w", encoding="utf-8") as errors,
-    ):
-        sinks: dict[str, IO[str]] = {"output": output, "error": errors}
-        for job in batch_jobs(session, batch_id):
-            succeeded, line = result_line(job, cancelled_code)
-            kind = "output" if succeeded else "error"
-            sinks[kind].write(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+    def lines(kind: str) -> Iterator[bytes]:
+        for job in batch_jobs(session, batch_id, succeeded=kind == "output"):
+            _, line = result_line(job, cancelled_code)
             counts[kind] += 1
+            yield (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
     rows: dict[str, StoredFile] = {}
-    for kind, path in paths.items():
+    for kind in counts:
+        file_id = new_file_id()
+        size = storage.write(file_id, lines(kind))
         if not counts[kind]:  # OpenAI leaves output_file_id / error_file_id null when there is nothing
-            path.unlink()
+            storage.delete([file_id])
             continue
         rows[kind] = StoredFile(
-            id=ids[kind], filename=f"{batch_id}_{kind}.jsonl", purpose=FilePurpose.BATCH_OUTPUT,
-            size_bytes=path.stat().st_size, status="processed", owner=owner,
+            id=file_id, filename=f"{batch_id}_{kind}.jsonl", purpose=FilePurpose.BATCH_OUTPUT,
+            size_bytes=size, status="processed", owner=owner,
         )  # fmt: skip
-        session.add(rows[kind])
+    # added once both are written: a pending row would be flushed by the second pass's query, and on
+    # SQLite that write would hold the lock the database storage's writer needs
+    session.add_all(rows.values())
     return ResultFiles(rows.get("output"), rows.get("error"), counts["output"], counts["error"])
 
 
-def discard_result_files(files_dir: Path, result: ResultFiles) -> None:
+def discard_result_files(storage: FileStorage, result: ResultFiles) -> None:
     """Remove the files of a finalization that lost the race to another one."""
-    for row in (result.output, result.errors):
-        if row is not None:
-            file_store.file_path(files_dir, row.id).unlink(missing_ok=True)
+    storage.delete([row.id for row in (result.output, result.errors) if row is not None])

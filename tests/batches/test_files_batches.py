@@ -1,4 +1,5 @@
-"""Files and batches over HTTP on SQLite and Postgres with real Redis; ingest and checks run in-process."""
+"""Files and batches over HTTP on SQLite and Postgres with real Redis; ingest and checks run in-process.
+The tests that touch file bytes run on both file storages (local folder, database)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from app.models import Job, JobStatus, utcnow
 from app.queue import job_queue
 from app.services import services
 from engine.prompt import today_utc
+from tests.support.apps import STORAGES
 from tests.support.batches import (
     batch_app,
     claim,
@@ -35,6 +37,7 @@ from tests.support.batches import (
     private_redis,
     request_line,
     run,
+    stored_ids,
     upload,
 )
 from workers.tasks import lifecycle_context
@@ -48,10 +51,14 @@ def idle_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def app(test_dir: Path, profiles_file: Path, database_url: str, idle_redis_url: str) -> Iterator[Flask]:
+def app(
+    test_dir: Path, profiles_file: Path, database_url: str, idle_redis_url: str, file_storage: str
+) -> Iterator[Flask]:
     redis_url = idle_redis_url
     redis.Redis.from_url(redis_url).flushdb()
-    app = batch_app(test_dir, profiles_file, database_url, redis_url, BATCH_INSERT_CHUNK=2)
+    app = batch_app(
+        test_dir, profiles_file, database_url, redis_url, BATCH_INSERT_CHUNK=2, FILE_STORAGE=file_storage
+    )
     yield app
     services(app).db_engine.dispose()
 
@@ -75,6 +82,7 @@ def check(app: Flask, batch_id: str, **kwargs: Any) -> dict[str, Any]:
 # files
 
 
+@pytest.mark.parametrize("file_storage", STORAGES)
 def test_a_file_is_uploaded_read_listed_and_deleted(app: Flask, client: FlaskClient) -> None:
     data = (request_line("a") + "\n").encode()
     response = upload(client, data, filename="../../etc/passwd.jsonl")
@@ -84,15 +92,15 @@ def test_a_file_is_uploaded_read_listed_and_deleted(app: Flask, client: FlaskCli
     assert (file["bytes"], file["filename"], file["purpose"], file["status"]) == (
         len(data), "passwd.jsonl", "batch", "processed",
     )  # fmt: skip
-    stored = Path(app.config["DATA_DIR"]) / "files" / file["id"]
-    assert stored.read_bytes() == data  # under the server's id, never the uploaded name
+    with services(app).files.open(file["id"]) as stored:  # under the server's id, never the uploaded name
+        assert stored.read() == data
     assert client.get(f"/v1/files/{file['id']}").get_json() == file
     assert client.get(f"/v1/files/{file['id']}/content").get_data() == data
     listed = client.get("/v1/files?purpose=batch&limit=1").get_json()
     assert listed["data"] == [file] and listed["first_id"] == file["id"]
     deleted = client.delete(f"/v1/files/{file['id']}").get_json()
     assert deleted == {"id": file["id"], "object": "file", "deleted": True}
-    assert not stored.exists()
+    assert file["id"] not in stored_ids(app)
     assert error_of(client.get(f"/v1/files/{file['id']}"), 404)["code"] == "file_not_found"
     error_of(client.get(f"/v1/files/{file['id']}/content"), 404)
 
@@ -105,6 +113,7 @@ def test_file_list_pages_in_both_orders(client: FlaskClient) -> None:
     assert [f["id"] for f in oldest["data"]] == [ids[1]] and oldest["has_more"] is True
 
 
+@pytest.mark.parametrize("file_storage", STORAGES)
 def test_upload_refuses_a_wrong_purpose_a_missing_file_and_too_many_bytes(
     app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -115,11 +124,10 @@ def test_upload_refuses_a_wrong_purpose_a_missing_file_and_too_many_bytes(
     monkeypatch.setattr(
         services(app), "settings", replace(settings, batches=replace(settings.batches, max_upload_bytes=1000))
     )
-    files_dir = Path(app.config["DATA_DIR"]) / "files"
-    before = set(files_dir.iterdir())
+    before = stored_ids(app)
     error_of(upload(client, b"x" * (2 * 1024 * 1024)), 413)  # refused by length, before reading
     error_of(upload(client, b"x" * 1001), 413)  # within the multipart allowance, refused once stored
-    assert set(files_dir.iterdir()) == before
+    assert stored_ids(app) == before
     assert upload(client, b"x" * 1000).status_code == 200
 
 
@@ -188,11 +196,12 @@ def test_a_file_with_bad_lines_fails_the_batch_with_line_numbers_and_no_jobs(
     assert failed["request_counts"] == {"total": 0, "completed": 0, "failed": 0}
 
 
+@pytest.mark.parametrize("file_storage", STORAGES)
 def test_the_input_of_a_running_batch_cannot_be_deleted(app: Flask, client: FlaskClient) -> None:
     batch = create_batch(client, [request_line("a")])
     error = error_of(client.delete(f"/v1/files/{batch['input_file_id']}"), 409)
     assert error["code"] == "file_in_use" and batch["id"] in error["message"]
-    (Path(app.config["DATA_DIR"]) / "files" / batch["input_file_id"]).unlink()  # gone from disk anyway
+    services(app).files.delete([batch["input_file_id"]])  # its bytes gone anyway
     assert ingest(app, batch["id"]) == "failed"
     errors = client.get(f"/v1/batches/{batch['id']}").get_json()["errors"]["data"]
     assert [e["code"] for e in errors] == ["file_not_found"]
@@ -259,6 +268,7 @@ def test_ingest_resumes_after_a_crash_without_duplicates(app: Flask, client: Fla
     assert redis.Redis.from_url(app.config["REDIS_URL"]).llen(batch_queue) == 5  # the first chunk again
 
 
+@pytest.mark.parametrize("file_storage", STORAGES)
 def test_live_counts_then_output_and_error_files_in_input_order(app: Flask, client: FlaskClient) -> None:
     batch = create_batch(client, [request_line(f"r{i}") for i in range(5)])
     ingest(app, batch["id"])

@@ -16,7 +16,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.batches.files import file_path
 from app.batches.lifecycle import check_batch
 from app.batches.models import Batch, StoredFile
 from app.db import db_session
@@ -24,7 +23,7 @@ from app.models import Job, JobStatus, Tombstone, utcnow
 from app.retention import TOMBSTONE_KEEP
 from app.services import services
 from app.settings import SettingsError, load_settings
-from tests.support.apps import app_config, insert_queued_job
+from tests.support.apps import STORAGES, app_config, insert_queued_job
 from tests.support.batches import claim, create_batch, error_of, ingest, request_line, run, upload
 from tests.support.keys import add_key
 from tests.support.services import IDLE_REDIS_DB, empty_database, flushed_redis_url
@@ -50,9 +49,12 @@ def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
 
 
 @pytest.fixture
-def app(test_dir: Path, profiles_file: Path, fresh_database_url: str, redis_base_url: str) -> Iterator[Flask]:
+def app(
+    test_dir: Path, profiles_file: Path, fresh_database_url: str, redis_base_url: str, file_storage: str
+) -> Iterator[Flask]:
     redis_url = flushed_redis_url(redis_base_url, IDLE_REDIS_DB)
-    app = create_app({**app_config(test_dir, profiles_file, fresh_database_url, redis_url), **RETENTION})
+    config = {**app_config(test_dir, profiles_file, fresh_database_url, redis_url), **RETENTION}
+    app = create_app({**config, "FILE_STORAGE": file_storage})
     yield app
     services(app).db_engine.dispose()
 
@@ -173,7 +175,7 @@ def test_expired_things_answer_404_saying_so_before_and_after_the_purge(
 
     report = purge(app)
     assert (report.jobs, report.files, report.batches) == (1, 1, 1)
-    assert not file_path(services(app).settings.batches.files_dir, file_id).exists()
+    assert not services(app).files.exists(file_id)
     all_expired()  # purged: the tombstones answer the same
 
     with app.app_context(), db_session() as session:  # a tombstone is kept TOMBSTONE_KEEP, then purged
@@ -201,6 +203,7 @@ def test_an_expired_response_says_so(app: Flask, client: FlaskClient) -> None:
 # the purge
 
 
+@pytest.mark.parametrize("file_storage", STORAGES)
 def test_the_purge_removes_only_what_finished_and_expired(app: Flask, client: FlaskClient) -> None:
     old = utcnow() - LONG_AGO
     expired_jobs = [finished_job(app, status) for status in (JobStatus.SUCCEEDED, JobStatus.FAILED)]
@@ -236,9 +239,8 @@ def test_the_purge_removes_only_what_finished_and_expired(app: Flask, client: Fl
     assert ids_in(app, Job) == {recent_job, queued, running, *lines}
     assert ids_in(app, Batch) == {batch["id"]}
     assert ids_in(app, StoredFile) == {batch["input_file_id"], fresh_file}
-    files_dir = services(app).settings.batches.files_dir
-    assert file_path(files_dir, batch["input_file_id"]).exists()
-    assert not file_path(files_dir, ended["input_file_id"]).exists()
+    assert services(app).files.exists(batch["input_file_id"])
+    assert not services(app).files.exists(ended["input_file_id"])
     assert client.get(f"/v1/batches/{batch['id']}").get_json()["status"] == "in_progress"
     assert ids_in(app, Tombstone) == {*expired_jobs, ended["id"], ended["input_file_id"]}
 

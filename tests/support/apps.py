@@ -79,6 +79,16 @@ def api_app(config: dict[str, Any]) -> Iterator[Flask]:
 
 
 @pytest.fixture
+def file_storage() -> str:
+    """GPTOSS_FILE_STORAGE of the apps the batch and retention tests build; a test runs on both with
+    @pytest.mark.parametrize("file_storage", STORAGES)."""
+    return "local"
+
+
+STORAGES = ["local", "database"]
+
+
+@pytest.fixture
 def idle_app(test_dir: Path, profiles_file: Path, database_url: str, redis_base_url: str) -> Iterator[Flask]:
     """The API on a queue no worker consumes: jobs stay queued."""
     redis_url = flushed_redis_url(redis_base_url, IDLE_REDIS_DB)

@@ -9,16 +9,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
 from app.batches.ingest import ingest_batch
+from app.batches.models import FileChunk
+from app.batches.storage import LocalStorage
 from app.db import db_session
 from app.jobs import store as job_store
 from app.jobs.store import JobOutcome
 from app.models import JobStatus
 from app.ops.private_redis import start_private_redis, stop_private_redis
+from app.services import services
 from tests.support.apps import FAKE_TAGS, app_config
 from workers.tasks import ingest_context
 
@@ -44,6 +48,15 @@ def batch_app(test_dir: Path, profiles_file: Path, database_url: str, redis_url:
         if blueprint.name not in app.blueprints:
             app.register_blueprint(blueprint)
     return app
+
+
+def stored_ids(app: Flask) -> set[str]:
+    """The ids of every file whose bytes the app's storage holds (a folder, or file_chunks rows)."""
+    storage = services(app).files
+    if isinstance(storage, LocalStorage):
+        return {path.name for path in storage.folder.glob("file-*")} if storage.folder.exists() else set()
+    with app.app_context(), db_session() as session:
+        return set(session.scalars(sa.select(FileChunk.file_id).distinct()))
 
 
 def request_line(custom_id: str, content: str = "Hi", **body: Any) -> str:
