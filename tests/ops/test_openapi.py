@@ -22,16 +22,18 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
+from app import create_app
 from app.chat.render import chat_completion
 from app.db import db_session
 from app.gate_runs.views import PNG_SIGNATURE
 from app.jobs.render import job_json
 from app.jobs.store import JobOutcome, claim_job, finish_job
-from app.models import JobStatus
+from app.models import JobStatus, utcnow
 from app.openapi_operations import JSON, OPERATIONS, Operation
 from app.ops.heartbeats import WorkerHeartbeat, write_heartbeat
 from app.quality import QualitySignals
 from app.services import services
+from app.webhooks.models import WebhookAttempt
 from tests.support.apps import FAKE_TAGS
 from tests.support.tiny_tools import WEATHER_TOOL
 
@@ -307,3 +309,28 @@ def test_real_files_batches_gate_runs_and_ops_answers_match_their_schemas(
     beats = api("get", "/readyz", 200, **ready)["checks"]["worker_heartbeats"]
     assert beats["latency_first"][0]["state"] == "serving"
     api("get", "/readyz", 404, query_string={"profile": "nope"})
+
+
+def test_real_webhooks_and_their_delivery_attempts_match_their_schemas(idle_app: Flask) -> None:
+    allowing = create_app({**idle_app.config, "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"})
+    api = DocumentedApi(allowing.test_client())
+    webhook = api(
+        "post", "/v1/webhooks", 201, json={"url": "http://127.0.0.1:9/hooks", "events": ["job.failed"]}
+    )
+    assert webhook["secret"].startswith("whsec_")
+    url = f"/v1/webhooks/{webhook['id']}"
+    assert "secret" not in api("get", "/v1/webhooks/{webhook_id}", 200, url=url)
+    api("get", "/v1/webhooks", 200)
+    with allowing.app_context(), db_session() as session:
+        session.add(
+            WebhookAttempt(
+                webhook_id=webhook["id"], delivery_id="whdel_1", event_id="evt_1", event_type="job.failed",
+                attempt=1, status_code=None, error="ConnectError: refused", delivery_status="pending",
+                started_at=utcnow(), duration_s=0.01,
+            )
+        )  # fmt: skip
+        session.commit()
+    attempts = api("get", "/v1/webhooks/{webhook_id}/deliveries", 200, url=f"{url}/deliveries")
+    assert attempts["data"][0]["error"] == "ConnectError: refused"
+    assert api("delete", "/v1/webhooks/{webhook_id}", 200, url=url)["deleted"] is True
+    services(allowing).db_engine.dispose()
