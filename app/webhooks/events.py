@@ -6,8 +6,9 @@ end time the last scan saw, less the source's overlap: a row whose end time was 
 one's but committed after it still falls in the next window. A job's end commits at once; a batch's
 end time is taken before its result files are written, hence its longer overlap. Re-reading is
 harmless: an event's id is derived from its type and row, and a delivery is unique on (event id,
-webhook id), so a second scan inserts nothing. Before the first scan of a source, it starts at the
-oldest webhook's creation; a webhook never gets events that ended before it was created.
+webhook id), so a second scan inserts nothing. A scan never reads further back than the oldest
+webhook's creation (the first scan starts there); a webhook never gets events that ended before it
+was created.
 
 Jobs of a batch (its lines) make no job.* events: the batch's own event covers them. Nor do
 release-gate jobs, or responses made with `store: false`.
@@ -137,7 +138,8 @@ def scan_source(sessions: orm.sessionmaker[orm.Session], source: Source, webhook
     """Read the source's rows that ended since its last scan, SCAN_PAGE per transaction."""
     with sessions() as session:
         scanned = session.get(WebhookScan, source.name)
-    since = scanned.scanned_to if scanned else min(webhook.created_at for webhook in webhooks)
+    oldest = min(webhook.created_at for webhook in webhooks)  # no webhook wants what ended before it
+    since = max(scanned.scanned_to, oldest) if scanned else oldest
     after: tuple[datetime, str] = (since - source.overlap, "")
     seen = 0
     while True:

@@ -6,6 +6,7 @@ database of its own, so what was delivered is exact."""
 from __future__ import annotations
 
 import http.server
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -332,3 +333,19 @@ def test_jobs_that_are_not_finished_make_no_event(
         insert_queued_job(session, "latency_first", {"prompt": "hi"})
         assert session.scalar(sa.select(sa.func.count()).select_from(Job)) == 1
     assert deliver(app).attempts == 0
+
+
+def test_a_refused_connection_is_recorded_and_retried_until_the_webhook_is_deleted(
+    app: Flask, client: FlaskClient, receiver: Receiver
+) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections to it are refused
+    webhook = register(client, f"http://127.0.0.1:{closed.getsockname()[1]}/hooks")
+    finished_job(app)
+    assert deliver(app).attempts == 1
+    attempt = client.get(f"/v1/webhooks/{webhook['id']}/deliveries").get_json()["data"][0]
+    assert attempt["status_code"] is None and attempt["error"].startswith("ConnectError")
+    assert attempt["delivery_status"] == "pending"
+    assert client.delete(f"/v1/webhooks/{webhook['id']}").status_code == 200
+    assert deliver(app, now=utcnow() + timedelta(minutes=1)).attempts == 0  # its delivery went with it
+    closed.close()
