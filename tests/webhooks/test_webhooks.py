@@ -33,7 +33,8 @@ from tests.support.apps import app_config, insert_queued_job
 from tests.support.batches import error_of, run
 from tests.support.paths import REPO_ROOT
 from tests.support.services import IDLE_REDIS_DB, empty_database, flushed_redis_url
-from workers.webhooks import WebhookReport, run_webhooks, webhook_context
+from workers.webhooks import LOCK_KEY, WebhookReport, run_webhooks, webhook_context
+from workers.webhooks import deliver as deliver_task
 
 ALLOW_LOOPBACK = {"WEBHOOK_ALLOWED_HOSTS": "127.0.0.1", "WEBHOOK_INTERVAL_S": 0}
 
@@ -349,3 +350,19 @@ def test_a_refused_connection_is_recorded_and_retried_until_the_webhook_is_delet
     assert client.delete(f"/v1/webhooks/{webhook['id']}").status_code == 200
     assert deliver(app, now=utcnow() + timedelta(minutes=1)).attempts == 0  # its delivery went with it
     closed.close()
+
+
+def test_the_beat_task_sends_unless_another_pass_holds_the_lock(
+    app: Flask, client: FlaskClient, receiver: Receiver
+) -> None:
+    register(client, receiver.url)
+    finished_job(app)
+    redis_client = services(app).redis
+    redis_client.set(LOCK_KEY, "1", ex=60)  # another pass is running
+    with app.app_context():
+        deliver_task.run()
+    assert receiver.received == []
+    redis_client.delete(LOCK_KEY)
+    with app.app_context():
+        deliver_task.run()
+    assert len(receiver.received) == 1 and redis_client.get(LOCK_KEY) is None
