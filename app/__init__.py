@@ -38,10 +38,12 @@ from app.responses import views as responses_views
 from app.routing.load import make_router
 from app.services import EXTENSION_KEY, Services
 from app.settings import Settings, resolve_settings
+from app.webhooks import views as webhooks_views
 
 BLUEPRINTS = (
     jobs_views.bp, job_events_views.bp, chat_views.bp, responses_views.bp, tokenize_views.bp, files_views.bp,
     batches_views.bp, profiles_views.bp, health.bp, stats_views.bp, usage_views.bp, gate_runs_views.bp,
+    webhooks_views.bp,
     metrics.bp, openapi.bp,
 )  # fmt: skip
 

@@ -36,11 +36,17 @@ from app.openapi_responses import (
     Stats,
     TokenizeResponse,
     Usage,
+    WebhookAttemptList,
+    WebhookCreated,
+    WebhookDeleted,
+    WebhookList,
+    WebhookObject,
 )
 from app.ops.health import ReadyQuery
 from app.ops.stats_views import StatsQuery
 from app.ops.usage_views import UsageQuery
 from app.responses.schemas import ResponseCreate
+from app.webhooks.schemas import WebhookCreate, WebhookListQuery
 
 JSON = "application/json"
 SSE = "text/event-stream"
@@ -152,6 +158,18 @@ OPERATIONS: tuple[Operation, ...] = (
               response=GateRunDetail, errors=(404,), tags=("gate",)),
     Operation("get", "/v1/gate/runs/{run_id}/plot.png", "gate_runs.get_gate_run_plot",
               "A release-gate run's latency plot", ok_types=("image/png",), errors=(404,), tags=("gate",)),
+    Operation("post", "/v1/webhooks", "webhooks.create_webhook",
+              "Register a webhook for job and batch events (its secret is shown once)", ok=201,
+              body=WebhookCreate, response=WebhookCreated, errors=(400, 413), tags=("webhooks",)),
+    Operation("get", "/v1/webhooks", "webhooks.list_webhooks", "List your webhooks", query=WebhookListQuery,
+              response=WebhookList, errors=(400,), tags=("webhooks",)),
+    Operation("get", "/v1/webhooks/{webhook_id}", "webhooks.get_webhook", "Show one webhook",
+              response=WebhookObject, errors=(404,), tags=("webhooks",)),
+    Operation("delete", "/v1/webhooks/{webhook_id}", "webhooks.delete_webhook", "Delete a webhook",
+              response=WebhookDeleted, errors=(404,), tags=("webhooks",)),
+    Operation("get", "/v1/webhooks/{webhook_id}/deliveries", "webhooks.list_deliveries",
+              "A webhook's delivery attempts, newest first", query=WebhookListQuery,
+              response=WebhookAttemptList, errors=(400, 404), tags=("webhooks",)),
     Operation("get", "/healthz", "health.healthz", "Liveness: the API process answers",
               response=Health, tags=("ops",)),
     Operation("get", "/readyz", "health.readyz",

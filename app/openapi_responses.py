@@ -561,3 +561,47 @@ class GateRunDetail(GateRun):
 
 class GateRunList(ListPage):
     data: list[GateRun]
+
+
+class WebhookObject(Answer):
+    """A webhook (app/webhooks/schemas.py); `secret` only in the answer to its creation."""
+
+    id: str
+    object: Literal["webhook"]
+    url: str
+    events: list[str]
+    created_at: Unix
+
+
+class WebhookCreated(WebhookObject):
+    secret: str = Field(description="whsec_ + base64 key: Standard Webhooks' signing secret, shown this once")
+
+
+class WebhookList(ListPage):
+    data: list[WebhookObject]
+
+
+class WebhookDeleted(Answer):
+    id: str
+    object: Literal["webhook.deleted"]
+    deleted: bool
+
+
+class WebhookAttemptObject(Answer):
+    """One POST of an event to a webhook: the status code that answered, or the error where none did."""
+
+    id: str
+    object: Literal["webhook.delivery_attempt"]
+    webhook_id: str
+    event_id: str
+    event_type: str
+    attempt: int
+    status_code: int | None
+    error: str | None
+    delivery_status: Literal["pending", "delivered", "failed"]
+    started_at: Unix
+    duration_s: float
+
+
+class WebhookAttemptList(ListPage):
+    data: list[WebhookAttemptObject]

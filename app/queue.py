@@ -35,6 +35,7 @@ WATCH_BATCH_TASK = "workers.batch_tasks.watch_batch"
 RECONCILE_TASK = "workers.reconciler.reconcile"
 RUN_GATE_TASK = "gate.tasks.run_scheduled_gate"
 PURGE_TASK = "workers.retention.purge"
+WEBHOOKS_TASK = "workers.webhooks.deliver"
 
 BATCHES_QUEUE = "batches"  # consumed by the batch worker (Procfile `batches`), never by a model worker
 PUBLISH_BATCH = 1000  # messages buffered in one Redis pipeline (kombu >= 5.7 batches publishes)
@@ -210,10 +211,11 @@ def celery_config(
         # a submit must fail fast (and answer 503) when Redis is down, not hang for ever
         "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
         "worker_hijack_root_logger": False,
-        "include": ["workers.tasks", "workers.reconciler", "workers.retention"],
+        "include": ["workers.tasks", "workers.reconciler", "workers.retention", "workers.webhooks"],
         "beat_schedule": {
             **reconcile_beat_schedule(settings),
             **purge_beat_schedule(settings),
+            **webhooks_beat_schedule(settings),
             **gate_beat_schedule(settings),
         },
     }
@@ -251,6 +253,15 @@ def purge_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         return {}
     options = {"queue": BATCHES_QUEUE, "expires": interval}
     return {"purge-expired": {"task": PURGE_TASK, "schedule": interval, "options": options}}
+
+
+def webhooks_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The celery beat entry of the webhook sender (workers/webhooks.py), on the batch worker's queue."""
+    interval = settings.webhooks.interval_s
+    if interval <= 0:
+        return {}
+    options = {"queue": BATCHES_QUEUE, "expires": interval}
+    return {"deliver-webhooks": {"task": WEBHOOKS_TASK, "schedule": interval, "options": options}}
 
 
 def gate_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -8,6 +8,7 @@ and keeps it on the app's services (app/services.py); nothing parses the config 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -85,6 +86,12 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION_BATCHES_S": 0,  # a finished batch, after it ended
     "PURGE_INTERVAL_S": 3600.0,  # celery beat purges what expired this often; 0: not scheduled
     "PURGE_CHUNK": 500,  # rows deleted per purge transaction
+    # Webhooks (workers/webhooks.py): events of finished jobs and batches POSTed, signed, to registered URLs
+    "WEBHOOK_ALLOWED_HOSTS": "",  # comma-separated host names, IPs and CIDRs; empty: no webhooks at all
+    "WEBHOOK_INTERVAL_S": 2.0,  # celery beat looks for new events and due deliveries this often; 0: never
+    "WEBHOOK_TIMEOUT_S": 10.0,  # one delivery attempt's connect and read timeout
+    "WEBHOOK_FIRST_RETRY_S": 5.0,  # the first retry's delay; later ones are multiples of it (up to 1440x)
+    "WEBHOOK_RETRY_FOR_S": 24 * 3600.0,  # a delivery is retried this long after its first attempt
 }
 UNPREFIXED = ("DATABASE_URL", "REDIS_URL")
 
@@ -178,6 +185,17 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """Where webhooks may be sent, and how often and how long they are tried (app/webhooks/)."""
+
+    allowed_hosts: tuple[str, ...]  # host names, IPs and CIDRs; empty: webhooks are off
+    interval_s: float
+    timeout_s: float
+    first_retry_s: float
+    retry_for_s: float
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a process reads from its configuration, typed, in one place."""
 
@@ -199,6 +217,7 @@ class Settings:
     cache: CacheSettings
     batches: BatchSettings
     retention: RetentionSettings
+    webhooks: WebhookSettings
 
     @property
     def model_cache_dir(self) -> Path:
@@ -286,6 +305,13 @@ class Settings:
                 purge_interval_s=read.number("PURGE_INTERVAL_S"),
                 purge_chunk=max(1, read.integer("PURGE_CHUNK")),
             ),
+            webhooks=WebhookSettings(
+                allowed_hosts=read.hosts("WEBHOOK_ALLOWED_HOSTS"),
+                interval_s=read.number("WEBHOOK_INTERVAL_S"),
+                timeout_s=read.number("WEBHOOK_TIMEOUT_S"),
+                first_retry_s=read.number("WEBHOOK_FIRST_RETRY_S"),
+                retry_for_s=read.number("WEBHOOK_RETRY_FOR_S"),
+            ),
         )
 
 
@@ -320,6 +346,10 @@ class _Reader:
         """Seconds, not negative; empty is 0 (for ever)."""
         return self._get(key, lambda v: _not_negative(_whole_number(v or 0)), "seconds (0: keep for ever)")
 
+    def hosts(self, key: str) -> tuple[str, ...]:
+        """Comma-separated host names, IPs and CIDRs (a CIDR must be one)."""
+        return self._get(key, _hosts, "comma-separated host names, IP addresses or CIDRs (e.g. 10.0.0.0/8)")
+
     def optional_integer(self, key: str) -> int | None:
         return self._get(key, lambda v: None if v in (None, "") else _whole_number(v), "a whole number")
 
@@ -334,6 +364,14 @@ def _one_of(value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(value)
     return value
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    entries = tuple(entry.lower() for entry in parse_api_keys(value))
+    for entry in entries:
+        if "/" in entry:
+            ipaddress.ip_network(entry, strict=False)  # ValueError names nothing: the reader names the var
+    return entries
 
 
 def _not_negative(value: int) -> int:
@@ -370,7 +408,7 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
 
 
 def parse_api_keys(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
-    """Keys from "k1, k2" (env) or a list (tests); blanks dropped."""
+    """Keys (or hosts) from "k1, k2" (env) or a list (tests); blanks dropped."""
     if not value:
         return ()
     parts = value.split(",") if isinstance(value, str) else value

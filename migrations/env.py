@@ -10,6 +10,7 @@ from app.gate_runs import models as gate_models  # noqa: F401  (registers the ga
 from app.keys import models as key_models  # noqa: F401  (registers the api_keys table)
 from app.models import Base
 from app.settings import load_settings
+from app.webhooks import models as webhook_models  # noqa: F401  (registers the webhooks tables)
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -1,7 +1,7 @@
 """File bytes in the database: the file_chunks table (GPTOSS_FILE_STORAGE=database).
 
 Revision ID: 0010_file_chunks
-Revises: 0008_retention
+Revises: 0009_webhooks
 Create Date: 2026-12-07
 
 Written to match app/batches/models.FileChunk; never depends on app code. A file's bytes are its rows
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010_file_chunks"
-down_revision: str | None = "0008_retention"
+down_revision: str | None = "0009_webhooks"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

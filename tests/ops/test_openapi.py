@@ -9,7 +9,9 @@ import json
 import os
 import re
 import secrets
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +24,18 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
+from app import create_app
 from app.chat.render import chat_completion
 from app.db import db_session
 from app.gate_runs.views import PNG_SIGNATURE
 from app.jobs.render import job_json
 from app.jobs.store import JobOutcome, claim_job, finish_job
-from app.models import JobStatus
+from app.models import JobStatus, utcnow
 from app.openapi_operations import JSON, OPERATIONS, Operation
 from app.ops.heartbeats import WorkerHeartbeat, write_heartbeat
 from app.quality import QualitySignals
 from app.services import services
+from app.webhooks.models import WebhookAttempt
 from tests.support.apps import FAKE_TAGS
 from tests.support.tiny_tools import WEATHER_TOOL
 
@@ -97,11 +101,24 @@ def test_the_document_covers_every_route_and_names_the_profiles(idle_app: Flask)
 
 
 @pytest.fixture
-def api_schema(idle_app: Flask, tiny_model_dir: Path) -> schemathesis.BaseSchema:
+def api_schema(idle_app: Flask, tiny_model_dir: Path) -> Iterator[schemathesis.BaseSchema]:
     """The API over real Redis with no worker consuming (jobs stay queued), workers announced as alive,
-    the profiles' tokenizer on disk (/tokenize answers)."""
-    announce_workers(idle_app)  # /readyz answers 200, as in production
-    return schemathesis.openapi.from_wsgi("/openapi.json", idle_app)
+    the profiles' tokenizer on disk (/tokenize answers). A call that waits for its job (a valid chat
+    completion or response) sees its client gone (GONE_CLIENT) and cancels the job at once, since no
+    worker would ever end it."""
+    app = create_app({**idle_app.config, "CLIENT_RETRY_GRACE_S": 0})
+    announce_workers(app)  # /readyz answers 200, as in production
+    yield schemathesis.openapi.from_wsgi("/openapi.json", app)
+    services(app).db_engine.dispose()
+
+
+@pytest.fixture
+def gone_client() -> Iterator[dict[str, Any]]:
+    """WSGI environ of a client that has closed its connection (app/jobs/waiting.py client_gone)."""
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    yield {"werkzeug.socket": ours}
+    ours.close()
 
 
 def announce_workers(app: Flask, model_id: str = "tiny-gptoss") -> None:
@@ -115,7 +132,7 @@ def announce_workers(app: Flask, model_id: str = "tiny-gptoss") -> None:
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=lambda op: f"{op.method.upper()} {op.path}")
 def test_no_operation_answers_a_server_error(
-    api_schema: schemathesis.BaseSchema, operation: Operation
+    api_schema: schemathesis.BaseSchema, gone_client: dict[str, Any], operation: Operation
 ) -> None:
     documented = api_schema[operation.path][operation.method]
     valid_or_not = documented.as_strategy(GenerationMode.POSITIVE) | documented.as_strategy(
@@ -131,7 +148,8 @@ def test_no_operation_answers_a_server_error(
         suppress_health_check=list(HealthCheck),
     )
     def call(case: schemathesis.Case) -> None:
-        case.call_and_validate(checks=[not_a_server_error, response_schema_conformance])
+        checks = [not_a_server_error, response_schema_conformance]
+        case.call_and_validate(checks=checks, environ_overrides=gone_client)
 
     call()
 
@@ -307,3 +325,28 @@ def test_real_files_batches_gate_runs_and_ops_answers_match_their_schemas(
     beats = api("get", "/readyz", 200, **ready)["checks"]["worker_heartbeats"]
     assert beats["latency_first"][0]["state"] == "serving"
     api("get", "/readyz", 404, query_string={"profile": "nope"})
+
+
+def test_real_webhooks_and_their_delivery_attempts_match_their_schemas(idle_app: Flask) -> None:
+    allowing = create_app({**idle_app.config, "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"})
+    api = DocumentedApi(allowing.test_client())
+    webhook = api(
+        "post", "/v1/webhooks", 201, json={"url": "http://127.0.0.1:9/hooks", "events": ["job.failed"]}
+    )
+    assert webhook["secret"].startswith("whsec_")
+    url = f"/v1/webhooks/{webhook['id']}"
+    assert "secret" not in api("get", "/v1/webhooks/{webhook_id}", 200, url=url)
+    api("get", "/v1/webhooks", 200)
+    with allowing.app_context(), db_session() as session:
+        session.add(
+            WebhookAttempt(
+                webhook_id=webhook["id"], delivery_id="whdel_1", event_id="evt_1", event_type="job.failed",
+                attempt=1, status_code=None, error="ConnectError: refused", delivery_status="pending",
+                started_at=utcnow(), duration_s=0.01,
+            )
+        )  # fmt: skip
+        session.commit()
+    attempts = api("get", "/v1/webhooks/{webhook_id}/deliveries", 200, url=f"{url}/deliveries")
+    assert attempts["data"][0]["error"] == "ConnectError: refused"
+    assert api("delete", "/v1/webhooks/{webhook_id}", 200, url=url)["deleted"] is True
+    services(allowing).db_engine.dispose()
