@@ -45,7 +45,7 @@ PRIORITIES = ("low", "normal", "high")  # what interactive work may ask for (`pr
 KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's Redis transport keeps one list per priority step
 KOMBU_PRIORITY_SEPARATOR = "\x06\x16"
 # how long a worker's BRPOP waits before asking again: a batch slot freed meanwhile is taken this late
-BRPOP_TIMEOUT_S = 0.25
+BRPOP_TIMEOUT_S = 0.05
 
 
 FAIR_BUCKETS = 4  # queues per lane; two keys share one with probability 1/FAIR_BUCKETS
