@@ -33,24 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/device_check.py` puts bench/, not the repo root, on sys.path
 
 from bench.device_plain import engine_logits_gap, peak_memory, plain_generate_tok_s  # noqa: E402
-from engine.mxfp4_checkpoint import save_random_mxfp4_gptoss  # noqa: E402
+from engine.mxfp4_checkpoint import GPTOSS_20B_SHAPE, save_random_mxfp4_gptoss  # noqa: E402
 from engine.process import EngineProcess, EngineSpec  # noqa: E402
 from engine.startup import check_profile, load_profile_model  # noqa: E402
 from engine.tiny import TINY_SHAPE, build_harmony_tokenizer, gptoss_config, harmony_eos_ids  # noqa: E402
 from engine.types import GenerationRequest, GenerationResult  # noqa: E402
 from tests.support.engine_runs import run_all  # noqa: E402
 
-GPTOSS_20B_SHAPE = {
-    "hidden_size": 2880,
-    "intermediate_size": 2880,
-    "num_attention_heads": 64,
-    "num_key_value_heads": 8,
-    "head_dim": 64,
-    "num_local_experts": 32,
-    "num_experts_per_tok": 4,
-    "sliding_window": 128,
-    "max_position_embeddings": 131072,
-}
 MODEL_VOCAB_SIZE = 201_088  # gpt-oss's vocab_size; its tokenizer has 200,019 tokens
 CONCURRENCY = (1, 8, 32)
 PROMPTS = ("short", "long")

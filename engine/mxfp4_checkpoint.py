@@ -24,6 +24,19 @@ MXFP4_QUANTIZATION = {
         "lm_head",
     ],
 }
+# gpt-oss-20b's layer, as its config.json gives it (24 of them, vocab 201,088); the 120b is wider in
+# experts (128) and deeper (36)
+GPTOSS_20B_SHAPE = {
+    "hidden_size": 2880,
+    "intermediate_size": 2880,
+    "num_attention_heads": 64,
+    "num_key_value_heads": 8,
+    "head_dim": 64,
+    "num_local_experts": 32,
+    "num_experts_per_tok": 4,
+    "sliding_window": 128,
+    "max_position_embeddings": 131072,
+}
 EXPERT_WEIGHTS = ("experts.gate_up_proj", "experts.down_proj")
 # Exponents 2^-7 .. 2^-5: random FP4 values (std ~2.9) then have a std of about 0.02-0.1, like a
 # trained model's, so activations stay finite through 24 layers in bf16.

@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from engine.mxfp4_checkpoint import FP4_VALUES, MXFP4_QUANTIZATION, save_random_mxfp4_gptoss
+from engine.mxfp4_checkpoint import FP4_VALUES, GPTOSS_20B_SHAPE, MXFP4_QUANTIZATION, save_random_mxfp4_gptoss
 
 
 def save_tiny_mxfp4_gptoss(directory: Path, seed: int = 0) -> Path:
@@ -48,16 +48,9 @@ def dequantize_reference(blocks: Any, scales: Any) -> Any:
 GPTOSS_20B = {  # gpt-oss-20b's config.json, as far as the estimate reads it
     "model_type": "gpt_oss",
     "num_hidden_layers": 24,
-    "hidden_size": 2880,
-    "intermediate_size": 2880,
-    "num_attention_heads": 64,
-    "num_key_value_heads": 8,
-    "head_dim": 64,
-    "num_local_experts": 32,
     "vocab_size": 201088,
-    "sliding_window": 128,
+    **GPTOSS_20B_SHAPE,
     "layer_types": ["sliding_attention", "full_attention"] * 12,
-    "max_position_embeddings": 131072,
     "quantization_config": MXFP4_QUANTIZATION,
 }
 
