@@ -141,10 +141,11 @@ def scan_source(sessions: orm.sessionmaker[orm.Session], source: Source, webhook
     oldest = min(webhook.created_at for webhook in webhooks)  # no webhook wants what ended before it
     since = max(scanned.scanned_to, oldest) if scanned else oldest
     after: tuple[datetime, str] = (since - source.overlap, "")
+    wanted = whose_rows(source, webhooks)
     seen = 0
     while True:
         with sessions() as session:
-            rows = session.scalars(page_query(source, after)).all()
+            rows = session.scalars(page_query(source, after).where(wanted)).all()
             if not rows:
                 return seen
             events = [found for row in rows if (found := source.event_of(session, row)) is not None]
@@ -154,6 +155,13 @@ def scan_source(sessions: orm.sessionmaker[orm.Session], source: Source, webhook
             session.merge(WebhookScan(source=source.name, scanned_to=max(after[0], since)))
             session.commit()
         seen += len(rows)
+
+
+def whose_rows(source: Source, webhooks: list[Webhook]) -> sa.ColumnElement[bool]:
+    """The rows some webhook may want by owner (see `wants`): every row where one has no owner, else
+    those of the webhooks' owners, so each pass builds no event that nobody would get."""
+    owners = {webhook.owner for webhook in webhooks}
+    return sa.true() if None in owners else source.model.owner.in_(owners)
 
 
 def page_query(source: Source, after: tuple[datetime, str]) -> sa.Select[Any]:

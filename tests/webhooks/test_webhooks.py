@@ -264,13 +264,19 @@ def test_a_bad_registration_is_a_400_naming_the_field(
     assert error_of(client.post("/v1/webhooks", json=body), 400)["param"] == param
 
 
+def alices_webhook(config: dict[str, Any], receiver: Receiver) -> tuple[Flask, dict, dict, dict[str, Any]]:
+    """An app with two keys (alice's and bob's headers) and a webhook of alice's."""
+    app = create_app({**config, "API_KEYS": "sk-alice,sk-bob"})
+    alice, bob = ({"Authorization": f"Bearer sk-{name}"} for name in ("alice", "bob"))
+    webhook = app.test_client().post("/v1/webhooks", json={"url": receiver.url}, headers=alice).get_json()
+    return app, alice, bob, webhook
+
+
 def test_each_client_sees_and_deletes_only_its_own_webhooks(
     config: dict[str, Any], receiver: Receiver
 ) -> None:
-    app = create_app({**config, "API_KEYS": "sk-alice,sk-bob"})
+    app, alice, bob, webhook = alices_webhook(config, receiver)
     client = app.test_client()
-    alice, bob = ({"Authorization": f"Bearer sk-{name}"} for name in ("alice", "bob"))
-    webhook = client.post("/v1/webhooks", json={"url": receiver.url}, headers=alice).get_json()
     path = f"/v1/webhooks/{webhook['id']}"
     assert client.get("/v1/webhooks", headers=bob).get_json()["data"] == []
     for answer in (
@@ -371,10 +377,8 @@ def test_the_beat_task_sends_unless_another_pass_holds_the_lock(
 def test_a_keys_webhook_gets_the_events_of_that_keys_jobs_only(
     config: dict[str, Any], receiver: Receiver
 ) -> None:
-    app = create_app({**config, "API_KEYS": "sk-alice,sk-bob"})
+    app, alice, bob, webhook = alices_webhook(config, receiver)
     client = app.test_client()
-    alice, bob = ({"Authorization": f"Bearer sk-{name}"} for name in ("alice", "bob"))
-    webhook = client.post("/v1/webhooks", json={"url": receiver.url}, headers=alice).get_json()
     jobs = {}
     for name, headers in (("alice", alice), ("bob", bob)):
         jobs[name] = client.post("/v1/jobs", json={"prompt": "hi"}, headers=headers).get_json()["id"]
