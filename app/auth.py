@@ -12,6 +12,8 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import threading
+import time
 from functools import partial
 
 from flask import Flask, Response, g, request
@@ -25,6 +27,10 @@ from app.keys.caller import SINGLE_USER, UNVERIFIED, Caller, env_key_id
 log = logging.getLogger(__name__)
 
 OPEN_ENDPOINTS = frozenset({"health.healthz"})  # liveness probes carry no key
+# How long a process trusts what it read of the api_keys table: a key added or revoked with `gptoss keys`
+# takes effect within this many seconds, and a submit does not pay a query for it (bench/load.py).
+KEYS_RECHECK_S = 1.0
+KNOWN_KEYS_MAX = 4096  # callers remembered per process; past it the memory starts again
 
 
 def key_digest(key: str) -> bytes:
@@ -38,13 +44,23 @@ class KeyRing:
     def __init__(self, env_keys: tuple[str, ...], sessions: orm.sessionmaker[orm.Session]) -> None:
         self.env_keys = tuple((key_digest(key), Caller(env_key_id(key), admin=True)) for key in env_keys)
         self.sessions = sessions
+        self._lock = threading.Lock()
+        self._required: tuple[bool, float] | None = None  # (answer, monotonic time it was read)
+        self._known: dict[bytes, tuple[Caller, float]] = {}  # digest -> (its stored key's caller, read at)
 
     def required(self) -> bool:
-        """Whether requests need a key: some are configured (in the env, or in the database)."""
+        """Whether requests need a key: some are configured (in the env, or in the database, read at most
+        once per KEYS_RECHECK_S)."""
         if self.env_keys:
             return True
+        now = time.monotonic()
+        remembered = self._required
+        if remembered is not None and now - remembered[1] < KEYS_RECHECK_S:
+            return remembered[0]
         with self.sessions() as session:
-            return key_store.any_active_key(session)
+            answer = key_store.any_active_key(session)
+        self._required = (answer, now)
+        return answer
 
     def caller_of(self, key: str) -> Caller | None:
         """The caller this key makes, or None for a key that is unknown or revoked."""
@@ -55,9 +71,21 @@ class KeyRing:
                 matched = caller
         if matched is not None:
             return matched
+        now = time.monotonic()
+        known = self._known.get(given)
+        if known is not None and now - known[1] < KEYS_RECHECK_S:
+            return known[0]
         with self.sessions() as session:  # looked up by the digest of a random secret: nothing to time
             row = key_store.find_active_key(session, given.hex())
-            return Caller(row.id, admin=row.admin) if row is not None else None
+        if row is None:  # unknown keys are not remembered: guessing must not fill the memory
+            self._known.pop(given, None)
+            return None
+        caller = Caller(row.id, admin=row.admin)
+        with self._lock:
+            if len(self._known) >= KNOWN_KEYS_MAX:
+                self._known.clear()
+            self._known[given] = (caller, now)
+        return caller
 
 
 def init_auth(app: Flask, keys: tuple[str, ...], sessions: orm.sessionmaker[orm.Session]) -> None:

@@ -237,6 +237,22 @@ def _default(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def prompt_tokens_at_most(tokenizer: Any, is_harmony: bool, request: GenerationRequest) -> int:
+    """An upper bound on len(render_prompt(...)) without running the tokenizer: a byte-level BPE token
+    (o200k, SmolLM2's) covers at least one byte, and each special piece is one token. The API checks a
+    prompt's fit with it first and tokenizes only when the bound does not already prove it fits."""
+    if is_harmony:
+        return sum(1 if special else len(text.encode()) for special, text in harmony_pieces(request))
+    refuse_tools(request)
+    try:
+        text = tokenizer.apply_chat_template(
+            chat_messages(request), add_generation_prompt=True, tokenize=False
+        )
+    except Exception as exc:  # the exact rendering raises the same, with its message
+        raise PromptError(f"the model's chat template cannot render these messages: {exc}") from exc
+    return len(text.encode()) + 1  # a SentencePiece-style dummy prefix may add one token
+
+
 def encode_pieces(tokenizer: Any, pieces: Sequence[Piece]) -> list[int]:
     """Special pieces become their one token; text between them is encoded as ordinary text."""
     ids: list[int] = []

@@ -20,7 +20,7 @@ from app.errors import ApiError
 from app.jobs.schemas import JobCreate, generation_request
 from app.services import services
 from engine.loader import local_model_dir
-from engine.prompt import PromptError, refuse_tools, render_prompt
+from engine.prompt import PromptError, prompt_tokens_at_most, refuse_tools, render_prompt
 from engine.types import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,15 @@ class TokenCounter:
             messages = request.messages or ({"content": request.prompt or ""},)
             return sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN
         return len(self.prompt_ids(request))
+
+    def fits(self, request: GenerationRequest, max_tokens: int) -> bool:
+        """Whether the prompt surely fits with max_tokens, by a bound that needs no tokenizing
+        (engine/prompt.py prompt_tokens_at_most); False means: count exactly."""
+        if self.tokenizer is None or self.context is None:
+            return False
+        with self.lock:
+            bound = prompt_tokens_at_most(self.tokenizer, self.is_harmony, request)
+        return bound + max_tokens <= self.context
 
     def prompt_ids(self, request: GenerationRequest, add_generation_prompt: bool = True) -> list[int]:
         """The ids the engine reads for `request`; 400 naming the field it cannot render."""
@@ -123,6 +132,8 @@ def check_prompt_fits(body: JobCreate) -> None:
             if services(app).profiles[body.queue_profile].model == "demo":  # SmolLM2: no harmony
                 refuse_tools(request)
             return
+        if counter.fits(request, body.max_tokens or 0):
+            return  # no tokenizing on the way of a submit that surely fits
         prompt_tokens = counter.prompt_tokens(request)
     except PromptError as exc:
         raise ApiError(400, str(exc), param=exc.param, code="invalid_prompt") from exc

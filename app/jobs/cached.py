@@ -31,7 +31,7 @@ from app.jobs.schemas import JobCreate
 from app.jobs.store import job_row
 from app.metrics import API_REGISTRY, JOBS_FINISHED_IN_API, TAG_LABELS, tag_values
 from app.models import Job, JobStatus
-from app.ops.served_models import served_tags_in_request
+from app.ops.served_models import recent_served_tags
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class CachedJobs:
         """The finished job made from a cached answer, or None (then the job goes to a worker)."""
         profile = body.queue_profile
         try:
-            tags = served_tags_in_request(self.client, profile)
+            tags = recent_served_tags(self.client, profile)
             labels = tag_values(tags, profile)
             if not is_cacheable(request):
                 RESPONSE_CACHE_LOOKUPS.labels(**labels, result="bypass").inc()

@@ -13,7 +13,7 @@ from celery import Celery
 
 from app.jobs.events import JobEventLog, events_key
 from app.jobs.log import log_job_transition
-from app.ops.served_models import served_tags_in_request
+from app.ops.served_models import recent_served_tags
 from app.queue import QueuedJob, send_run_job, send_run_jobs
 
 # enqueue(job_id, profile, task_id, queue) puts the job's task on its queue (job_queue), raising on failure.
@@ -53,6 +53,6 @@ class JobQueue:
 
     def _announced_tags(self, profile: str) -> dict[str, str]:
         try:
-            return served_tags_in_request(self.client, profile) or {}
+            return recent_served_tags(self.client, profile) or {}
         except Exception:  # the job is queued; a missing log field must not turn that into an error
             return {}

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
+import weakref
 
 import redis
 from flask import g, has_request_context
 
 SERVED_KEY_PREFIX = "gptoss:served:"
+# How long a process trusts a profile's announcement before reading it again: a submit (the response
+# cache's key, the `job.queued` line) then pays no Redis round trip for it. A worker that loads another
+# model is seen within this many seconds; the tags stored with each result are the worker's own.
+SERVED_RECHECK_S = 1.0
+_announced: weakref.WeakKeyDictionary[redis.Redis, dict[str, tuple[dict[str, str] | None, float]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def announce_served_model(client: redis.Redis, profile: str, tags: dict[str, str]) -> None:
@@ -26,15 +35,21 @@ def served_tags(client: redis.Redis, profiles: list[str]) -> dict[str, dict[str,
     return {p: json.loads(v) for p, v in zip(profiles, values, strict=True) if v is not None}
 
 
-def served_tags_in_request(client: redis.Redis, profile: str) -> dict[str, str] | None:
-    """A profile's announced tags, read from Redis once per HTTP request: a submit asks twice (the
-    response cache's key, then the `job.queued` log line). Outside a request, read each time."""
-    if not has_request_context():
-        return served_tags(client, [profile]).get(profile)
-    memo: dict[str, dict[str, str] | None] = g.setdefault("gptoss_served_tags", {})
-    if profile not in memo:
-        memo[profile] = served_tags(client, [profile]).get(profile)
-    return memo[profile]
+def recent_served_tags(client: redis.Redis, profile: str) -> dict[str, str] | None:
+    """A profile's announced tags (None: not announced yet) as read at most SERVED_RECHECK_S ago through
+    this client. In a request,
+    what it gave is kept in `g` for the request's metric labels (app/metrics.py request_tags)."""
+    now = time.monotonic()
+    memo = _announced.setdefault(client, {})
+    remembered = memo.get(profile)
+    if remembered is not None and now - remembered[1] < SERVED_RECHECK_S:
+        tags: dict[str, str] | None = remembered[0]
+    else:
+        tags = served_tags(client, [profile]).get(profile)
+        memo[profile] = (tags, now)
+    if has_request_context():
+        g.setdefault("gptoss_served_tags", {})[profile] = tags
+    return tags
 
 
 def served_model_ids(client: redis.Redis, profiles: list[str]) -> dict[str, str]:

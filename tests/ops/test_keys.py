@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import secrets
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -16,6 +17,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from flask import Flask
 
+from app.auth import KEYS_RECHECK_S
 from app.keys.models import ApiKey
 from app.services import services
 from cli.main import main as gptoss
@@ -91,6 +93,7 @@ def test_a_revoked_key_gets_401_and_its_name_stays_taken(
     assert client.get("/v1/jobs", headers=bearer(secret)).status_code == 200
     out, _ = keys_cli(capsys, "revoke", name)
     assert out.startswith(f"revoked {name}\t")
+    time.sleep(KEYS_RECHECK_S)  # how long the API may trust what it read of the keys table
     refused = client.get("/v1/jobs", headers=bearer(secret))
     assert refused.status_code == 401 and refused.get_json()["error"]["code"] == "invalid_api_key"
     listed = [line for line in keys_cli(capsys, "list")[0].splitlines() if line.startswith(name + "\t")]
@@ -118,12 +121,14 @@ def test_stored_keys_alone_turn_single_user_mode_off_until_the_last_is_revoked(
         assert client.get("/v1/jobs").status_code == 200  # no keys: a local client, single-user mode
         name = unique("erin")
         secret = keys_cli(capsys, "add", name)[0].strip()
+        time.sleep(KEYS_RECHECK_S)
         missing = client.get("/v1/jobs")  # a local client too needs a key now
         assert missing.status_code == 401 and missing.get_json()["error"]["code"] == "missing_api_key"
         assert client.get("/v1/jobs", headers=bearer(secret)).status_code == 200
         remote = client.get("/v1/jobs", headers=bearer(secret), environ_base={"REMOTE_ADDR": "192.0.2.7"})
         assert remote.status_code == 200
         keys_cli(capsys, "revoke", name)
+        time.sleep(KEYS_RECHECK_S)
         assert client.get("/v1/jobs").status_code == 200  # no active key left: single-user mode again
         remote = client.get("/v1/jobs", environ_base={"REMOTE_ADDR": "192.0.2.7"})
         assert remote.get_json()["error"]["code"] == "api_keys_not_configured"
