@@ -29,6 +29,7 @@ from app.jobs.cached import CachedJobs
 from app.jobs.defaults import ProfileDefaults
 from app.jobs.enqueue import JobQueue
 from app.jobs.events import JobEventLog
+from app.jobs.grouped import SubmitGroups
 from app.jobs.log import configure_job_log
 from app.limits import add_rate_limit_headers
 from app.ops import health, profiles_views, stats_views, usage_views
@@ -63,6 +64,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     served = profiles.get(settings.profile or "")  # a model worker's profile; None in the API
     batch_slots = batch_slots_for(served.max_batch, settings.batches.reserved_slots) if served else None
     celery_app = make_celery(app, settings, list(profiles), batch_slots)
+    job_queue = JobQueue(celery_app, events, client)
     app.extensions[EXTENSION_KEY] = Services(
         settings=settings,
         profiles=profiles,
@@ -74,7 +76,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         write_lock=write_lock_for(settings.database_url),
         files=make_file_storage(settings.batches.file_storage, settings.batches.files_dir, db_engine),
         celery=celery_app,
-        queue=JobQueue(celery_app, events, client),
+        queue=job_queue,
+        submits=SubmitGroups(sessions, job_queue),
         router=make_router(settings.profiles_path, profiles, client, sessions),
         cached_jobs=CachedJobs(ResponseCache(client, settings.cache), events)
         if settings.cache.enabled

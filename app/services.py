@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from app.jobs.defaults import ProfileDefaults
     from app.jobs.enqueue import JobQueue
     from app.jobs.events import JobEventLog
+    from app.jobs.grouped import SubmitGroups
     from app.profiles import Profile
     from app.routing.auto import ProfileRouter
     from app.settings import Settings
@@ -46,6 +47,7 @@ class Services:
     files: FileStorage  # where files' bytes live (GPTOSS_FILE_STORAGE), for views and workers alike
     celery: Celery
     queue: JobQueue  # the one way a job reaches its profile's queue (the `queued` event, the log line)
+    submits: SubmitGroups  # a submit's insert and enqueue, shared with the submits arriving beside it
     router: ProfileRouter
     cached_jobs: CachedJobs | None  # None: the response cache is off
     metrics_registry: CollectorRegistry  # the API's collectors read at scrape time

@@ -43,20 +43,13 @@ def job_row(body: JobCreate, **columns: Any) -> dict[str, Any]:
         "task_id": str(uuid.uuid4()),
         "is_gate": is_gate_request(request),
         "created_at": utcnow(),
+        "attempts": 0,
         "cancel_requested": False,
         "cancel_requested_at": None,
         "finished_at": None,
         "finish_reason": None,
     }
     return row | columns
-
-
-def insert_job(session: orm.Session, body: JobCreate, **columns: Any) -> Job:
-    """Insert and commit a queued job; raises IntegrityError when the idempotency key exists."""
-    job = Job(**job_row(body, **columns))
-    session.add(job)
-    session.commit()
-    return job
 
 
 def visible_jobs(caller: Caller) -> sa.ColumnElement[bool]:

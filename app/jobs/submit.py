@@ -13,10 +13,11 @@ from app.cache.store import no_cache_header
 from app.errors import ApiError
 from app.jobs import store as job_store
 from app.jobs.budget import check_prompt_fits
+from app.jobs.grouped import QueueUnavailable
 from app.jobs.schemas import JobCreate
 from app.keys.caller import Caller
 from app.models import Job
-from app.queue import job_queue
+from app.queue import QueuedJob, job_queue
 from app.services import services
 from engine.prompt import today_utc
 
@@ -44,7 +45,8 @@ def submit_job(
     session: orm.Session, body: JobCreate, idempotency_key: str | None, caller: Caller
 ) -> tuple[Job, bool]:
     """Insert the job, owned by the caller's key, and enqueue its task; returns (job, created). A
-    failed enqueue leaves no row. The Idempotency-Key replays only the owner's own jobs. Priority
+    failed enqueue leaves no row. Submits arriving together share the insert and the Redis round trips
+    (app/jobs/grouped.py). The Idempotency-Key replays only the owner's own jobs. Priority
     `high` is for admin keys (and single-user mode); its lane and bucket: app/queue.py job_queue.
 
     A request whose answer is in the response cache is stored already succeeded. Profile `auto`
@@ -73,27 +75,23 @@ def submit_job(
         cached = found.cached_jobs.serve(session, body, request, idempotency_key, owner)
         if cached is not None:
             return cached, True
+    row = job_store.job_row(body, idempotency_key=idempotency_key, owner=owner)
+    lane = job_queue(row["profile"], row.get("batch_id"), row["request"], owner)
     try:
-        job = job_store.insert_job(session, body, idempotency_key=idempotency_key, owner=owner)
+        found.submits.store_and_queue(row, QueuedJob(row["id"], row["profile"], row["task_id"], lane))
     except sa_exc.IntegrityError:  # a concurrent submit with the same key won the insert
-        session.rollback()
         replayed = _replayed_job(session, idempotency_key or "", body.replay_request())
         if replayed is None:
             raise
         return replayed, False
-    try:
-        found.queue.enqueue(
-            job.id, job.profile, job.task_id, job_queue(job.profile, job.batch_id, job.request, owner)
-        )
-    except Exception as exc:
-        log.warning("enqueue of %s failed, removing the job: %s", job.id, exc)
-        job_store.delete_job(session, job.id)
+    except QueueUnavailable as exc:
         raise ApiError(
             503,
             "The job queue is unavailable; the job was not created. Retry later.",
             type="server_error",
             code="queue_unavailable",
         ) from exc
+    job = Job(**row)
     return job, True
 
 
