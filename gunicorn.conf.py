@@ -1,5 +1,11 @@
 """gunicorn settings of the API; gunicorn reads ./gunicorn.conf.py by default (the Procfile's `web`).
 
+Shape: one worker process per usable core, at most MAX_WORKERS (WEB_CONCURRENCY or --workers overrides),
+each with THREADS threads (--threads overrides): a submit costs a process about 1.5 ms of CPU under the
+GIL, so one process keeps one core busy at most (bench/load.py), and the threads are mostly SSE readers
+waiting on Redis. With several workers and no PROMETHEUS_MULTIPROC_DIR, a private one is made for this
+run (and removed at its end), so /metrics counts every worker's requests.
+
 Without API keys (GPTOSS_API_KEYS, or keys stored by `gptoss keys add`) the API must not be reachable
 from other machines: every bind address that is not loopback is replaced by 127.0.0.1 on the same port,
 with a warning. (Keys revoked later leave the app itself refusing other machines: app/auth.py.) Each worker
@@ -9,11 +15,19 @@ process also loads the profiles' tokenizers in the background, so the first subm
 from __future__ import annotations
 
 import ipaddress
+import os
+import shutil
+import tempfile
 from typing import Any
+
+MAX_WORKERS = 4
+THREADS = 128
 
 # Request lines of any length reach the app, which answers one over 8 KiB with a JSON 414
 # (app/http.py), not gunicorn's HTML page.
 limit_request_line = 0
+workers = int(os.environ.get("WEB_CONCURRENCY") or min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+threads = THREADS
 
 
 def loopback_only(bind: str) -> str:
@@ -35,6 +49,7 @@ def loopback_only(bind: str) -> str:
 def on_starting(server: Any) -> None:
     """Before the sockets exist: refuse settings that cannot work (gunicorn prints the error and exits);
     without API keys, bind to 127.0.0.1 only, or with GPTOSS_MULTI_HOST=1 refuse to start."""
+    share_metrics_between_workers(server)
     from app.keys.store import stored_keys_exist
     from app.settings import SettingsError, load_settings
 
@@ -59,6 +74,20 @@ def on_starting(server: Any) -> None:
             ", ".join(binds),
         )
         server.cfg.set("bind", safe)
+
+
+def share_metrics_between_workers(server: Any) -> None:
+    """Several workers, no PROMETHEUS_MULTIPROC_DIR: one of this run's own, set before anything imports
+    prometheus_client (the workers inherit it)."""
+    if server.cfg.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gptoss-api-metrics-")
+        server.gptoss_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def on_exit(server: Any) -> None:
+    made = getattr(server, "gptoss_metrics_dir", None)
+    if made:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def post_worker_init(worker: Any) -> None:

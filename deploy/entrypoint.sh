@@ -26,7 +26,7 @@ if not (parse_api_keys(os.environ.get("GPTOSS_API_KEYS")) or stored_keys_exist(l
     sys.exit("entrypoint: the API serves other machines here and needs API keys: set GPTOSS_API_KEYS "
              "(deploy/.env) or add one with `docker compose run --rm api gptoss keys add NAME`")
 PY
-    exec gunicorn --workers 1 --threads 128 --bind "${HOST:-0.0.0.0}:${PORT:-8000}" \
+    exec gunicorn --bind "${HOST:-0.0.0.0}:${PORT:-8000}" \
         --access-logfile - 'app:create_app()'
     ;;
 worker)

@@ -21,10 +21,10 @@ from tests.support.services import migrate
 
 @contextmanager
 def gunicorn_api(
-    folder: Path, profiles_file: Path, redis_url: str, workers: int = 1, threads: int = 128, **env: str
+    folder: Path, profiles_file: Path, redis_url: str, workers: int | None = 1, threads: int = 128, **env: str
 ) -> Iterator[str]:
-    """gunicorn serving create_app() on a free port (`threads` 1: sync workers), with `env` added;
-    yields its URL."""
+    """gunicorn serving create_app() on a free port (`threads` 1: sync workers; `workers` None: as
+    gunicorn.conf.py chooses), with `env` added; yields its URL."""
     database_url = f"sqlite:///{folder / 'gptoss.db'}"
     migrate(database_url)
     environ = os.environ | {
@@ -33,7 +33,8 @@ def gunicorn_api(
     }  # fmt: skip
     port = free_port()
     command = [
-        sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", str(threads),
+        sys.executable, "-m", "gunicorn", *(["--workers", str(workers)] if workers else []),
+        "--threads", str(threads),
         "--bind", f"127.0.0.1:{port}", "app:create_app()",
     ]  # fmt: skip
     with open(folder / "gunicorn.log", "wb") as log:
