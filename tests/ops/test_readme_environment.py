@@ -25,6 +25,7 @@ def read_by_the_code() -> set[str]:
     for folder in SOURCE_FOLDERS:
         for path in (REPO_ROOT / folder).rglob("*.py"):
             names |= set(pattern.findall(path.read_text()))
+    names |= set(pattern.findall((REPO_ROOT / "gunicorn.conf.py").read_text()))
     for path in (REPO_ROOT / "Procfile", REPO_ROOT / "Makefile"):
         names |= set(re.findall(r"\$\{+([A-Z][A-Z0-9_]+)", path.read_text()))
     return names - NOT_OURS
