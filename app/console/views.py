@@ -7,6 +7,7 @@ are whole without JavaScript; static/console.js adds the live parts (a job's SSE
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -171,12 +172,9 @@ def job(job_id: str) -> str:
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> BaseResponse:
     """Cancel through the jobs' one cancel path; a job that already ended just shows its end."""
-    try:
-        with db_session() as session:
-            cancel(session, job_id, current_caller())
-    except ApiError as exc:
-        if exc.status != 409:
-            raise
+    caller = current_caller()
+    with db_session() as session:
+        unless_ended(lambda: cancel(session, job_id, caller))
     return redirect(url_for(".job", job_id=job_id))
 
 
@@ -204,12 +202,18 @@ def batch(batch_id: str) -> str:
 @bp.post("/batches/<batch_id>/cancel")
 def cancel_batch(batch_id: str) -> BaseResponse:
     """Cancel through the batches' one cancel path; one that already ended just shows its end."""
+    caller = current_caller()
+    unless_ended(lambda: cancel_and_watch(batch_id, caller))
+    return redirect(url_for(".batch", batch_id=batch_id))
+
+
+def unless_ended(cancel_it: Callable[[], object]) -> None:
+    """Cancel; a job or batch that already ended (the cancel path's 409) just shows its end."""
     try:
-        cancel_and_watch(batch_id, current_caller())
+        cancel_it()
     except ApiError as exc:
         if exc.status != 409:
             raise
-    return redirect(url_for(".batch", batch_id=batch_id))
 
 
 @bp.get("/gate")

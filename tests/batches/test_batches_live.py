@@ -29,9 +29,10 @@ from tests.support.batches import (
     batch_app,
     private_redis,
     request_line,
+    start_batch_over_http,
     start_batch_worker,
     wait_for_batch_worker,
-)  # fmt: skip
+)
 from tests.support.paths import REPO_ROOT
 from tests.support.pipeline import start_worker, stop_worker, wait_for_workers
 from tests.support.services import migrate
@@ -48,15 +49,7 @@ class LiveBatches:
 
     def start(self, lines: list[str], filename: str) -> str:
         """Upload the request lines and create their batch over HTTP; returns the batch id."""
-        file = self.http.post(
-            "/v1/files", data={"purpose": "batch"}, files={"file": (filename, "\n".join(lines))}
-        )
-        body = {
-            "input_file_id": file.json()["id"],
-            "endpoint": "/v1/chat/completions",
-            "completion_window": "24h",
-        }
-        return self.http.post("/v1/batches", json=body).json()["id"]
+        return start_batch_over_http(self.http, lines, filename)
 
     def wait_final(self, batch_id: str, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

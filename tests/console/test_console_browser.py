@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.apps import TEST_MAX_TOKENS
 from tests.support.batches import request_line
+from tests.support.browser import unavailable
 from tests.support.console import LiveConsole, live_console
 from tests.support.gate import gate_run_of, sample
 
@@ -111,3 +112,14 @@ def test_the_gate_page_shows_a_stored_runs_plot(console: LiveConsole, browser: A
         httpx.get(f"{console.url}{plot.get_attribute('src')}").status_code == 401
     )  # the cookie's key did it
     page.context.close()
+
+
+def test_without_a_browser_the_tests_skip_saying_why_but_fail_under_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium is missing"):
+        unavailable("/usr/bin/chromium is missing")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true needs the console's browser tests"):
+        unavailable("/usr/bin/chromium is missing")

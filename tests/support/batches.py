@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
@@ -157,3 +158,14 @@ def wait_for_batch_worker(app: Flask, worker: subprocess.Popen[bytes], log_path:
     while not app.extensions["celery"].control.ping(destination=[name], timeout=0.5):
         if worker.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"the batch worker is not up:\n{log_path.read_text()[-3000:]}")
+
+
+def start_batch_over_http(http: httpx.Client, lines: list[str], filename: str = "input.jsonl") -> str:
+    """Upload the request lines and create their batch over HTTP, as a client does; returns its id."""
+    file = http.post("/v1/files", data={"purpose": "batch"}, files={"file": (filename, "\n".join(lines))})
+    body = {
+        "input_file_id": file.json()["id"],
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    }
+    return http.post("/v1/batches", json=body).json()["id"]

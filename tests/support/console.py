@@ -15,7 +15,12 @@ import httpx
 from flask import Flask
 
 from gate.runner import GateRun
-from tests.support.batches import private_redis, start_batch_worker, wait_for_batch_worker
+from tests.support.batches import (
+    private_redis,
+    start_batch_over_http,
+    start_batch_worker,
+    wait_for_batch_worker,
+)
 from tests.support.keys import add_key
 from tests.support.live_server import serve
 from tests.support.pipeline import TEST_DATE, live_workers, stop_worker
@@ -43,15 +48,7 @@ class LiveConsole:
 
     def start_batch(self, who: str, lines: list[str]) -> str:
         with self.api(who) as api:
-            file = api.post(
-                "/v1/files", data={"purpose": "batch"}, files={"file": ("b.jsonl", "\n".join(lines))}
-            )
-            body = {
-                "input_file_id": file.json()["id"],
-                "endpoint": "/v1/chat/completions",
-                "completion_window": "24h",
-            }
-            return api.post("/v1/batches", json=body).json()["id"]
+            return start_batch_over_http(api, lines)
 
     def store_gate_run(self, run: GateRun) -> str:
         """What `gptoss gate` does at the end of a run: POST the report, Markdown and plot."""
