@@ -38,7 +38,8 @@ OPEN_ENDPOINTS = frozenset({"health.healthz"})  # liveness probes carry no key
 KEYS_RECHECK_S = 1.0
 KNOWN_KEYS_MAX = 4096  # callers remembered per process; past it the memory starts again
 CONSOLE = "console"  # the blueprint of the browser console: it signs in with a form, not a 401
-CONSOLE_OPEN_ENDPOINTS = frozenset({"console.login", "console.static"})  # its sign-in page and CSS/JS
+# its sign-in and sign-out (a revoked key may still sign out; both check CSRF) and its CSS/JS
+CONSOLE_OPEN_ENDPOINTS = frozenset({"console.login", "console.logout", "console.static"})
 CONSOLE_COOKIE = "gptoss_console_key"  # the key a person pasted into the console's sign-in form
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

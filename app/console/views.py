@@ -110,9 +110,9 @@ def login() -> BaseResponse | tuple[str, int]:
             csrf.set_console_cookie(response, CONSOLE_COOKIE, key, csrf.KEY_COOKIE_MAX_AGE_S)
             return response
         problem = "invalid_api_key"
-    status = 401 if problem else 200
     message = PROBLEMS.get(problem or "")
-    return render_template("console/login.html", message=message, next=request.values.get("next")), status
+    page = render_template("console/login.html", message=message, next=request.values.get("next"))
+    return page, 401 if message else 200
 
 
 def safe_next(path: str | None) -> str:

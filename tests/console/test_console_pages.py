@@ -15,6 +15,7 @@ from app.console import views as console_views
 from app.console.csrf import CSRF_COOKIE
 from app.db import db_session
 from app.gate_runs import store as gate_store
+from app.keys import store as key_store
 from app.models import JobStatus
 from tests.support.batches import create_batch, ingest, request_line, run
 from tests.support.gate import gate_run_of, sample
@@ -156,12 +157,21 @@ def test_a_cancel_without_the_forms_token_or_from_another_origin_is_refused(team
     assert client.post(cancel, data={"csrf_token": token}).status_code == 403
 
 
-def test_signing_out_forgets_the_key(team: Team) -> None:
+def test_signing_out_forgets_the_key_even_a_revoked_one(team: Team) -> None:
     client = signed_in(team.alice)
     token = token_of(page(client, "/console/"))
+    assert client.post("/console/logout").status_code == 403
     response = client.post("/console/logout", data={"csrf_token": token})
     assert response.status_code == 302 and response.headers["Location"] == "/console/login"
     assert client.get("/console/").status_code == 302
+    bob = signed_in(team.bob)
+    token = token_of(page(bob, "/console/"))
+    with team.app.app_context(), db_session() as session:
+        name = key_store.key_directory(session, ())[team.bob.key_id]
+        key_store.revoke_key(session, name)
+    assert "invalid_api_key" in bob.get("/console/").headers["Location"]
+    assert bob.post("/console/logout", data={"csrf_token": token}).status_code == 302
+    assert bob.get_cookie(CONSOLE_COOKIE) is None
 
 
 def test_a_key_sees_only_its_own_jobs_and_an_admin_filters_by_key(team: Team) -> None:
