@@ -227,10 +227,13 @@ def gate() -> str:
     return render_template("console/gate.html", runs=rows, next_page=next_page)
 
 
-def no_store(response: Response) -> Response:
-    """Pages show live state and a caller's own things: never from a shared cache."""
+def page_headers(response: Response) -> Response:
+    """Pages show live state and a caller's own things: never from a shared cache. They load only this
+    site's script, style and images, and no other site may frame them (a Cancel button under a decoy)."""
     response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+    response.headers.setdefault("X-Frame-Options", "DENY")
     return response
 
 
-bp.after_request(no_store)
+bp.after_request(page_headers)

@@ -17,6 +17,7 @@ from tests.support.browser import unavailable
 from tests.support.console import LiveConsole, live_console
 from tests.support.gate import gate_run_of, sample
 
+LIVE_MS = 90_000  # generous: this 2-core box may be busy with other work
 STREAMING = """() => document.querySelector('#job-status').textContent.startsWith('running')
   && (document.querySelector('#job-content').textContent
       + document.querySelector('#job-reasoning').textContent).length > 0"""
@@ -26,7 +27,8 @@ STREAMING = """() => document.querySelector('#job-status').textContent.startsWit
 def console(
     browser: Any, tmp_path_factory: pytest.TempPathFactory, profiles_file: Path, tiny_model_dir: Path
 ) -> Iterator[LiveConsole]:
-    with live_console(tmp_path_factory.mktemp("console"), profiles_file) as running:
+    # one model worker: every job and batch line here runs on latency_first (the default profile)
+    with live_console(tmp_path_factory.mktemp("console"), profiles_file, ("latency_first",)) as running:
         yield running
 
 
@@ -37,10 +39,12 @@ def job_of(console: LiveConsole, who: str, job_id: str) -> dict[str, Any]:
 
 def test_a_submitted_jobs_text_appears_on_its_page_as_it_streams(console: LiveConsole, browser: Any) -> None:
     page = console.signed_in(browser, "alice")
-    job_id = console.submit("alice", max_tokens=300)
+    job_id = console.submit("alice", max_tokens=200)
     page.goto(f"/console/jobs/{job_id}")
-    page.wait_for_function(STREAMING, timeout=30_000)  # text on the page while the job still runs
-    page.wait_for_function("() => document.querySelector('#job-status').textContent === 'succeeded'")
+    page.wait_for_function(STREAMING, timeout=LIVE_MS)  # text on the page while the job still runs
+    page.wait_for_function(
+        "() => document.querySelector('#job-status').textContent === 'succeeded'", timeout=LIVE_MS
+    )
     job = job_of(console, "alice", job_id)
     assert job["status"] == "succeeded"
     assert page.text_content("#job-content").strip() == job["result"]["content"].strip()
@@ -55,12 +59,12 @@ def test_a_running_job_is_cancelled_from_its_page_and_keeps_its_text(
     page = console.signed_in(browser, "alice")
     job_id = console.submit("alice", max_tokens=TEST_MAX_TOKENS)
     page.goto(f"/console/jobs/{job_id}")
-    page.wait_for_function(STREAMING, timeout=30_000)
+    page.wait_for_function(STREAMING, timeout=LIVE_MS)
     page.keyboard.press("Tab")  # reachable from the keyboard
     page.get_by_role("button", name="Cancel this job").focus()
     page.keyboard.press("Enter")
     page.wait_for_function(
-        "() => document.querySelector('#job-status').textContent === 'cancelled'", timeout=30_000
+        "() => document.querySelector('#job-status').textContent === 'cancelled'", timeout=LIVE_MS
     )
     job = job_of(console, "alice", job_id)
     assert (job["status"], job["result"]["finish_reason"]) == ("cancelled", "cancelled")
@@ -75,7 +79,7 @@ def test_a_batchs_progress_bar_reaches_100_percent(console: LiveConsole, browser
     )
     page = console.signed_in(browser, "alice")
     page.goto(f"/console/batches/{batch_id}")
-    page.wait_for_selector("#output-file", timeout=60_000)  # live counts, then the page with its files
+    page.wait_for_selector("#output-file", timeout=LIVE_MS)  # live counts, then the page with its files
     assert page.text_content("[data-field=counts]").startswith("100 % · 6 done, 0 failed, of 6")
     assert page.eval_on_selector("[data-field=progress]", "bar => [bar.value, bar.max]") == [6, 6]
     with console.api("alice") as api:

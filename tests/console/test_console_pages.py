@@ -68,7 +68,9 @@ def test_every_page_renders_without_javascript_in_single_user_mode(
     assert "No stored runs yet" in page(idle_client, "/console/gate")
     assert idle_client.get("/console/login").headers["Location"].endswith("/console/")
     for path in ("/console/", "/console/jobs"):
-        assert idle_client.get(path).headers["Cache-Control"] == "no-store"
+        headers = idle_client.get(path).headers
+        assert headers["Cache-Control"] == "no-store" and headers["X-Frame-Options"] == "DENY"
+        assert headers["Content-Security-Policy"] == "default-src 'self'; frame-ancestors 'none'"
         assert '<meta name="viewport"' in page(idle_client, path)
 
 

@@ -73,12 +73,14 @@ class LiveConsole:
 
 
 @contextmanager
-def live_console(folder: Path, profiles_file: Path) -> Iterator[LiveConsole]:
-    """The stack until the block ends; keys are added once the workers are ready (a key in the database
-    turns keys on, and /readyz, which the wait reads, would then need one)."""
+def live_console(
+    folder: Path, profiles_file: Path, profiles: tuple[str, ...] = ("latency_first", "quality_first")
+) -> Iterator[LiveConsole]:
+    """The stack, with a model worker for each of `profiles`, until the block ends; keys are added once the
+    workers are ready (a key in the database turns keys on, and /readyz, which the wait reads, would then
+    need one)."""
     database_url = f"sqlite:///{folder / 'gptoss.db'}"
     migrate(database_url)
-    profiles = ("latency_first", "quality_first")
     worker_env = {"GPTOSS_BATCH_CHECK_INTERVAL_S": "60"}  # batches end on their last job's end or a cancel
     with (
         private_redis(folder / "redis") as redis_url,
