@@ -5,6 +5,7 @@ batch worker; and a browser page signed in with a key, as a person signs in."""
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 from flask import Flask
 
+from app.auth import KEYS_RECHECK_S
 from gate.runner import GateRun
 from tests.support.batches import (
     private_redis,
@@ -93,6 +95,7 @@ def live_console(
         try:
             wait_for_batch_worker(app, batch_worker, folder / "batches.log")
             keys = {name: add_key(app, name, admin=name == "admin").key for name in ("alice", "bob", "admin")}
+            time.sleep(KEYS_RECHECK_S)  # until the API, which read "no keys" while waiting, reads them
             with serve(app) as url:
                 yield LiveConsole(app, url, keys)
         finally:
