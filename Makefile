@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install run test check migrate
+.PHONY: install run test check migrate chromium
 
 install: $(STAMP)
 
@@ -33,9 +33,21 @@ run: migrate
 	GPTOSS_GATE_API_URL=$${GPTOSS_GATE_API_URL:-http://127.0.0.1:$${PORT:-8000}} \
 	  $(BIN)/python -m app.ops.private_redis $(BIN)/python -m app.ops.supervisor Procfile
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/pytest -q -rs $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
+
+# The console's browser tests drive Debian's chromium (tests/support/browser.py; Playwright's own browser
+# download is never used). Installed here where apt-get may run (root, or passwordless sudo); elsewhere
+# this says why not, and those tests are skipped (failed under CI=true).
+CHROMIUM_APT := apt-get install -y --no-install-recommends chromium
+chromium:
+	@if [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then echo "make chromium: no apt-get: the console's browser tests will be skipped" >&2; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "make chromium: not root and no passwordless sudo: the console's browser tests will be skipped" >&2; exit 0; fi; \
+	$$sudo $(CHROMIUM_APT) || { $$sudo apt-get update && $$sudo $(CHROMIUM_APT); } \
+	  || echo "make chromium: apt-get could not install chromium: the console's browser tests will be skipped" >&2
 
 check: $(STAMP)
 	$(BIN)/ruff check .

@@ -11,13 +11,14 @@ from flask import Flask
 from sqlalchemy import orm
 
 from app import metrics, openapi
-from app.auth import init_auth
+from app.auth import KeyRing, init_auth
 from app.batches import files_views
 from app.batches import views as batches_views
 from app.batches.storage import make_file_storage
 from app.cache.store import ResponseCache
 from app.chat import tokenize_views
 from app.chat import views as chat_views
+from app.console import views as console_views
 from app.db import make_engine, write_lock_for
 from app.errors import register_error_handlers
 from app.gate_runs import views as gate_runs_views
@@ -44,7 +45,7 @@ from app.webhooks import views as webhooks_views
 BLUEPRINTS = (
     jobs_views.bp, job_events_views.bp, chat_views.bp, responses_views.bp, tokenize_views.bp, files_views.bp,
     batches_views.bp, profiles_views.bp, health.bp, stats_views.bp, usage_views.bp, gate_runs_views.bp,
-    webhooks_views.bp,
+    webhooks_views.bp, console_views.bp,
     metrics.bp, openapi.bp,
 )  # fmt: skip
 
@@ -65,6 +66,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     batch_slots = batch_slots_for(served.max_batch, settings.batches.reserved_slots) if served else None
     celery_app = make_celery(app, settings, list(profiles), batch_slots)
     job_queue = JobQueue(celery_app, events, client)
+    keys = KeyRing(settings.reliability.api_keys, sessions)
     app.extensions[EXTENSION_KEY] = Services(
         settings=settings,
         profiles=profiles,
@@ -73,6 +75,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         events=events,
         db_engine=db_engine,
         sessions=sessions,
+        keys=keys,
         write_lock=write_lock_for(settings.database_url),
         files=make_file_storage(settings.batches.file_storage, settings.batches.files_dir, db_engine),
         celery=celery_app,
@@ -90,7 +93,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     metrics.time_requests(app)
     app.after_request(add_rate_limit_headers)
     app.before_request(refuse_long_urls)
-    init_auth(app, settings.reliability.api_keys, sessions)
+    init_auth(app, keys)
     register_error_handlers(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)

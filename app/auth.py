@@ -1,5 +1,10 @@
 """API keys: with keys configured, every route but /healthz needs `Authorization: Bearer <key>`.
 
+The browser console (app/console/) keeps the key in an HttpOnly cookie instead, since a browser's
+EventSource and <img> cannot send a header: the cookie's key is the same key, looked up in the same
+KeyRing, making the same Caller. It is taken on reads (GET, HEAD) anywhere and on the console's own
+forms, which check a CSRF token (app/console/csrf.py); never on the API's other writes.
+
 Keys are GPTOSS_API_KEYS (admin keys) and the unrevoked rows of the api_keys table (`gptoss keys add`,
 app/keys/). A key's caller (app/keys/caller.py) owns what it makes and sees only that, unless it is an
 admin. With no keys at all the API serves this machine only: gunicorn binds 127.0.0.1
@@ -16,9 +21,10 @@ import threading
 import time
 from functools import partial
 
-from flask import Flask, Response, g, request
+from flask import Flask, g, redirect, request, url_for
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import orm
+from werkzeug.wrappers import Response
 
 from app.errors import ApiError
 from app.keys import store as key_store
@@ -31,6 +37,11 @@ OPEN_ENDPOINTS = frozenset({"health.healthz"})  # liveness probes carry no key
 # takes effect within this many seconds, and a submit does not pay a query for it (bench/load.py).
 KEYS_RECHECK_S = 1.0
 KNOWN_KEYS_MAX = 4096  # callers remembered per process; past it the memory starts again
+CONSOLE = "console"  # the blueprint of the browser console: it signs in with a form, not a 401
+# its sign-in and sign-out (a revoked key may still sign out; both check CSRF) and its CSS/JS
+CONSOLE_OPEN_ENDPOINTS = frozenset({"console.login", "console.logout", "console.static"})
+CONSOLE_COOKIE = "gptoss_console_key"  # the key a person pasted into the console's sign-in form
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def key_digest(key: str) -> bytes:
@@ -88,26 +99,27 @@ class KeyRing:
         return caller
 
 
-def init_auth(app: Flask, keys: tuple[str, ...], sessions: orm.sessionmaker[orm.Session]) -> None:
+def init_auth(app: Flask, keys: KeyRing) -> None:
     """Require an API key on every request when keys are configured; else allow local clients only."""
-    if not keys:
+    if not keys.env_keys:
         log.warning(
             "no API keys configured (GPTOSS_API_KEYS): unless `gptoss keys add` stored some, the API "
             "serves clients on 127.0.0.1 only; set GPTOSS_API_KEYS to serve other machines"
         )
-    app.before_request(partial(require_api_key, KeyRing(keys, sessions)))
+    app.before_request(partial(require_api_key, keys))
 
 
-def require_api_key(keys: KeyRing) -> tuple[Response, int] | None:
-    """Before every request: set the request's caller, or answer a 401 OpenAI-style error."""
-    if request.endpoint in OPEN_ENDPOINTS:
+def require_api_key(keys: KeyRing) -> Response | tuple[Response, int] | None:
+    """Before every request: set the request's caller, or answer a 401 OpenAI-style error (the
+    console's pages: a redirect to its sign-in page)."""
+    if request.endpoint in OPEN_ENDPOINTS or request.endpoint in CONSOLE_OPEN_ENDPOINTS:
         return None
     try:
         required = keys.required()
     except sa_exc.SQLAlchemyError as exc:  # the keys table cannot be read: a local client sees nothing
         log.warning("could not tell whether API keys are configured: %s", exc)
         required, g.gptoss_caller = True, UNVERIFIED
-        if is_local(request.remote_addr) and bearer_key(request.headers.get("Authorization")) is None:
+        if is_local(request.remote_addr) and request_key() is None:
             return None
     if not required:
         if is_local(request.remote_addr):
@@ -118,7 +130,7 @@ def require_api_key(keys: KeyRing) -> tuple[Response, int] | None:
             "clients on its own machine only.",
             "api_keys_not_configured",
         )
-    key = bearer_key(request.headers.get("Authorization"))
+    key = request_key()
     if key is None:
         return unauthorized(
             "You didn't provide an API key. Send it as the header 'Authorization: Bearer <key>'.",
@@ -129,6 +141,17 @@ def require_api_key(keys: KeyRing) -> tuple[Response, int] | None:
         return unauthorized("Incorrect API key provided.", "invalid_api_key")
     g.gptoss_caller = caller
     g.gptoss_client = "key:" + key_digest(key).hex()[:16]  # who this is, for per-client limits
+    return None
+
+
+def request_key() -> str | None:
+    """The request's key: its Bearer header, else the console's cookie where that may stand in (reads,
+    and the console's own forms, which carry a CSRF token)."""
+    key = bearer_key(request.headers.get("Authorization"))
+    if key is not None:
+        return key
+    if request.method in SAFE_METHODS or request.blueprint == CONSOLE:
+        return request.cookies.get(CONSOLE_COOKIE) or None
     return None
 
 
@@ -153,7 +176,9 @@ def client_identity() -> str:
     return g.get("gptoss_client") or f"ip:{request.remote_addr or 'local'}"
 
 
-def unauthorized(message: str, code: str) -> tuple[Response, int]:
+def unauthorized(message: str, code: str) -> Response | tuple[Response, int]:
+    if request.blueprint == CONSOLE:  # a person at a browser: the sign-in page says what is wrong
+        return redirect(url_for("console.login", next=request.full_path.rstrip("?"), problem=code))
     response, status = ApiError(401, message, code=code).response()
     response.headers["WWW-Authenticate"] = 'Bearer realm="gptoss-batch"'
     return response, status

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from sqlalchemy import orm
 
+    from app.auth import KeyRing
     from app.batches.storage import FileStorage
     from app.jobs.cached import CachedJobs
     from app.jobs.defaults import ProfileDefaults
@@ -43,6 +44,7 @@ class Services:
     events: JobEventLog  # per-job event streams (a client with a socket timeout above an SSE heartbeat)
     db_engine: sa.Engine
     sessions: orm.sessionmaker[orm.Session]
+    keys: KeyRing  # the API keys a request may carry (app/auth.py), also read by the console's sign-in
     write_lock: AbstractContextManager[Any]  # SQLite: one writer at a time in this process (app/db.py)
     files: FileStorage  # where files' bytes live (GPTOSS_FILE_STORAGE), for views and workers alike
     celery: Celery

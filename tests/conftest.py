@@ -11,5 +11,6 @@ pytest_plugins = [
     "tests.support.pipeline",
     "tests.support.cluster",
     "tests.support.gptoss_vocab",
+    "tests.support.browser",
     "tests.support.leftovers",  # the last check: no process the suite started still runs
 ]

@@ -18,7 +18,7 @@ from app.batches.store import RequestCounts
 from app.db import db_session
 from app.errors import ApiError
 from app.http import json_body, list_page
-from app.keys.caller import current_caller
+from app.keys.caller import Caller, current_caller
 from app.limits import counts_as_submit
 from app.models import utcnow
 from app.queue import send_ingest, send_watch
@@ -140,13 +140,12 @@ def list_batches() -> Response:
 @bp.post("/<batch_id>/cancel")
 def cancel_batch(batch_id: str) -> Response:
     """Cancel a batch: queued requests are dropped, running ones stopped, finished results kept."""
-    with db_session() as session:
-        cancel_batch_now(
-            session,
-            batch_id,
-            current_caller(),
-            services().redis,
-            services().settings.cancel_signal_ttl_s,
-        )
-    send_watch(services().celery, batch_id)  # finalize as soon as nothing runs, not at the next timed check
+    cancel_and_watch(batch_id, current_caller())
     return _shown(batch_id)
+
+
+def cancel_and_watch(batch_id: str, caller: Caller) -> None:
+    """The batch's one cancel (this API's and the console's): 404 another key's, 409 one that ended."""
+    with db_session() as session:
+        cancel_batch_now(session, batch_id, caller, services().redis, services().settings.cancel_signal_ttl_s)
+    send_watch(services().celery, batch_id)  # finalize as soon as nothing runs, not at the next timed check

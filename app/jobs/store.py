@@ -113,13 +113,19 @@ def list_jobs(
     profile: str | None,
     after: str | None,
     limit: int,
+    owner: str | None = None,
+    since: datetime | None = None,
 ) -> tuple[list[Job], bool]:
-    """The caller's jobs newest first, after the cursor `after` (a job id); returns (page, has_more)."""
+    """The caller's jobs newest first, after the cursor `after` (a job id); returns (page, has_more).
+    `owner` narrows them to one key's (what an admin may ask), `since` to those submitted since then."""
     by_status = Job.status == status if status else None
     by_profile = Job.profile == profile if profile else None
+    by_owner = Job.owner == owner if owner else None
+    by_time = Job.created_at >= since if since else None
     expired = expired_jobs(services().settings.retention, utcnow())
     unexpired = sa.not_(expired) if expired is not None else None
-    return id_page(session, Job, after, limit, by_status, by_profile, unexpired, visible_jobs(caller))
+    narrowing = by_status, by_profile, by_owner, by_time, unexpired
+    return id_page(session, Job, after, limit, *narrowing, visible_jobs(caller))
 
 
 def _transition(session: orm.Session, job_id: str, guard: sa.ColumnElement[bool], **values: Any) -> bool:

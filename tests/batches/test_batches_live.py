@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from argparse import Namespace
@@ -28,7 +25,14 @@ from app.models import Job
 from app.services import services
 from cli.batch import batch_run
 from tests.support.apps import TEST_MAX_TOKENS
-from tests.support.batches import batch_app, private_redis, request_line
+from tests.support.batches import (
+    batch_app,
+    private_redis,
+    request_line,
+    start_batch_over_http,
+    start_batch_worker,
+    wait_for_batch_worker,
+)
 from tests.support.paths import REPO_ROOT
 from tests.support.pipeline import start_worker, stop_worker, wait_for_workers
 from tests.support.services import migrate
@@ -45,15 +49,7 @@ class LiveBatches:
 
     def start(self, lines: list[str], filename: str) -> str:
         """Upload the request lines and create their batch over HTTP; returns the batch id."""
-        file = self.http.post(
-            "/v1/files", data={"purpose": "batch"}, files={"file": (filename, "\n".join(lines))}
-        )
-        body = {
-            "input_file_id": file.json()["id"],
-            "endpoint": "/v1/chat/completions",
-            "completion_window": "24h",
-        }
-        return self.http.post("/v1/batches", json=body).json()["id"]
+        return start_batch_over_http(self.http, lines, filename)
 
     def wait_final(self, batch_id: str, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -66,25 +62,6 @@ class LiveBatches:
         if file_id is None:
             return []
         return [json.loads(line) for line in self.http.get(f"/v1/files/{file_id}/content").text.splitlines()]
-
-
-def start_batch_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """The batch worker, as the Procfile's `batches` line starts it."""
-    command = [
-        sys.executable, "-m", "celery", "-A", "make_batch_celery", "worker", "-Q", "batches", "-P", "threads",
-        "-c", "4", "-n", "batches@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-    ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def wait_for_batch_worker(app: Flask, worker: subprocess.Popen[bytes], log_path: Path) -> None:
-    name, deadline = f"batches@{socket.gethostname()}", time.monotonic() + 60
-    while not app.extensions["celery"].control.ping(destination=[name], timeout=0.5):
-        if worker.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the batch worker is not up:\n{log_path.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from app.jobs.events import events_key
 from app.ops.private_redis import redis_answers, redis_server_binary
-from tests.support.batches import request_line
+from tests.support.batches import request_line, start_batch_over_http
 from tests.support.cluster import FAST_RECOVERY
 from tests.support.leftovers import processes_with
 from tests.support.netns import Hosts, hosts, tcp_forwarder
@@ -241,15 +241,7 @@ def test_the_system_runs_as_several_hosts(deployment: Deployment) -> None:
 
         started = time.monotonic()
         lines = [request_line(f"line-{i}", f"line {i}", max_tokens=2) for i in range(200)]
-        file = http.post(
-            "/v1/files", data={"purpose": "batch"}, files={"file": ("in.jsonl", "\n".join(lines))}
-        )
-        body = {
-            "input_file_id": file.json()["id"],
-            "endpoint": "/v1/chat/completions",
-            "completion_window": "24h",
-        }
-        batch_id = http.post("/v1/batches", json=body).json()["id"]
+        batch_id = start_batch_over_http(http, lines, "in.jsonl")
         batch = d.until(
             "the 200-line batch",
             lambda: (

@@ -25,6 +25,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from app import create_app
+from app.auth import CONSOLE
 from app.chat.render import chat_completion
 from app.db import db_session
 from app.gate_runs.views import PNG_SIGNATURE
@@ -41,10 +42,10 @@ from tests.support.tiny_tools import WEATHER_TOOL
 
 
 def flask_routes(app: Flask) -> set[tuple[str, str]]:
-    """(method, OpenAPI path) of every URL rule the app serves."""
+    """(method, OpenAPI path) of every URL rule the app serves, but the console's HTML pages."""
     routes = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        if rule.endpoint == "static" or rule.endpoint.startswith(f"{CONSOLE}."):
             continue
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)  # /v1/jobs/<job_id> -> /v1/jobs/{job_id}
         for method in rule.methods - {"HEAD", "OPTIONS"}:

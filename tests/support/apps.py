@@ -36,9 +36,14 @@ def test_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def profiles_file(test_dir: Path) -> Path:
-    """Both profiles on the tiny model; quality_first runs one job at a time (a busy worker is easy)."""
-    model_dir = test_dir / "tiny-gptoss"
-    path = test_dir / "profiles.toml"
+    return write_tiny_profiles(test_dir)
+
+
+def write_tiny_profiles(folder: Path) -> Path:
+    """Both profiles on the tiny model in folder/tiny-gptoss; quality_first runs one job at a time (a busy
+    worker is easy)."""
+    model_dir = folder / "tiny-gptoss"
+    path = folder / "profiles.toml"
     path.write_text(
         f'[profiles.latency_first]\nmodel = "{model_dir}"\nmodel_size = "20b"\ngpu_mode = "pipeline"\n'
         f"max_batch = 4\nmax_tokens = {TEST_MAX_TOKENS}\ntemperature = 0.0\n\n"

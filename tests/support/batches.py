@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
@@ -24,6 +29,7 @@ from app.models import JobStatus
 from app.ops.private_redis import start_private_redis, stop_private_redis
 from app.services import services
 from tests.support.apps import FAKE_TAGS, app_config
+from tests.support.paths import REPO_ROOT
 from workers.tasks import ingest_context
 
 
@@ -133,3 +139,33 @@ def jsonl(client: FlaskClient, file_id: str | None) -> list[dict[str, Any]]:
     response = client.get(f"/v1/files/{file_id}/content")
     assert response.status_code == 200
     return [json.loads(line) for line in response.get_data().splitlines()]
+
+
+def start_batch_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """The batch worker, as the Procfile's `batches` line starts it."""
+    command = [
+        sys.executable, "-m", "celery", "-A", "make_batch_celery", "worker", "-Q", "batches", "-P", "threads",
+        "-c", "4", "-n", "batches@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def wait_for_batch_worker(app: Flask, worker: subprocess.Popen[bytes], log_path: Path) -> None:
+    name, deadline = f"batches@{socket.gethostname()}", time.monotonic() + 60
+    while not app.extensions["celery"].control.ping(destination=[name], timeout=0.5):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the batch worker is not up:\n{log_path.read_text()[-3000:]}")
+
+
+def start_batch_over_http(http: httpx.Client, lines: list[str], filename: str = "input.jsonl") -> str:
+    """Upload the request lines and create their batch over HTTP, as a client does; returns its id."""
+    file = http.post("/v1/files", data={"purpose": "batch"}, files={"file": (filename, "\n".join(lines))})
+    body = {
+        "input_file_id": file.json()["id"],
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    }
+    return http.post("/v1/batches", json=body).json()["id"]

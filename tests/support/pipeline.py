@@ -86,9 +86,10 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
 
 
 def wait_for_workers(app: Flask, workers: dict[str, subprocess.Popen[bytes]], logs: Path) -> None:
-    """Until /readyz says every profile has a live worker whose model has loaded (or a worker exits)."""
+    """Until /readyz says each profile of `workers` has a live worker whose model has loaded (or a worker
+    exits)."""
     client, deadline = app.test_client(), time.monotonic() + 90
-    while not every_profile_ready(client.get("/readyz").get_json()):
+    while not profiles_ready(client.get("/readyz").get_json(), list(workers)):
         for profile, worker in workers.items():
             if worker.poll() is not None:
                 raise RuntimeError(
@@ -101,7 +102,12 @@ def wait_for_workers(app: Flask, workers: dict[str, subprocess.Popen[bytes]], lo
 
 def every_profile_ready(readiness: dict[str, Any]) -> bool:
     """Whether a /readyz body says the API and every profile are ready (a worker serves each)."""
-    return readiness["status"] == "ready" and set(readiness["profiles"].values()) == {"ready"}
+    return profiles_ready(readiness, list(readiness["profiles"]))
+
+
+def profiles_ready(readiness: dict[str, Any], profiles: list[str]) -> bool:
+    """Whether a /readyz body says the API and these profiles are ready (a worker serves each)."""
+    return readiness["status"] == "ready" and all(readiness["profiles"][p] == "ready" for p in profiles)
 
 
 def worker_answers_ping(app: Flask, workers: dict[str, subprocess.Popen[bytes]], logs: Path) -> None:
