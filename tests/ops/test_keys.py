@@ -169,7 +169,9 @@ class FakeArbiter:
     """What gunicorn's on_starting hook reads and sets of its arbiter."""
 
     def __init__(self, bind: list[str]) -> None:
-        self.cfg = SimpleNamespace(bind=bind, set=lambda name, value: setattr(self.cfg, name, value))
+        self.cfg = SimpleNamespace(
+            bind=bind, workers=1, set=lambda name, value: setattr(self.cfg, name, value)
+        )
         self.log = SimpleNamespace(warning=lambda *args: None)
 
 
