@@ -22,7 +22,7 @@ from typing import Any
 
 from engine.cpu.linear import choose_cpu_linear
 from engine.cpu.threads import in_short_lived_thread
-from engine.preflight import GPU_MODES, Located, has_weights, hf_hub_cache, mxfp4_kernels_offline
+from engine.preflight import GPU_MODES, Located, has_weights, hf_hub_cache, is_paced, mxfp4_kernels_offline
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +117,8 @@ def _load_model(
         loaded = _load_dir(located.path, model_id=model_id, gpu_mode=gpu_mode, mxfp4_packed=mxfp4_packed)
     elif located.kind == "gguf" and located.path is not None:
         loaded = _load_gguf(located.path, model_id=located.path.stem, gpu_mode=gpu_mode, cache_dir=cache_dir)
+    elif located.kind == "paced":  # never a model, never the demo in its place
+        raise ValueError(f"{source!r} is the paced engine (engine/paced.py), not a model to load")
     elif located.kind == "absent" and allow_demo_fallback:
         demo = load_demo_model(cache_dir)
         _announce_demo(source, demo)
@@ -127,9 +129,12 @@ def _load_model(
 
 
 def locate_model(source: str) -> Located:
-    """Where `source` is on this machine: a model dir, a .gguf file, the demo, absent or incomplete."""
+    """Where `source` is on this machine: a model dir, a .gguf file, the demo, the paced engine (no
+    model: engine/paced.py), absent or incomplete."""
     if source == "demo":
         return Located("demo")
+    if is_paced(source):
+        return Located("paced")
     path = Path(source).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -193,6 +198,8 @@ def local_model_dir(source: str, cache_dir: Path | None) -> Path | None:
 
     For the API, which reads only the tokenizer and config: nothing is converted or loaded here.
     """
+    if is_paced(source):  # no model dir: the API reads the paced engine's tokenizer (engine/paced.py)
+        return None
     try:
         path = Path(source).expanduser()
         if path.is_dir() and (path / "config.json").is_file():

@@ -28,6 +28,8 @@ PROMPT_TOKENS = 1024  # prompt tokens per request assumed in the KV estimate, on
 HEADROOM = 0.10  # of the GPUs' free memory kept for activations, the CUDA context and fragmentation
 BF16_BYTES = 2
 MXFP4_KERNELS_REPO = "kernels-community/gpt-oss-triton-kernels"  # what transformers asks `kernels` for
+PACED_PREFIX = "paced:"  # model = "paced:TOKENS_PER_S": the paced stand-in for benchmarks (engine/paced.py)
+PACED_CONTEXT = 131072  # the paced engine's context: gpt-oss's
 
 
 class PreflightError(RuntimeError):
@@ -68,7 +70,7 @@ class Machine:
 class Located:
     """Where a profile's `model` was found (engine/loader.py locate_model)."""
 
-    kind: Literal["dir", "gguf", "demo", "absent", "incomplete"]
+    kind: Literal["dir", "gguf", "demo", "paced", "absent", "incomplete"]
     path: Path | None = None
     detail: str = ""  # why absent or incomplete
 
@@ -104,8 +106,14 @@ class Plan:
 
 def plan_profile(spec: ProfileSpec, machine: Machine, located: Located) -> Plan:
     """Check the profile against the machine; return what to load, or raise one PreflightError."""
-    gpu_mode = check_gpu_mode(spec, machine)
     model = spec.setting("model", spec.model)
+    if located.kind == "paced":  # no model, no device: nothing here to check but its rate
+        try:
+            paced_rate(spec.model)
+        except ValueError as exc:
+            raise PreflightError(f"{model}: {exc}") from exc
+        return Plan(spec.model, "none", demo_fallback=False, mxfp4_packed=None)
+    gpu_mode = check_gpu_mode(spec, machine)
     if located.kind == "incomplete":
         raise PreflightError(f"{model}: {located.detail}")
     if located.kind == "absent":
@@ -122,6 +130,25 @@ def plan_profile(spec: ProfileSpec, machine: Machine, located: Located) -> Plan:
     packed = choose_mxfp4(machine, checkpoint)
     needed = check_fits(spec, machine, checkpoint, packed) if machine.has_gpus else None
     return Plan(str(located.path), gpu_mode, demo_fallback=False, mxfp4_packed=packed, needed_bytes=needed)
+
+
+def is_paced(model: str) -> bool:
+    """`model` asks for the paced engine (engine/paced.py), never a model (and never the demo)."""
+    return model.startswith(PACED_PREFIX)
+
+
+def paced_rate(model: str) -> float:
+    """The tokens per second per sequence of a `paced:N` model; ValueError unless N is a positive number."""
+    text = model.removeprefix(PACED_PREFIX)
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = math.nan
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(
+            f"the paced engine needs a positive number of tokens per second (paced:200), not {text!r}"
+        )
+    return rate
 
 
 def check_gpu_mode(spec: ProfileSpec, machine: Machine) -> str:

@@ -345,15 +345,10 @@ def serve_engine(commands: Connection, outputs: Connection, spec: EngineSpec, pa
     threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
     logging.basicConfig(level=logging.INFO, format=f"[engine {spec.profile}] %(levelname)s %(message)s")
     # torch and transformers load here (lazily: seconds), after the nice and the parent watch are set
-    from engine.cpu.threads import in_short_lived_thread
-    from engine.engine import Engine
-    from engine.startup import load_profile_model
+    from engine.startup import start_profile_engine
 
     try:
-        loaded = load_profile_model(spec.profile_spec(), Path(spec.cache_dir))
-        engine = in_short_lived_thread(
-            Engine.from_loaded, loaded, profile=spec.profile, max_batch=spec.max_batch
-        )
+        engine, load_seconds = start_profile_engine(spec.profile_spec(), Path(spec.cache_dir))
     except Exception as exc:
         log.exception("loading %s failed", spec.model)
         outputs.send(("failed", f"{type(exc).__name__}: {exc}"))
@@ -364,7 +359,7 @@ def serve_engine(commands: Connection, outputs: Connection, spec: EngineSpec, pa
         engine.is_harmony,
         engine.max_context,
         frozenset(engine.eos_ids),
-        loaded.load_seconds,
+        load_seconds,
     )
     outputs.send(("ready", info))
     forwarder = _OutputForwarder(outputs, engine)

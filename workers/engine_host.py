@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.profiles import Profile
-from engine.cpu.threads import in_short_lived_thread
 
 if TYPE_CHECKING:
     from engine.engine import Engine
+    from engine.paced import PacedEngine
     from engine.process import EngineProcess
 
-    ServingEngine = Engine | EngineProcess
+    ServingEngine = Engine | PacedEngine | EngineProcess
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +97,12 @@ class EngineHost:
                 log.exception("profile %s: on_loaded hook failed", profile.name)
         return engine
 
-    def _build_in_process(self, profile: Profile) -> Engine:
+    def _build_in_process(self, profile: Profile) -> Engine | PacedEngine:
         # lazily: torch and transformers load with the model, not when the worker (or the API) imports this
-        from engine.engine import Engine
-        from engine.startup import load_profile_model
+        from engine.startup import start_profile_engine
 
-        loaded = load_profile_model(profile.preflight_spec(self.profiles_file), self.model_cache_dir)
-        # Like the load, off this (long-lived task) thread: its torch thread pool would slow the engine's.
-        engine = in_short_lived_thread(
-            Engine.from_loaded, loaded, profile=profile.name, max_batch=profile.max_batch
-        )
-        self.load_seconds[profile.name] = loaded.load_seconds
+        spec = profile.preflight_spec(self.profiles_file)
+        engine, self.load_seconds[profile.name] = start_profile_engine(spec, self.model_cache_dir)
         return engine
 
     def _build_process(self, profile: Profile) -> EngineProcess:

@@ -20,7 +20,9 @@ from app.errors import ApiError
 from app.jobs.schemas import JobCreate, generation_request
 from app.services import services
 from engine.loader import local_model_dir
+from engine.preflight import PACED_CONTEXT, is_paced
 from engine.prompt import PromptError, prompt_tokens_at_most, refuse_tools, render_prompt
+from engine.tiny import build_harmony_tokenizer
 from engine.types import GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,8 @@ class TokenCounter:
 
 def load_token_counter(source: str, cache_dir: Path) -> TokenCounter:
     """The tokenizer and context length of the model a worker loads for `source`, as far as they exist."""
+    if is_paced(source):  # the paced engine's own (engine/paced.py): prompts are counted as for gpt-oss
+        return TokenCounter(build_harmony_tokenizer(), PACED_CONTEXT, is_harmony=True)
     directory = local_model_dir(source, cache_dir)
     if directory is None:
         warn_once(source, "is not on this machine (yet): prompt lengths are checked by the worker")
