@@ -164,14 +164,14 @@ class PacedEngine(RequestTable):
         made = []
         with self._wake:
             for sequence in list(self._running.values()):
+                sequence.timestamps.append(now)  # before the token: a reader sees both or fewer
                 sequence.tokens.append(self._token(len(sequence.tokens)))
-                sequence.timestamps.append(now)
                 finished = len(sequence.tokens) >= sequence.max_tokens
                 if finished:
                     del self._running[sequence.request_id]
-                output = PacedOutput(
-                    sequence.request_id, list(sequence.tokens), list(sequence.timestamps), None, finished
-                )
+                # the lists themselves, not copies (no work per token but the token): readers take the ids
+                # past those they have, as from transformers' cumulative outputs
+                output = PacedOutput(sequence.request_id, sequence.tokens, sequence.timestamps, None, finished)
                 made.append((sequence, output))
         return made
 
