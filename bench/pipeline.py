@@ -322,7 +322,10 @@ def main() -> None:
     processes = start_stack(env, port, work)
     rounds: list[tuple[Phase, float, list[Submit]]] = []  # engine phase, pipeline start, its submits
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        # idle connections dropped before gunicorn's keep-alive (2 s) closes them: else a POST may go out on
+        # a connection the server is closing at that moment (a ReadError, connection reset)
+        limits = httpx.Limits(keepalive_expiry=1.0)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits) as client:
             print("pipeline: starting gunicorn + worker ...", flush=True)
             wait_ready(client, processes)
             cpu = ProcessCpu({"web": processes[0].pid, "worker": processes[1].pid, "redis": redis_server.pid})
