@@ -142,7 +142,36 @@ class RequestTable(ABC):
     def is_running(self) -> bool: ...
 
 
-class Engine(RequestTable):
+class BatchEngine(RequestTable):
+    """An engine whose batch runs in this process: a request joins it as prompt ids (`add_prepared`, which
+    the engine process's loop calls too, engine/process.py)."""
+
+    def submit(self, request: GenerationRequest, on_delta: DeltaCallback | None = None) -> RequestHandle:
+        """Queue a request into the running batch; thread-safe. Its text is decoded on the thread that
+        iterates the handle's events (engine/request_handle.py)."""
+        handle, input_ids = self.open_request(request, on_delta)
+        try:
+            self.add_prepared(handle.request_id, input_ids, request, handle.outputs.put)
+        except RuntimeError:
+            self.forget(handle.request_id)
+            raise
+        return handle
+
+    @abstractmethod
+    def add_prepared(
+        self,
+        request_id: str,
+        input_ids: list[int],
+        request: GenerationRequest,
+        on_output: Callable[[Any], None],
+        loop: Any = None,
+    ) -> None:
+        """Add rendered prompt ids to the batch; each of its outputs goes to `on_output`, called through
+        `loop.call_soon_threadsafe` (default: in place, on the generation thread); RuntimeError when the
+        engine takes no more requests."""
+
+
+class Engine(BatchEngine):
     """A loaded model behind a running continuous-batching manager."""
 
     def __init__(
@@ -205,17 +234,6 @@ class Engine(RequestTable):
 
     # -- requests ---------------------------------------------------------------------------
 
-    def submit(self, request: GenerationRequest, on_delta: DeltaCallback | None = None) -> RequestHandle:
-        """Queue a request into the running batch; thread-safe. Its text is decoded on the thread that
-        iterates the handle's events (engine/request_handle.py)."""
-        handle, input_ids = self.open_request(request, on_delta)
-        try:
-            self.add_prepared(handle.request_id, input_ids, request, handle.outputs.put)
-        except RuntimeError:
-            self.forget(handle.request_id)
-            raise
-        return handle
-
     def add_prepared(
         self,
         request_id: str,
@@ -224,8 +242,6 @@ class Engine(RequestTable):
         on_output: Callable[[Any], None],
         loop: Any = None,
     ) -> None:
-        """Add rendered prompt ids to the batch; each of its outputs goes to `on_output`, called through
-        `loop.call_soon_threadsafe` (default: in place, on the generation thread)."""
         router = self.manager.output_router
         with router._lock:
             router.result_handlers[request_id] = (on_output, loop or self._loop)

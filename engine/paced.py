@@ -22,10 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.engine import RequestTable, _ImmediateLoop
+from engine.engine import BatchEngine, _ImmediateLoop
 from engine.harmony import CHANNEL, MESSAGE
 from engine.preflight import PACED_CONTEXT
-from engine.request_handle import DeltaCallback, RequestHandle
 from engine.tiny import build_harmony_tokenizer, harmony_eos_ids
 from engine.types import GenerationRequest, ModelTags
 
@@ -66,7 +65,7 @@ def answer_ids(tokenizer: Any) -> tuple[list[int], list[int]]:
     return header, list(tokenizer.encode(SENTENCE, add_special_tokens=False))
 
 
-class PacedEngine(RequestTable):
+class PacedEngine(BatchEngine):
     """`rate` tokens per second per request, up to `max_batch` requests at once; submit, cancel, tags,
     load and shutdown like engine.engine.Engine."""
 
@@ -90,16 +89,6 @@ class PacedEngine(RequestTable):
 
     # -- requests ---------------------------------------------------------------------------
 
-    def submit(self, request: GenerationRequest, on_delta: DeltaCallback | None = None) -> RequestHandle:
-        """Queue a request into the running batch; thread-safe."""
-        handle, input_ids = self.open_request(request, on_delta)
-        try:
-            self.add_prepared(handle.request_id, input_ids, request, handle.outputs.put)
-        except RuntimeError:
-            self.forget(handle.request_id)
-            raise
-        return handle
-
     def add_prepared(
         self,
         request_id: str,
@@ -108,7 +97,7 @@ class PacedEngine(RequestTable):
         on_output: Callable[[Any], None],
         loop: Any = None,
     ) -> None:
-        """Add a rendered prompt to the batch at the next step (as engine.engine.Engine.add_prepared)."""
+        """Add a rendered prompt: it joins the batch as the step under way ends, then gets a token a step."""
         sequence = _Sequence(request_id, request.max_tokens, on_output, loop or self._loop)
         with self._wake:
             if self._stopping:
@@ -171,8 +160,8 @@ class PacedEngine(RequestTable):
                     del self._running[sequence.request_id]
                 # the lists themselves, not copies (no work per token but the token): readers take the ids
                 # past those they have, as from transformers' cumulative outputs
-                output = PacedOutput(sequence.request_id, sequence.tokens, sequence.timestamps, None, finished)
-                made.append((sequence, output))
+                tokens, timestamps = sequence.tokens, sequence.timestamps
+                made.append((sequence, PacedOutput(sequence.request_id, tokens, timestamps, None, finished)))
         return made
 
     def _token(self, index: int) -> int:

@@ -81,7 +81,9 @@ def test_a_bad_rate_is_refused_naming_the_profile_and_its_model(model: str) -> N
         paced_rate(model)
     with pytest.raises(PreflightError) as refused:
         check_profile(ProfileSpec("bench", model, "tensor", 8, 64), Machine(gpu_free_bytes=(1,)))
-    assert str(refused.value).startswith(f'profiles.toml [profiles.bench] model = "{model}": the paced engine')
+    assert str(refused.value).startswith(
+        f'profiles.toml [profiles.bench] model = "{model}": the paced engine'
+    )
 
 
 def test_the_start_check_passes_a_paced_profile_without_gpus_or_weights() -> None:

@@ -60,6 +60,18 @@ class Pipeline:
         return self.wait_until(job_id, lambda job: job["status"] in FINISHED, timeout)
 
 
+def stack_env(profiles_file: Path, database_url: str, redis_url: str, data_dir: Path) -> dict[str, str]:
+    """The environment a test's worker runs in: this process's, with the test stack's settings."""
+    return {
+        **os.environ,
+        "GPTOSS_PROFILES": str(profiles_file),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "GPTOSS_DATA_DIR": str(data_dir),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+
+
 def start_worker(profile: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """`python -m workers.start <profile>`, exactly as the Procfile starts it; no /metrics unless `env`
     names a GPTOSS_WORKER_METRICS_PORT (a `make run` on this machine may hold the default ports)."""
@@ -72,6 +84,18 @@ def start_worker(profile: str, env: dict[str, str], log_path: Path) -> subproces
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def refused_worker(profile: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a worker that must refuse to serve `profile` and wait until it exits (the test fails if it
+    still runs after 60 s)."""
+    worker = start_worker(profile, env, log_path)
+    try:
+        worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        stop_worker(worker)
+        pytest.fail(f"the worker kept running:\n{log_path.read_text()[-3000:]}")
+    return worker
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:
@@ -142,21 +166,13 @@ def live_workers(
     profile on a flushed Redis db, until `ready`; yields (app, the workers' env); stops the workers and
     flushes Redis afterwards."""
     redis.Redis.from_url(redis_url).flushdb()
-    worker_env = {
-        **os.environ,
-        "GPTOSS_PROFILES": str(profiles_file),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "GPTOSS_DATA_DIR": str(data_dir),
-        "PYTHONPATH": str(REPO_ROOT),
-        **(env or {}),
-    }
-    workers = {name: start_worker(name, worker_env, logs / f"{name}.log") for name in profiles}
+    env = stack_env(profiles_file, database_url, redis_url, data_dir) | (env or {})
+    workers = {name: start_worker(name, env, logs / f"{name}.log") for name in profiles}
     api_config = app_config(api_data_dir or data_dir, profiles_file, database_url, redis_url)
     app = create_app(api_config | (config or {}))
     try:
         ready(app, workers, logs)
-        yield app, worker_env
+        yield app, env
     finally:
         for worker in workers.values():
             stop_worker(worker)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,7 @@ import pytest
 from app import create_app
 from app.services import services
 from tests.support.apps import app_config
-from tests.support.paths import REPO_ROOT
-from tests.support.pipeline import start_worker, stop_worker
+from tests.support.pipeline import refused_worker, stack_env
 from tests.support.services import IDLE_REDIS_DB, flushed_redis_url, migrate
 
 BAD_PROFILES = """
@@ -42,22 +40,10 @@ def test_a_worker_whose_model_is_missing_and_demo_not_allowed_exits_with_the_rea
     database_url = f"sqlite:///{tmp_path / 'gptoss.db'}"
     migrate(database_url)
     redis_url = flushed_redis_url(redis_base_url, IDLE_REDIS_DB)
-    env = {
-        **os.environ,
-        "GPTOSS_PROFILES": str(profiles),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "GPTOSS_DATA_DIR": str(tmp_path / "data"),
-        "PYTHONPATH": str(REPO_ROOT),
-    }
-    worker = start_worker("quality_first", env, tmp_path / "worker.log")
-    try:
-        status = worker.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        stop_worker(worker)
-        pytest.fail(f"the worker kept running:\n{(tmp_path / 'worker.log').read_text()[-3000:]}")
+    env = stack_env(profiles, database_url, redis_url, tmp_path / "data")
+    worker = refused_worker("quality_first", env, tmp_path / "worker.log")
     log = (tmp_path / "worker.log").read_text()
-    assert status != 0, log
+    assert worker.returncode != 0, log
     assert (
         f'profiles.toml [profiles.quality_first] model = "{missing}": no such directory, .gguf file or '
         "cached model id on this machine; nothing is downloaded, and the demo model may not stand in: "
