@@ -90,10 +90,12 @@ class RequestStream:
         new_ids = list(generated[len(self.tokens) :])
         if not new_ids or self.stop.stopped:
             return None
+        had = len(self.tokens)
         self.tokens.extend(new_ids)
         now = time.time()
         if timestamps is not None and len(timestamps) >= len(self.tokens):
-            self.token_times = [t + self.clock_offset for t in timestamps[: len(self.tokens)]]
+            # the new tokens' times only: redoing them all cost each step as much as the request was long
+            self.token_times.extend(t + self.clock_offset for t in timestamps[had : len(self.tokens)])
         else:
             self.token_times.extend([now] * len(new_ids))
         tool_parts: tuple[dict[str, Any], ...] = ()
