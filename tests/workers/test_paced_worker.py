@@ -5,6 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from engine.preflight import PACED_CONTEXT
+from engine.prompt import render_prompt
+from engine.tiny import build_harmony_tokenizer
+from engine.types import GenerationRequest
 from tests.support.pipeline import FINISHED, live_workers, refused_worker, stack_env
 from tests.support.services import flushed_redis_url, migrate
 
@@ -34,6 +38,7 @@ def test_a_job_runs_end_to_end_on_the_paced_engine_tagged_as_such(
     ):
         client = app.test_client()
         body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 20}
+        counted = client.post("/tokenize", json={"model": "latency_first", "messages": body["messages"]})
         submitted = client.post("/v1/jobs", json=body).get_json()
         deadline = time.monotonic() + 30
         while (job := client.get(f"/v1/jobs/{submitted['id']}").get_json())["status"] not in FINISHED:
@@ -49,7 +54,11 @@ def test_a_job_runs_end_to_end_on_the_paced_engine_tagged_as_such(
     }
     assert job["result"]["finish_reason"] == "length"
     assert "The paced engine writes this sentence".startswith(job["result"]["content"])
-    assert job["usage"]["completion_tokens"] == 20 and job["usage"]["prompt_tokens"] > 0
+    # the API counts a prompt as the paced engine reads it: gpt-oss's harmony, in the tiny tokenizer
+    request = GenerationRequest(messages=tuple(body["messages"]), reasoning_effort="medium")
+    prompt = render_prompt(build_harmony_tokenizer(), True, request)
+    assert counted.get_json() == {"tokens": prompt, "count": len(prompt), "max_model_len": PACED_CONTEXT}
+    assert (job["usage"]["prompt_tokens"], job["usage"]["completion_tokens"]) == (len(prompt), 20)
     assert job["timings"]["e2e_s"] >= 0.09  # 20 tokens at 200 per second
 
 
