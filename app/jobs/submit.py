@@ -17,6 +17,7 @@ from app.jobs.grouped import QueueUnavailable
 from app.jobs.schemas import JobCreate
 from app.keys.caller import Caller
 from app.models import Job
+from app.ops.served_models import recent_served_tags
 from app.queue import QueuedJob, job_queue
 from app.services import services
 from engine.prompt import today_utc
@@ -91,8 +92,8 @@ def submit_job(
             type="server_error",
             code="queue_unavailable",
         ) from exc
-    job = Job(**row)
-    return job, True
+    recent_served_tags(found.redis, row["profile"])  # the request's metric labels (app/metrics.py)
+    return Job(**row), True
 
 
 def _replayed_job(session: orm.Session, key: str, request: dict) -> Job | None:
