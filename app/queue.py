@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 from typing import Any, Literal, NamedTuple
 
 from celery import Celery, Task
@@ -179,6 +179,21 @@ class LaneOrder:
         return last_used
 
 
+@dataclass(frozen=True)
+class LaneOrderOf:
+    """A worker's queue order as kombu takes it: called once per channel, it makes a LaneOrder. As
+    text in Celery's `conf` control reply (Flower's worker page), which is JSON: a bare callable is not."""
+
+    batch_turn_every: int
+    batch_slots: int | None
+
+    def __call__(self) -> LaneOrder:
+        return LaneOrder(self.batch_turn_every, self.batch_slots)
+
+    def __json__(self) -> str:
+        return f"LaneOrder(batch_turn_every={self.batch_turn_every}, batch_slots={self.batch_slots})"
+
+
 def celery_config(
     settings: Settings, profile_names: list[str], batch_slots: int | None = None
 ) -> dict[str, Any]:
@@ -191,8 +206,8 @@ def celery_config(
             "visibility_timeout": visibility_timeout,
             "socket_connect_timeout": 2,
             **unacked_restore_options(visibility_timeout),
-            # a class, not a name: kombu builds one per channel (kombu.utils.scheduling.cycle_by_name)
-            "queue_order_strategy": partial(LaneOrder, settings.batches.turn_every, batch_slots),
+            # a callable, not a name: kombu builds one per channel (kombu.utils.scheduling.cycle_by_name)
+            "queue_order_strategy": LaneOrderOf(settings.batches.turn_every, batch_slots),
             "polling_interval": BRPOP_TIMEOUT_S,  # kombu's BRPOP timeout (Redis >= 6 takes fractions)
         },
         "broker_connection_max_retries": None,  # a worker outlives any Redis outage, then consumes again

@@ -107,3 +107,17 @@ def test_batch_lines_never_hold_the_slots_kept_for_interactive_work() -> None:
 def test_a_worker_of_one_slot_or_no_reserve_gives_batches_every_slot() -> None:
     assert [batch_slots_for(max_batch, 1) for max_batch in (1, 2, 16)] == [None, 1, 15]
     assert batch_slots_for(16, 0) is None
+
+
+def test_a_workers_celery_conf_travels_as_json_for_flower_and_still_builds_a_lane_order() -> None:
+    from kombu.utils import json as kombu_json
+    from kombu.utils.scheduling import cycle_by_name
+
+    from app.queue import celery_config
+    from app.settings import load_settings
+
+    config = celery_config(load_settings({"BATCH_TURN_EVERY": 7}), ["p"], batch_slots=3)
+    kombu_json.dumps(config["broker_transport_options"])  # Celery's `conf` reply, as Flower asks it
+    order = cycle_by_name(config["broker_transport_options"]["queue_order_strategy"])()
+    assert isinstance(order, LaneOrder)
+    assert (order.batch_turn_every, order.batch_slots) == (7, 3)
