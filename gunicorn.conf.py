@@ -3,8 +3,8 @@
 Shape: one worker process per usable core, at most MAX_WORKERS (WEB_CONCURRENCY or --workers overrides),
 each with THREADS threads (--threads overrides): a submit costs a process about 1.5 ms of CPU under the
 GIL, so one process keeps one core busy at most (bench/load.py), and the threads are mostly SSE readers
-waiting on Redis. With several workers and no PROMETHEUS_MULTIPROC_DIR, a private one is made for this
-run (and removed at its end), so /metrics counts every worker's requests.
+waiting on Redis. With several workers and no PROMETHEUS_MULTIPROC_DIR, <GPTOSS_DATA_DIR>/api-metrics
+is used (wiped at start, removed at exit), so /metrics counts every worker's requests.
 
 Without API keys (GPTOSS_API_KEYS, or keys stored by `gptoss keys add`) the API must not be reachable
 from other machines: every bind address that is not loopback is replaced by 127.0.0.1 on the same port,
@@ -17,11 +17,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-import tempfile
+from pathlib import Path
 from typing import Any
 
 MAX_WORKERS = 4
 THREADS = 128
+METRICS_FOLDER = "api-metrics"  # under GPTOSS_DATA_DIR: the workers' shared metrics files
 
 # Request lines of any length reach the app, which answers one over 8 KiB with a JSON 414
 # (app/http.py), not gunicorn's HTML page.
@@ -77,11 +78,16 @@ def on_starting(server: Any) -> None:
 
 
 def share_metrics_between_workers(server: Any) -> None:
-    """Several workers, no PROMETHEUS_MULTIPROC_DIR: one of this run's own, set before anything imports
-    prometheus_client (the workers inherit it)."""
+    """Several workers, no PROMETHEUS_MULTIPROC_DIR: METRICS_FOLDER under the data dir, wiped now (a
+    killed run's files must not count) and removed at exit, set before anything imports
+    prometheus_client (the workers inherit it). GPTOSS_DATA_DIR is read here, not through Settings:
+    loading them imports the app, and with it prometheus_client."""
     if server.cfg.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gptoss-api-metrics-")
-        server.gptoss_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        folder = Path(os.environ.get("GPTOSS_DATA_DIR") or ".data").resolve() / METRICS_FOLDER
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+        server.gptoss_metrics_dir = folder
 
 
 def on_exit(server: Any) -> None:

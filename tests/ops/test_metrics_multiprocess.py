@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,14 +35,15 @@ def test_api_metrics_add_up_over_gunicorn_worker_processes(
         assert value(text, "gptoss_queue_depth", profile="latency_first") == 0  # read live, once
 
 
-def test_the_shipped_shape_runs_several_workers_and_shares_their_metrics_in_a_folder_of_its_own(
+def test_the_shipped_shape_runs_several_workers_and_shares_their_metrics_in_the_data_dir(
     tmp_path: Path, profiles_file: Path, redis_base_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
+    shared = tmp_path / "api-metrics"  # gunicorn_api's GPTOSS_DATA_DIR is tmp_path
+    shared.mkdir()
+    (shared / "counter_999999.db").write_bytes(b"a killed run's file")  # wiped at start, not counted
     redis_url = f"{redis_base_url}/{MULTIPROCESS_REDIS_DB}"
-    env = {"WEB_CONCURRENCY": "2", "TMPDIR": str(scratch)}
+    env = {"WEB_CONCURRENCY": "2"}
     with gunicorn_api(tmp_path, profiles_file, redis_url, workers=None, threads=1, **env) as base:
         with ThreadPoolExecutor(8) as pool:
             statuses = list(
@@ -52,6 +52,6 @@ def test_the_shipped_shape_runs_several_workers_and_shares_their_metrics_in_a_fo
         assert statuses == [200] * 40
         text = httpx.get(f"{base}/metrics", timeout=10).text
         assert value(text, "gptoss_api_requests_total", route="/healthz", status="200") == 41
-        [made] = scratch.glob("gptoss-api-metrics-*")  # the run's own folder
-        assert len({path.name.rsplit("_", 1)[1] for path in made.glob("counter_*.db")}) == 2
-    assert os.listdir(scratch) == []  # removed when gunicorn exits
+        pids = {path.name.rsplit("_", 1)[1] for path in shared.glob("counter_*.db")}
+        assert len(pids) == 2 and "999999.db" not in pids
+    assert not shared.exists()  # removed when gunicorn exits
