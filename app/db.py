@@ -28,10 +28,7 @@ def make_engine(url: str) -> sa.Engine:
     pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
     if not url.startswith("sqlite"):
         return sa.create_engine(url, pool_pre_ping=True, **pool)
-    if ":memory:" in url or url.rstrip("/") in ("sqlite:", "sqlite:/"):  # one connection, no pool sizes
-        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-    else:
-        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pool)
+    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pool)
     event.listen(engine, "connect", _configure_sqlite_connection)
     return engine
 
