@@ -101,8 +101,8 @@ class EngineOnly:
 
 
 def start_stack(env: dict[str, str], port: int, logs: Path) -> list[subprocess.Popen[bytes]]:
-    """The Procfile's web command and one worker, as `make run` starts them."""
-    web = ["gunicorn", "--workers", "1", "--threads", "16", "--bind", f"127.0.0.1:{port}", "app:create_app()"]
+    """The Procfile's web command (gunicorn.conf.py's shape) and one worker, as `make run` starts them."""
+    web = ["gunicorn", "--bind", f"127.0.0.1:{port}", "app:create_app()"]
     worker = [sys.executable, "-m", "workers.start", PROFILE, "--loglevel", "WARNING"]
     bin_dir = str(Path(sys.executable).parent)
     env = {**env, "PATH": f"{bin_dir}:{env.get('PATH', '')}"}
@@ -141,7 +141,12 @@ class Submit:
 
 
 def run_pipeline(
-    client: httpx.Client, prompts: range, max_tokens: int, clients: int, pace_s: float = 0.0
+    client: httpx.Client,
+    prompts: range,
+    max_tokens: int,
+    clients: int,
+    processes: list[subprocess.Popen[bytes]],
+    pace_s: float = 0.0,
 ) -> tuple[float, list[Submit]]:
     """POST every prompt (`clients` at a time; or one at a time, `pace_s` apart), then wait until none
     is queued or running. Returns (start time, the submits)."""
@@ -161,6 +166,8 @@ def run_pipeline(
         submitted = list(pool.map(submit, prompts))
     while any(client.get("/v1/jobs", params={"status": status, "limit": 1}).json()["data"]
               for status in ("queued", "running")):  # fmt: skip
+        if any(process.poll() is not None for process in processes):
+            raise SystemExit("a stack process exited while jobs were left; see the logs")
         time.sleep(0.5)  # the phase's end comes from the rows' finished_at, not from this poll
     return start, submitted
 
@@ -332,7 +339,9 @@ def main() -> None:
             for index in range(args.rounds):
                 prompts = range(index * args.jobs, (index + 1) * args.jobs)
                 engine_phase = engine_only.run(prompts, args.max_tokens)
-                start, submits = run_pipeline(client, prompts, args.max_tokens, args.clients, args.pace)
+                start, submits = run_pipeline(
+                    client, prompts, args.max_tokens, args.clients, processes, args.pace
+                )
                 rounds.append((engine_phase, start, submits))
             cpu_s = cpu.used()  # the stack idles while the engine-only phases run
         done = done_times(redis_url, [submit.job_id for _, _, submits in rounds for submit in submits])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
@@ -22,6 +22,7 @@ from app.quality import quality_signals
 from engine.request_handle import ENGINE_STOPPED
 from engine.types import GenerationRequest, GenerationResult, ModelTags, TokenDelta
 from workers.cancel_watcher import CancelWatcher
+from workers.grouped_writes import GroupedWrites
 from workers.recovery import MAX_ATTEMPTS as MAX_ATTEMPTS  # re-exported: the bound on a job's runs
 from workers.recovery import Enqueue, IsGone, requeue_or_give_up, take_over_lost_job
 
@@ -71,6 +72,11 @@ class WorkerContext:
     batch_job_ended: Callable[[str], Any] | None = (
         None  # a batch's job ended: check the batch if it was the last
     )
+    shared_writes: InitVar[GroupedWrites | None] = None  # the process's group commit of job transitions
+    writes: GroupedWrites = field(init=False)  # shared_writes, or this context's own
+
+    def __post_init__(self, shared_writes: GroupedWrites | None) -> None:
+        self.writes = shared_writes or GroupedWrites(self.sessions, self.write_lock)
 
     @contextmanager
     def writing(self) -> Iterator[orm.Session]:
@@ -90,14 +96,14 @@ class WorkerContext:
 
 def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
     """Run the job if it is still queued; returns its final status, or None when it was not claimable."""
-    with worker.writing() as session:
-        job = job_store.claim_job(session, job_id, worker.hostname)
-        if job is None and worker.is_worker_gone is not None:
+    job = worker.writes.returning(job_store.claim_update(job_id, worker.hostname))
+    if job is None and worker.is_worker_gone is not None:
+        with worker.writing() as session:
             job = take_over_lost_job(session, job_id, worker.hostname, worker.is_worker_gone)
-        if job is None:
-            log.info("job %s is not queued (running elsewhere, finished or cancelled); skipping", job_id)
-            return None
-        request, profile, attempts = dict(job.request), job.profile, job.attempts
+    if job is None:
+        log.info("job %s is not queued (running elsewhere, finished or cancelled); skipping", job_id)
+        return None
+    request, profile, attempts = dict(job.request), job.profile, job.attempts
     worker.publish(job_id, "started", {"id": job_id, "worker": worker.hostname, "attempts": attempts})
     engine: GenerationEngine | None = None
     try:
@@ -112,12 +118,12 @@ def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
         outcome = JobOutcome(JobStatus.FAILED, finish_reason="error", error=error, tags=tags)
     if outcome.error == ENGINE_STOPPED and worker.enqueue is not None:
         return _requeue_after_engine_stopped(job_id, worker, worker.enqueue)
-    with worker.writing() as session:
-        stored = job_store.finish_job(session, job_id, outcome)
-        finished = stored is not None
-        if stored is None:  # cancelled or taken over meanwhile: report it as it is
+    stored = worker.writes.returning(job_store.finish_update(job_id, outcome))
+    finished = stored is not None
+    if stored is None:  # cancelled or taken over meanwhile: report it as it is
+        with worker.sessions() as session:
             stored = session.get(Job, job_id)
-        final = job_json(stored) if stored is not None else {"id": job_id, "status": str(outcome.status)}
+    final = job_json(stored) if stored is not None else {"id": job_id, "status": str(outcome.status)}
     worker.publish(
         job_id, TERMINAL_EVENT_OF[outcome.status], final
     )  # after the DB: readers then see it stored
@@ -180,9 +186,9 @@ def generate(
                 result = event
                 continue
             if not first_token_seen:
-                first_token_seen = True
-                with worker.writing() as session:
-                    job_store.record_first_token(session, job_id, datetime.fromtimestamp(event.time, UTC))
+                first_token_seen = True  # written with the next group, before the job's finish
+                moment = datetime.fromtimestamp(event.time, UTC)
+                worker.writes.soon(job_store.first_token_update(job_id, moment))
     if result is None:
         raise RuntimeError("the engine ended the request without a result")
     return outcome_of(result, engine.tags)

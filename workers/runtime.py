@@ -27,6 +27,7 @@ from workers.cancel_watcher import CancelWatcher
 from workers.engine_host import EngineHost
 from workers.event_publisher import BatchedEventPublisher
 from workers.gil import set_gil_switch_interval
+from workers.grouped_writes import GroupedWrites
 from workers.job_observer import MetricsAndLogObserver
 from workers.job_runner import WorkerContext, recover_jobs_of_lost_worker
 from workers.observability import start_worker_observability
@@ -49,6 +50,7 @@ class WorkerState:
     cancel_watcher: CancelWatcher
     publisher: BatchedEventPublisher
     store_answer: AnswerCacheWriter | None
+    writes: GroupedWrites  # the jobs' claims, first tokens and finishes, many per transaction
 
 
 @dataclass
@@ -91,6 +93,7 @@ def _shared_state(app: Flask) -> WorkerState:
                 CancelWatcher(client),
                 BatchedEventPublisher(found.events),
                 answer_cache_writer(found.settings.cache, profiles, client),
+                GroupedWrites(found.sessions, found.write_lock),
             )
         return life.state
 
@@ -113,6 +116,7 @@ def worker_context(hostname: str) -> WorkerContext:
         write_lock=services(app).write_lock,
         enqueue=services(app).queue.enqueue,
         batch_job_ended=partial(watch_batch_if_done, found.sessions, found.celery),
+        shared_writes=state.writes,
     )
 
 

@@ -128,20 +128,30 @@ def list_jobs(
     return id_page(session, Job, after, limit, *narrowing, visible_jobs(caller))
 
 
+def _guarded_update(job_id: str, guard: sa.ColumnElement[bool], **values: Any) -> sa.Update:
+    """UPDATE the job WHERE guard holds: every transition, so that a repeat is a no-op."""
+    return sa.update(Job).where(Job.id == job_id, guard).values(**values)
+
+
 def _transition(session: orm.Session, job_id: str, guard: sa.ColumnElement[bool], **values: Any) -> bool:
     """UPDATE the job WHERE guard holds; commit; True when this call made the change."""
-    result = session.execute(sa.update(Job).where(Job.id == job_id, guard).values(**values))
+    result = session.execute(_guarded_update(job_id, guard, **values))
     session.commit()
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _commit_returning(session: orm.Session, update: sa.Update) -> Job | None:
+    """Run an UPDATE ... RETURNING the job; commit; the updated job, or None when its guard did not hold."""
+    job = session.scalar(update)
+    session.commit()
+    return job
 
 
 def _transition_returning(
     session: orm.Session, job_id: str, guard: sa.ColumnElement[bool], **values: Any
 ) -> Job | None:
     """UPDATE the job WHERE guard holds; commit; the updated job, or None when the guard did not hold."""
-    job = session.scalar(sa.update(Job).where(Job.id == job_id, guard).values(**values).returning(Job))
-    session.commit()
-    return job
+    return _commit_returning(session, _guarded_update(job_id, guard, **values).returning(Job))
 
 
 def cancelled_columns(now: datetime) -> dict[str, Any]:
@@ -198,23 +208,29 @@ def request_cancel_of_running_job(session: orm.Session, job_id: str) -> bool:
     )
 
 
-def claim_job(session: orm.Session, job_id: str, worker_hostname: str) -> Job | None:
-    """queued -> running for this worker, attempts + 1; the job, or None if another has it or it ended."""
-    return _transition_returning(
-        session,
+def claim_update(job_id: str, worker_hostname: str) -> sa.Update:
+    """queued -> running for this worker, attempts + 1, returning the job (none if another has it or it
+    ended). The transitions a worker makes per job are statements, so that a worker can commit many
+    jobs' at once (workers/grouped_writes.py)."""
+    return _guarded_update(
         job_id,
         Job.status == JobStatus.QUEUED,
         status=JobStatus.RUNNING,
         started_at=utcnow(),
         attempts=Job.attempts + 1,
         worker_hostname=worker_hostname,
-    )
+    ).returning(Job)
 
 
-def record_first_token(session: orm.Session, job_id: str, moment: datetime) -> bool:
+def claim_job(session: orm.Session, job_id: str, worker_hostname: str) -> Job | None:
+    """Claim the job (claim_update) and commit; the job, or None if another has it or it ended."""
+    return _commit_returning(session, claim_update(job_id, worker_hostname))
+
+
+def first_token_update(job_id: str, moment: datetime) -> sa.Update:
     """Stamp the first token's time on a running job (pollers see generation has begun)."""
     guard = sa.and_(Job.status == JobStatus.RUNNING, Job.first_token_at.is_(None))
-    return _transition(session, job_id, guard, first_token_at=moment)
+    return _guarded_update(job_id, guard, first_token_at=moment)
 
 
 @dataclass(frozen=True)
@@ -238,13 +254,12 @@ class JobOutcome:
     tool_calls: tuple[dict[str, Any], ...] = ()  # the answer's function calls (ToolCall.as_dict)
 
 
-def finish_job(session: orm.Session, job_id: str, outcome: JobOutcome) -> Job | None:
-    """running -> succeeded | failed | cancelled with the result; the stored job (read back by the
-    same UPDATE), or None when the job was not running."""
+def finish_update(job_id: str, outcome: JobOutcome) -> sa.Update:
+    """running -> succeeded | failed | cancelled with the result, returning the stored job (none when the
+    job was not running)."""
     assert outcome.status in FINISHED_STATUSES
     tags = {f"tag_{name}": value for name, value in (outcome.tags or {}).items()}
-    return _transition_returning(
-        session,
+    return _guarded_update(
         job_id,
         Job.status == JobStatus.RUNNING,
         status=outcome.status,
@@ -262,7 +277,12 @@ def finish_job(session: orm.Session, job_id: str, outcome: JobOutcome) -> Job | 
         finished_at=utcnow(),
         **tags,
         **(outcome.quality or {}),
-    )
+    ).returning(Job)
+
+
+def finish_job(session: orm.Session, job_id: str, outcome: JobOutcome) -> Job | None:
+    """Store the outcome (finish_update) and commit; the stored job, or None when it was not running."""
+    return _commit_returning(session, finish_update(job_id, outcome))
 
 
 def running_jobs_of_worker(session: orm.Session, worker_hostname: str) -> list[Job]:

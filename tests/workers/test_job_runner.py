@@ -25,6 +25,7 @@ from engine.types import GenerationRequest, GenerationResult, ModelTags
 from tests.support.apps import insert_queued_job
 from workers.cancel_watcher import CancelWatcher
 from workers.engine_host import EngineHost
+from workers.grouped_writes import GroupedWrites
 from workers.job_runner import MAX_ATTEMPTS, WorkerContext, recover_jobs_of_lost_worker, run_job
 
 CANCEL_REDIS_DB = 10
@@ -216,6 +217,7 @@ class _RecordedEvents:
 def run_recorded(worker: WorkerContext, max_tokens: int) -> tuple[_CountingLock, _RecordedEvents, str]:
     """Run a job to success with a counting write lock and recorded events."""
     worker.write_lock = lock = _CountingLock()
+    worker.writes = GroupedWrites(worker.sessions, lock)
     worker.events = recorded = _RecordedEvents()
     job_id = queued_job(worker.sessions, max_tokens=max_tokens)
     assert run_job(job_id, worker) is JobStatus.SUCCEEDED
@@ -226,7 +228,7 @@ def test_claim_first_token_and_result_are_written_under_the_write_lock_and_every
     worker: WorkerContext,
 ) -> None:
     lock, recorded, _ = run_recorded(worker, max_tokens=12)
-    assert lock.taken == 3  # claim, first_token_at, the result
+    assert lock.taken == 3  # claim, first_token_at, the result: alone, each is its own transaction
     kinds = [kind for kind, _ in recorded.events]
     assert kinds[0] == "started" and kinds[-1] == "done" and set(kinds[1:-1]) == {"delta"}
     counts = [data["completion_tokens"] for kind, data in recorded.events if kind == "delta"]

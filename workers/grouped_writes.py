@@ -1,0 +1,75 @@
+"""A worker's job transitions (claim, first token, finish) share transactions with those beside them.
+
+Each job used to write three transactions of its own, each taking the process's SQLite write lock:
+with many jobs ending together, their threads queued on that lock and on the commits. Here the
+transitions go through one group commit per process (app/grouping.py): a thread whose UPDATE finds no
+group being written commits everything waiting in one transaction, and each thread gets its own
+UPDATE's answer. Alone, a transition is its own transaction, written at once on its thread.
+
+Every UPDATE keeps its guard (app/jobs/store.py), so a group changes exactly what its statements one
+by one would: a claim another worker won returns no job, a finish of a job no longer running stores
+nothing. If one statement fails, the group is rolled back and each statement runs again alone, so
+only that one's caller sees the error.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from app.grouping import Groups, Item
+from app.models import Job
+
+MAX_GROUP = 256  # statements per transaction
+
+Write = tuple[sa.Update, bool]  # an UPDATE, and whether it returns the job
+
+
+class GroupedWrites:
+    def __init__(
+        self, sessions: orm.sessionmaker[orm.Session], write_lock: AbstractContextManager[Any]
+    ) -> None:
+        self.sessions, self.write_lock = sessions, write_lock
+        self._groups: Groups[Write] = Groups(self._write, MAX_GROUP, "job writes")
+
+    def returning(self, update: sa.Update) -> Job | None:
+        """Commit an UPDATE ... RETURNING the job (with those beside it); the job, or None when its guard
+        did not hold."""
+        job: Job | None = self._groups.wait((update, True))
+        return job
+
+    def soon(self, update: sa.Update) -> None:
+        """Commit an UPDATE in the next group without waiting for it (an error is logged). It is written
+        before any statement handed over after it."""
+        self._groups.soon((update, False))
+
+    def _write(self, group: list[Item[Write]]) -> None:
+        """The group in one transaction; when a statement fails, each statement in its own."""
+        with self.write_lock, self.sessions() as session:
+            try:
+                results = [_execute(session, *item.value) for item in group]
+                session.commit()
+            except Exception as exc:
+                session.rollback()
+                if len(group) == 1:
+                    group[0].error = exc
+                    return
+            else:
+                for item, result in zip(group, results, strict=True):
+                    item.result = result
+                return
+        for item in group:
+            self._write([item])
+
+
+def _execute(session: orm.Session, update: sa.Update, returns_job: bool) -> Job | None:
+    """Run one UPDATE: the job it returns (UPDATE ... RETURNING the job), else None."""
+    if returns_job:
+        # populate_existing: a job already read in this group's session shows this statement's values
+        job: Job | None = session.scalar(update.execution_options(populate_existing=True))
+        return job
+    session.execute(update)
+    return None
