@@ -17,15 +17,13 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy import orm
 
 from app.grouping import Groups, Item
+from app.jobs.store import JobUpdate
 from app.models import Job
 
 MAX_GROUP = 256  # statements per transaction
-
-Write = tuple[sa.Update, bool]  # an UPDATE, and whether it returns the job
 
 
 class GroupedWrites:
@@ -33,24 +31,24 @@ class GroupedWrites:
         self, sessions: orm.sessionmaker[orm.Session], write_lock: AbstractContextManager[Any]
     ) -> None:
         self.sessions, self.write_lock = sessions, write_lock
-        self._groups: Groups[Write] = Groups(self._write, MAX_GROUP, "job writes")
+        self._groups: Groups[JobUpdate] = Groups(self._write, MAX_GROUP, "job writes")
 
-    def returning(self, update: sa.Update) -> Job | None:
-        """Commit an UPDATE ... RETURNING the job (with those beside it); the job, or None when its guard
+    def returning(self, update: JobUpdate) -> Job | None:
+        """Commit an update that returns the job (with those beside it); the job, or None when its guard
         did not hold."""
-        job: Job | None = self._groups.wait((update, True))
+        job: Job | None = self._groups.wait(update)
         return job
 
-    def soon(self, update: sa.Update) -> None:
-        """Commit an UPDATE in the next group without waiting for it (an error is logged). It is written
-        before any statement handed over after it."""
-        self._groups.soon((update, False))
+    def soon(self, update: JobUpdate) -> None:
+        """Commit an update in the next group without waiting for it (an error is logged). It is written
+        before any update handed over after it."""
+        self._groups.soon(update)
 
-    def _write(self, group: list[Item[Write]]) -> None:
+    def _write(self, group: list[Item[JobUpdate]]) -> None:
         """The group in one transaction; when a statement fails, each statement in its own."""
         with self.write_lock, self.sessions() as session:
             try:
-                results = [_execute(session, *item.value) for item in group]
+                results = [item.value.run(session) for item in group]
                 session.commit()
             except Exception as exc:
                 session.rollback()
@@ -63,13 +61,3 @@ class GroupedWrites:
                 return
         for item in group:
             self._write([item])
-
-
-def _execute(session: orm.Session, update: sa.Update, returns_job: bool) -> Job | None:
-    """Run one UPDATE: the job it returns (UPDATE ... RETURNING the job), else None."""
-    if returns_job:
-        # populate_existing: a job already read in this group's session shows this statement's values
-        job: Job | None = session.scalar(update.execution_options(populate_existing=True))
-        return job
-    session.execute(update)
-    return None

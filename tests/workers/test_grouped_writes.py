@@ -14,7 +14,7 @@ from sqlalchemy import orm
 
 from app.db import make_engine, write_lock_for
 from app.jobs import store as job_store
-from app.jobs.store import JobOutcome
+from app.jobs.store import JobOutcome, JobUpdate
 from app.models import Job, JobStatus
 from tests.support.apps import insert_queued_job
 from workers.grouped_writes import GroupedWrites
@@ -116,7 +116,9 @@ def test_a_statement_that_fails_fails_only_its_own_caller(
 ) -> None:
     writes = GroupedWrites(sessions, lock)
     job_ids = queued(sessions, 8)
-    broken = sa.update(Job).where(Job.id == job_ids[0]).values(status=None).returning(Job)  # NOT NULL
+    jobs = Job.__table__
+    statement = sa.update(jobs).where(jobs.c.id == job_ids[0]).values(status=None).returning(*jobs.c)
+    broken = JobUpdate(statement, {}, True)  # status is NOT NULL
     hold = threading.Lock()
     hold.acquire()
     held = GroupedWrites(sessions, lock)
