@@ -135,6 +135,15 @@ class Job(Base):
     cancel_requested_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime)
     finished_at: orm.Mapped[datetime | None] = orm.mapped_column(UTCDateTime, index=True)  # retention
 
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> Job:
+        """A detached job holding a row of the jobs table (every column), as the ORM's loader fills one:
+        straight into its dict, without the 43 instrumented sets of `Job(**row)` (~1 ms, a worker's
+        share of each job's CPU)."""
+        job: Job = cls.__mapper__.class_manager.new_instance()
+        job.__dict__.update(row._mapping)
+        return job
+
     def tags(self) -> dict[str, str] | None:
         """The five tags, or None before a worker has run the job."""
         if self.tag_model_id is None:

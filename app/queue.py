@@ -17,6 +17,7 @@ queued, and beat schedules already stored, name them so.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -42,7 +43,10 @@ PUBLISH_BATCH = 1000  # messages buffered in one Redis pipeline (kombu >= 5.7 ba
 
 LANES = ("high", "normal", "low", "batch")  # the order a profile's worker takes them in
 PRIORITIES = ("low", "normal", "high")  # what interactive work may ask for (`priority`)
-KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's Redis transport keeps one list per priority step
+# kombu's Redis transport keeps one list per priority step, and a worker's BRPOP names each list of each
+# queue. No message here carries a priority (the lanes order the work), so one step: 16 keys per BRPOP,
+# not kombu's default 64, which the worker packed and sent for every message it took.
+KOMBU_PRIORITY_STEPS = (0,)
 KOMBU_PRIORITY_SEPARATOR = "\x06\x16"
 # how long a worker's BRPOP waits before asking again: a batch slot freed meanwhile is taken this late
 BRPOP_TIMEOUT_S = 0.05
@@ -124,6 +128,7 @@ def batch_lines_in_hand() -> int:
     )
 
 
+@functools.cache  # asked several times per message taken, of a handful of names
 def _lane_rank(queue: str) -> int:
     name = queue.rsplit("~", 1)[0]
     for rank, lane in enumerate(LANES):
@@ -209,6 +214,7 @@ def celery_config(
             # a callable, not a name: kombu builds one per channel (kombu.utils.scheduling.cycle_by_name)
             "queue_order_strategy": LaneOrderOf(settings.batches.turn_every, batch_slots),
             "polling_interval": BRPOP_TIMEOUT_S,  # kombu's BRPOP timeout (Redis >= 6 takes fractions)
+            "priority_steps": list(KOMBU_PRIORITY_STEPS),
         },
         "broker_connection_max_retries": None,  # a worker outlives any Redis outage, then consumes again
         "task_queues": [

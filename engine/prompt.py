@@ -11,6 +11,7 @@ where the format puts them, every message's content encoded as ordinary text. A 
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -271,6 +272,22 @@ def encode_pieces(tokenizer: Any, pieces: Sequence[Piece]) -> list[int]:
 
 def encode_text(tokenizer: Any, text: str) -> list[int]:
     """`text` as ordinary tokens: special-token strings in it stay characters."""
+    if len(text) <= _SHORT_TEXT:
+        return list(_encode_short(tokenizer, text))
+    return _encode(tokenizer, text)
+
+
+# Most of a prompt's text runs are the same in every job (the roles' names, the system message of a
+# profile and day): remembered, a job's rendering tokenizes little more than its own messages.
+_SHORT_TEXT = 1024  # characters; longer runs are a job's own and are not kept
+
+
+@functools.lru_cache(maxsize=4096)
+def _encode_short(tokenizer: Any, text: str) -> tuple[int, ...]:
+    return tuple(_encode(tokenizer, text))
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
 

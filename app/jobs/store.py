@@ -229,9 +229,9 @@ class JobUpdate:
 
     def run(self, session: orm.Session) -> Job | None:
         """Execute it (the caller commits); the updated job when it returns one and its guard held."""
-        result = session.execute(self.statement, self.params)
+        result = session.connection().execute(self.statement, self.params)  # Core: no ORM layer
         row = result.first() if self.returns_job else None
-        return Job(**row._mapping) if row is not None else None
+        return Job.from_row(row) if row is not None else None
 
 
 _CLAIM = (

@@ -40,9 +40,7 @@ def test_a_jobs_lane_is_its_batch_or_its_priority() -> None:
     assert lane_queue("p", "batch", 2) == "p.batch~2" and lane_queue("p", "normal", 3) == "p~3"
     assert profile_queues("p")[::FAIR_BUCKETS] == LANES  # each lane's queues together, in lane order
     assert len(profile_queues("p")) == 4 * FAIR_BUCKETS
-    assert (
-        "p.batch~1\x06\x169" in profile_queue_keys("p") and len(profile_queue_keys("p")) == 16 * FAIR_BUCKETS
-    )
+    assert profile_queue_keys("p") == profile_queues("p")  # one kombu priority step: a list per queue
 
 
 def test_a_jobs_queue_is_its_lane_and_the_bucket_of_its_key_else_its_batch() -> None:
