@@ -30,9 +30,9 @@ from bench.batches import (  # noqa: E402
     chat,
     make_app,
     migrate,
+    model_profiles,
     request_line,
     start_workers,
-    tiny_model_profiles,
     wait_job,
 )
 
@@ -80,7 +80,7 @@ def main() -> None:
     from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    work, profiles = tiny_model_profiles("bench-priority-", args.max_batch)
+    work, profiles = model_profiles("bench-priority-", args.max_batch, "tiny")
     redis_server, redis_url = start_private_redis(work / "redis")
     database_url = f"sqlite:///{work / 'priority.db'}"
     env = os.environ | {
