@@ -131,10 +131,14 @@ def peer_venv(folder: Path) -> Path:
         try:
             done = subprocess.run(step, capture_output=True, text=True, timeout=1800)
         except (OSError, subprocess.TimeoutExpired) as error:
-            raise PeerUnavailable(f"`{' '.join(step[1:])}` failed: {error}") from error
+            raise PeerUnavailable(f"its venv {folder} could not be built: {error}") from error
         if done.returncode != 0:
-            last = "\n    ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
-            raise PeerUnavailable(f"`{' '.join(step[1:])}` exited {done.returncode}:\n    {last}")
+            said = [
+                line for line in (done.stderr or done.stdout).splitlines() if not line.startswith("WARNING")
+            ]
+            last = "\n    ".join(said[-4:])
+            what = f"`python {' '.join(step[1:])}` exited {done.returncode}"
+            raise PeerUnavailable(f"its venv {folder} could not be built: {what}:\n    {last}")
     stamp.write_text(" ".join(requirements))
     return command
 
@@ -306,7 +310,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--skip-peer", action="store_true", help="measure this server alone")
     args = parser.parse_args()
-    # SIGTERM as Ctrl-C: the servers are stopped on the way out
+    # Ctrl-C (even where the shell started this ignoring it) and SIGTERM stop the servers on the way out
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     work = Path(tempfile.mkdtemp(prefix="bench-peer-"))
@@ -318,6 +323,7 @@ def main() -> None:
             peer_command = peer_venv(PEER_VENV)
         except PeerUnavailable as error:
             skipped = str(error)
+            print(f"peer: SKIPPED, {skipped}", flush=True)
     with this_server(work, args.max_tokens) as url:
         ours = measure("this server", url, PROFILE, args)
     peer = None
@@ -340,4 +346,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("interrupted; the servers are stopped")
