@@ -255,7 +255,9 @@ def measure(name: str, base_url: str, model: str, args: argparse.Namespace) -> M
     streamed = run_phase(args.requests, args.clients, lambda i: ask(client, model, i, args.max_tokens, True))
     measured = Measured(plain, streamed)
     client.close()
-    print(f"{name}: done ({measured.plain.wall_s:.1f} s + {measured.streamed.wall_s:.1f} s)", flush=True)
+    load = os.getloadavg()[0]  # other work on the machine skews the comparison: shown with each server
+    walls = f"{measured.plain.wall_s:.1f} s + {measured.streamed.wall_s:.1f} s"
+    print(f"{name}: done ({walls}; load average {load:.1f} at the end)", flush=True)
     return measured
 
 
