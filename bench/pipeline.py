@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -54,6 +55,7 @@ sys.path.insert(0, str(ROOT))  # `python bench/pipeline.py` puts bench/, not the
 
 from app.db import make_engine  # noqa: E402
 from app.ops.private_redis import free_port, start_private_redis, stop_private_redis  # noqa: E402
+from app.ops.supervisor import die_with_parent  # noqa: E402
 from engine.preflight import ProfileSpec, is_paced  # noqa: E402
 from engine.types import GenerationRequest  # noqa: E402
 
@@ -100,18 +102,87 @@ class EngineOnly:
         self.engine.shutdown()
 
 
+def write_profiles(work: Path, model: str, max_batch: int, max_tokens: int) -> Path:
+    """A profiles file with the one bench profile, greedy."""
+    profiles = work / "profiles.toml"
+    profiles.write_text(
+        f'[profiles.{PROFILE}]\nmodel = "{model}"\nmodel_size = "bench"\ngpu_mode = "pipeline"\n'
+        f"max_batch = {max_batch}\nmax_tokens = {max_tokens}\ntemperature = 0.0\n"
+    )
+    return profiles
+
+
+def stack_env(profiles: Path, database_url: str, redis_url: str) -> dict[str, str]:
+    """The stack's environment; the database migrated. The demo model's converted copy is shared with
+    `make run` (.data/models); worker metrics are off (another stack on this machine may hold the port)."""
+    env = os.environ | {
+        "GPTOSS_PROFILES": str(profiles),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "GPTOSS_DATA_DIR": str(ROOT / ".data"),
+        "GPTOSS_WORKER_METRICS_PORT": "0",
+        "PYTHONPATH": str(ROOT),
+    }
+    migrate = [sys.executable, "-m", "alembic", "upgrade", "head"]
+    subprocess.run(migrate, cwd=ROOT, env=env, check=True, capture_output=True)
+    return env
+
+
 def start_stack(env: dict[str, str], port: int, logs: Path) -> list[subprocess.Popen[bytes]]:
-    """The Procfile's web command (gunicorn.conf.py's shape) and one worker, as `make run` starts them."""
+    """The Procfile's web command (gunicorn.conf.py's shape) and one worker, as `make run` starts them,
+    each in its own session (Ctrl-C reaches only this script, which stops them: stop_processes)."""
     web = ["gunicorn", "--bind", f"127.0.0.1:{port}", "app:create_app()"]
     worker = [sys.executable, "-m", "workers.start", PROFILE, "--loglevel", "WARNING"]
     bin_dir = str(Path(sys.executable).parent)
     env = {**env, "PATH": f"{bin_dir}:{env.get('PATH', '')}"}
     return [
         subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=open(logs / f"{name}.log", "wb"), stderr=subprocess.STDOUT
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=open(logs / f"{name}.log", "wb"),  # noqa: SIM115 - lives as long as the process
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # a bench killed hard leaves no server behind
         )
         for name, command in (("web", web), ("worker", worker))
     ]
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]], grace_s: float = 30) -> None:
+    """SIGTERM each process's group, then SIGKILL what is left after `grace_s`, their descendants in
+    other sessions included (the worker's engine child runs in its own: engine/process.py)."""
+    import psutil
+
+    descendants = []
+    for process in processes:
+        try:
+            descendants += psutil.Process(process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+        signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        signal_group(process, signal.SIGKILL)
+        process.wait()
+    _, alive = psutil.wait_procs(descendants, timeout=max(0.1, deadline - time.monotonic()))
+    for leftover in alive:
+        try:
+            leftover.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    """Signal the process group a process leads (start_new_session: its pid); gone already is fine."""
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def wait_ready(client: httpx.Client, processes: list[subprocess.Popen[bytes]]) -> None:
@@ -302,11 +373,7 @@ def main() -> None:
         from engine.tiny import save_tiny_gptoss
 
         model = str(save_tiny_gptoss(work / "tiny-gptoss"))
-    profiles = work / "profiles.toml"
-    profiles.write_text(
-        f'[profiles.{PROFILE}]\nmodel = "{model}"\nmodel_size = "bench"\ngpu_mode = "pipeline"\n'
-        f"max_batch = {args.jobs}\nmax_tokens = {args.max_tokens}\ntemperature = 0.0\n"
-    )
+    profiles = write_profiles(work, model, args.jobs, args.max_tokens)
     database_url = args.database_url or f"sqlite:///{work / 'bench.db'}"
 
     how = f"one job every {args.pace} s" if args.pace else f"{args.clients} concurrent clients"
@@ -316,15 +383,7 @@ def main() -> None:
     engine_only = EngineOnly(spec, cache_dir)
 
     redis_server, redis_url = start_private_redis(work / "redis")
-    env = os.environ | {
-        "GPTOSS_PROFILES": str(profiles),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "GPTOSS_DATA_DIR": str(ROOT / ".data"),
-        "PYTHONPATH": str(ROOT),
-    }
-    migrate = [sys.executable, "-m", "alembic", "upgrade", "head"]
-    subprocess.run(migrate, cwd=ROOT, env=env, check=True, capture_output=True)
+    env = stack_env(profiles, database_url, redis_url)
     port = free_port()
     processes = start_stack(env, port, work)
     rounds: list[tuple[Phase, float, list[Submit]]] = []  # engine phase, pipeline start, its submits
@@ -347,10 +406,7 @@ def main() -> None:
         done = done_times(redis_url, [submit.job_id for _, _, submits in rounds for submit in submits])
     finally:
         engine_only.shutdown()
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
+        stop_processes(processes)
         stop_private_redis(redis_server)
 
     goal = targets(args.model, idle=bool(args.pace) or args.clients == 1)
