@@ -46,6 +46,7 @@ class GroupedWrites:
 
     def _write(self, group: list[Item[JobUpdate]]) -> None:
         """The group in one transaction; when a statement fails, each statement in its own."""
+        group = sorted(group, key=_by_job)
         with self.write_lock, self.sessions() as session:
             try:
                 results = [item.value.run(session) for item in group]
@@ -61,3 +62,9 @@ class GroupedWrites:
                 return
         for item in group:
             self._write([item])
+
+
+def _by_job(item: Item[JobUpdate]) -> str:
+    """Rows are locked in job id order (Postgres), as a batch's cancel locks them: no deadlock between
+    them. Stable: one job's updates keep their order (a first token before its finish)."""
+    return str(item.value.params["b_id"])

@@ -174,12 +174,12 @@ def cancel_queued_job(session: orm.Session, job_id: str) -> bool:
 
 
 def cancel_queued_jobs_of_batch(session: orm.Session, batch_id: str, now: datetime) -> int:
-    """queued -> cancelled for all the batch's queued jobs (their tasks become no-ops); returns how many."""
-    query = (
-        sa.update(Job)
-        .where(Job.batch_id == batch_id, Job.status == JobStatus.QUEUED)
-        .values(**cancelled_columns(now))
-    )
+    """queued -> cancelled for all the batch's queued jobs (their tasks become no-ops); returns how many.
+    Their rows are locked in id order first, the order a worker's group of claims takes them in
+    (workers/grouped_writes.py): two transactions that lock rows in one order cannot deadlock."""
+    queued = Job.batch_id == batch_id, Job.status == JobStatus.QUEUED
+    session.execute(sa.select(Job.id).where(*queued).order_by(Job.id).with_for_update())
+    query = sa.update(Job).where(*queued).values(**cancelled_columns(now))
     result = session.execute(query)
     session.commit()
     return int(result.rowcount)  # type: ignore[attr-defined]
@@ -188,7 +188,7 @@ def cancel_queued_jobs_of_batch(session: orm.Session, batch_id: str, now: dateti
 def flag_running_jobs_of_batch(session: orm.Session, batch_id: str, now: datetime) -> list[str]:
     """Mark the batch's running jobs for cancellation; returns their ids, for the worker signal."""
     running = Job.batch_id == batch_id, Job.status == JobStatus.RUNNING
-    job_ids = list(session.scalars(sa.select(Job.id).where(*running)))
+    job_ids = list(session.scalars(sa.select(Job.id).where(*running).order_by(Job.id).with_for_update()))
     if job_ids:
         flagged = sa.update(Job).where(Job.id.in_(job_ids), *running)
         session.execute(
