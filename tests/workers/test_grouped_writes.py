@@ -117,8 +117,10 @@ def test_a_statement_that_fails_fails_only_its_own_caller(
     writes = GroupedWrites(sessions, lock)
     job_ids = queued(sessions, 8)
     jobs = Job.__table__
-    statement = sa.update(jobs).where(jobs.c.id == job_ids[0]).values(status=None).returning(*jobs.c)
-    broken = JobUpdate(statement, {}, True)  # status is NOT NULL
+    statement = (
+        sa.update(jobs).where(jobs.c.id == sa.bindparam("b_id")).values(status=None).returning(*jobs.c)
+    )
+    broken = JobUpdate(statement, {"b_id": job_ids[0]}, True)  # status is NOT NULL
     hold = threading.Lock()
     hold.acquire()
     held = GroupedWrites(sessions, lock)
