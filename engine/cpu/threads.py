@@ -54,12 +54,12 @@ def openmp_env(cores: int, env: Mapping[str, str]) -> dict[str, str]:
     result can depend on the thread count). Decided once, before torch loads, never changed later.
 
     Wait policy: PASSIVE. By default libgomp's idle threads spin for a while (GOMP_SPINCOUNT,
-    300,000 turns) at the end of every parallel region before they sleep. That is free while the
-    engine has the cores to itself, but beside one busy process (another engine, a build, a test
-    run) a spinning thread takes the time slice its team mate needs to finish the region, at each of
-    the hundreds of regions of a decode step: the demo model's engine ran 19x slower beside one
-    busy process on 2 cores (docs/engine-bench.md, scenario (e)). PASSIVE threads sleep at once,
-    so the engine keeps the share of the cores it still gets.
+    300,000 turns) at the end of every parallel region before they sleep. While the engine has the
+    cores to itself that saves a wake-up per region, but beside one busy process (another engine, a
+    build, a test run) a spinning thread takes the time slice its team mate needs to finish the
+    region, at each of the hundreds of regions of a decode step: the demo model's engine ran 19x
+    slower beside one busy process on 2 cores (docs/engine-bench.md, scenario (e)). PASSIVE threads
+    sleep at once, so the engine keeps the share of the cores it still gets.
 
     What the operator set is kept as given; a GOMP_SPINCOUNT alone keeps libgomp's own policy,
     which that count then tunes.
