@@ -297,7 +297,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small smoke version (about a minute)")
     parser.add_argument("--model", default="demo", help="'demo', a model dir, a .gguf file or an HF-cache id")
     parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    threads_help = "torch.set_num_threads for (a)-(d) (default: torch's)"
+    parser.add_argument("--threads", type=int, default=None, help=threads_help)
     parser.add_argument("--sizing", default=None, help="CacheSizing as page_size,num_blocks,max_batch_tokens")
     parser.add_argument("--only", default="abcde", help="scenarios to run, e.g. 'cd'")
     return parser.parse_args()
