@@ -5,13 +5,16 @@ Three ways of generating the same chat-templated prompts (greedy; EOS does not s
   static      one `model.generate` on the left-padded batch; it runs until its longest job is done,
               only each job's own requested tokens count as useful, every job's latency is the batch time;
   engine      engine.engine.Engine, all jobs submitted at once into the continuous batch.
+Scenario (e) starts the engine child as a worker does (engine/process.py) and times the same jobs in it
+with the machine quiet and beside one busy process (bench/neighbour.py), interleaved, as a ratio.
 Plain generate and the engine use the same loaded model, so the same CPU linear layout
 (engine/cpu/linear.py); GPTOSS_CPU_LINEAR=stock measures transformers' own.
 Per scenario, plain generate runs first and then a fresh Engine: building one may switch the
 attention implementation (gpt-oss: "paged|eager", which plain `generate` cannot use); its
 shutdown switches it back. Running the methods of a scenario back to back keeps load drift small.
 
-    python bench/engine_speed.py [--quick] [--model demo|DIR|FILE.gguf] [--threads N] [--sizing P,B,T]
+    python bench/engine_speed.py [--quick] [--only abcde] [--model demo|DIR|FILE.gguf] [--threads N]
+                                 [--sizing P,B,T]
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/engine_speed.py` puts bench/, not the repo root, on sys.path
 
+from bench.neighbour import busy_neighbour  # noqa: E402
+from engine.cpu.priority import nice_from_env  # noqa: E402
 from engine.cpu.threads import in_short_lived_thread  # noqa: E402
 from engine.engine import CacheSizing, Engine  # noqa: E402
-from engine.loader import load_model  # noqa: E402
+from engine.loader import default_cache_dir, load_model  # noqa: E402
+from engine.process import EngineProcess, EngineSpec  # noqa: E402
 from engine.prompt import render_prompt  # noqa: E402
 from engine.types import GenerationRequest  # noqa: E402
 
@@ -79,7 +85,11 @@ TARGETS = (
     ("b", "tok_s", "engine", "static", 1.25, True),
     ("c", "focus_p50_s", "engine", "static", 0.2, False),
     ("d", "tok_s", "engine", "sequential", 0.9, True),
+    ("e", "tok_s", "neighbour", "quiet", 0.4, True),
 )
+
+
+NEIGHBOUR = ("quiet", "neighbour")
 
 
 def exp_lengths(count: int, mean: float, cap: int, low: int, seed: int = 1234) -> tuple[int, ...]:
@@ -95,12 +105,14 @@ def scenarios(quick: bool) -> list[Scenario]:
             Scenario("b", "8 jobs, capped-exponential lengths", exp_lengths(8, 16, 64, 4), all3, 1),
             Scenario("c", "1 long (64) + 3 short (8)", (64,) + (8,) * 3, all3, 1, focus=(1, 2, 3)),
             Scenario("d", "1 job alone x 16 tokens", (16,), ("sequential", "engine"), 1),
+            Scenario("e", "4 jobs x 16 tokens, engine child, quiet / neighbour", (16,) * 4, NEIGHBOUR, 1),
         ]
     return [
         Scenario("a", "8 equal jobs x 64 tokens", (64,) * 8, all3, 1),
         Scenario("b", "32 jobs, capped-exponential lengths", exp_lengths(32, 48, 256, 4), all3, 1),
         Scenario("c", "1 long (256) + 7 short (16)", (256,) + (16,) * 7, all3, 3, focus=tuple(range(1, 8))),
         Scenario("d", "1 job alone x 64 tokens", (64,), ("sequential", "engine"), 5),
+        Scenario("e", "4 jobs x 32 tokens, engine child, quiet / neighbour", (32,) * 4, NEIGHBOUR, 3),
     ]
 
 
@@ -223,6 +235,32 @@ def measure_scenario(loaded, sc: Scenario, pad_id: int, make_engine) -> dict:
     return rows
 
 
+def measure_neighbour(sc: Scenario, model: str, max_batch: int) -> dict:
+    """(e) The engine child as a worker starts it; each repeat: the jobs quiet, then beside a busy process."""
+    spec = EngineSpec(model, "pipeline", "latency_first", max_batch, str(default_cache_dir()),
+                      nice=nice_from_env(), max_tokens=max(sc.lengths))  # fmt: skip
+    engine = EngineProcess(spec, start_timeout_s=600)
+    indices = list(range(len(sc.lengths)))
+    runs: dict[str, list[Run]] = {method: [] for method in NEIGHBOUR}
+    try:
+        run_engine(engine, [0, 1, 2], (4, 4, 4))  # warm-up
+        for _ in range(sc.repeats):
+            runs["quiet"].append(run_engine(engine, indices, sc.lengths))
+            with busy_neighbour():
+                time.sleep(0.2)  # past its interpreter's start: busy from the first token on
+                runs["neighbour"].append(run_engine(engine, indices, sc.lengths))
+    finally:
+        engine.shutdown()
+    load_avg = round(os.getloadavg()[0], 2)
+    rows = {method: summarize(sc, its_runs) | {"load_avg": load_avg} for method, its_runs in runs.items()}
+    reference = rows["quiet"]["texts"]
+    for method, stats in rows.items():
+        print(f"  [{sc.key}] {method:<10} {stats['wall_s']:8.2f} s {stats['tok_s']:8.2f} tok/s", flush=True)
+        same = sum(a == b for a, b in zip(reference, stats.pop("texts"), strict=True))
+        stats["same_text"] = round(same / len(reference), 3)  # greedy: a busy neighbour changes no token
+    return rows
+
+
 def warm_up_generate(loaded, pad_id: int) -> None:
     prompts = [render(loaded, i) for i in range(2)]
     in_short_lived_thread(run_sequential, loaded, prompts, (4, 4), pad_id)
@@ -259,19 +297,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small smoke version (about a minute)")
     parser.add_argument("--model", default="demo", help="'demo', a model dir, a .gguf file or an HF-cache id")
     parser.add_argument("--max-batch", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    threads_help = "torch.set_num_threads for (a)-(d) (default: torch's)"
+    parser.add_argument("--threads", type=int, default=None, help=threads_help)
     parser.add_argument("--sizing", default=None, help="CacheSizing as page_size,num_blocks,max_batch_tokens")
-    parser.add_argument("--only", default="abcd", help="scenarios to run, e.g. 'cd'")
+    parser.add_argument("--only", default="abcde", help="scenarios to run, e.g. 'cd'")
     return parser.parse_args()
 
 
-def main() -> None:
-    args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def run_in_process(
+    args: argparse.Namespace, plan: list[Scenario], sizing: CacheSizing | None
+) -> tuple[dict, dict]:
+    """Scenarios (a)-(d): plain generate and an Engine on one model loaded in this process."""
     loaded = load_model(args.model)
-    sizing = CacheSizing(*(int(x) for x in args.sizing.split(","))) if args.sizing else None
-    plan = [sc for sc in scenarios(args.quick) if sc.key in args.only]
     tok = loaded.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else loaded.model.generation_config.pad_token_id
     attn = loaded.model.config._attn_implementation
@@ -279,10 +316,28 @@ def main() -> None:
           f"cpus {os.cpu_count()}, load avg {os.getloadavg()[0]:.2f}, attn {attn}, "
           f"sizing {sizing or 'engine default'}, cpu linear {loaded.cpu_linear or '-'}",
           flush=True)  # fmt: skip
-    start = time.perf_counter()
     warm_up_generate(loaded, pad_id)
     make_engine = lambda: Engine.from_loaded(loaded, "latency_first", args.max_batch, sizing=sizing)  # noqa: E731
     results = {sc.key: measure_scenario(loaded, sc, pad_id, make_engine) for sc in plan}
+    meta = {"model": loaded.model_id, "device": loaded.device, "cpu_linear": loaded.cpu_linear}
+    return results, meta
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizing = CacheSizing(*(int(x) for x in args.sizing.split(","))) if args.sizing else None
+    plan = [sc for sc in scenarios(args.quick) if sc.key in args.only]
+    start = time.perf_counter()
+    results: dict = {}
+    meta: dict = {"model": args.model}
+    for sc in (sc for sc in plan if sc.key == "e"):  # first: this process has not loaded its own copy yet
+        print(f"engine child: model {args.model}, cpus {os.cpu_count()}, load avg {os.getloadavg()[0]:.2f}")
+        results["e"] = measure_neighbour(sc, args.model, args.max_batch)
+    if in_process := [sc for sc in plan if sc.key != "e"]:
+        in_process_results, meta = run_in_process(args, in_process, sizing)
+        results |= in_process_results
     for sc in plan:
         print_table(sc, results[sc.key])
     verdicts = judge(results)
@@ -292,9 +347,8 @@ def main() -> None:
         print(f"  {v['check']:<40} {v['ratio']:>7.3f}  target {v['target']:<8} {verdict}")
     total = time.perf_counter() - start
     print(f"total {total:.0f} s, load avg at end {os.getloadavg()[0]:.2f}")
-    meta = {"model": loaded.model_id, "device": loaded.device, "threads": torch.get_num_threads()}
-    meta |= {"cpu_linear": loaded.cpu_linear}
-    meta |= {"quick": args.quick, "sizing": asdict(sizing) if sizing else None, "total_s": round(total, 1)}
+    meta |= {"threads": torch.get_num_threads(), "quick": args.quick}
+    meta |= {"sizing": asdict(sizing) if sizing else None, "total_s": round(total, 1)}
     lengths = {sc.key: list(sc.lengths) for sc in plan}
     report = {"meta": meta, "lengths": lengths, "results": results, "summary": verdicts}
     OUT_PATH.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,9 @@ worker process keeps the Celery consumer, the job threads, the DB and Redis work
 (prompt rendering and detokenizing); a child process (`python -m engine.process`, in a
 session of its own) loads the model and runs engine.engine.Engine. The child runs at
 GPTOSS_CPU_NICE as a whole, which one process could not do without stalling the GIL holder: a woken
-job thread, the API or Redis gets a core at once, and the engine takes every cycle they leave.
+job thread, the API or Redis gets a core at once, and the engine takes every cycle they leave. Its
+OpenMP thread count and wait policy come in its environment, chosen by engine.cpu.threads.openmp_env
+(libgomp reads them as it loads, which is when the child imports this module).
 
 Protocol, over two one-way pipes:
   worker -> engine  EngineSpec, then ("submit", request_id, prompt ids, GenerationRequest)
@@ -31,6 +33,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from engine.cpu.threads import OPENMP_VARIABLES, openmp_env, usable_cores
 from engine.engine import RequestTable
 from engine.preflight import ProfileSpec
 from engine.request_handle import DeltaCallback, RequestHandle
@@ -111,11 +114,12 @@ class EngineProcess(RequestTable):
         child_fds = (commands_child.fileno(), outputs_child.fileno())
         # Its own session: signals a terminal, the supervisor or the tests send to the worker's process group
         # (a warm shutdown's SIGTERM) must not reach it, since the worker's running jobs still need it.
+        env = os.environ | openmp_env(usable_cores(), os.environ)
         self._process = subprocess.Popen(
             [sys.executable, "-m", "engine.process", *map(str, child_fds), str(os.getpid())],
             pass_fds=child_fds,
             start_new_session=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},  # nothing it loads may reach a hub (kernels included)
+            env=env | {"HF_HUB_OFFLINE": "1"},  # nothing it loads may reach a hub (kernels included)
         )
         commands_child.close()
         outputs_child.close()
@@ -344,7 +348,8 @@ def serve_engine(commands: Connection, outputs: Connection, spec: EngineSpec, pa
     os.environ["GPTOSS_CPU_NICE"] = str(spec.nice)  # what the Engine gives its pool: the same (cpu_priority)
     threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
     logging.basicConfig(level=logging.INFO, format=f"[engine {spec.profile}] %(levelname)s %(message)s")
-    # torch and transformers load here (lazily: seconds), after the nice and the parent watch are set
+    log.info("OpenMP: %s", ", ".join(f"{name}={os.environ.get(name, '-')}" for name in OPENMP_VARIABLES))
+    # the model loads here (seconds to minutes), after the nice and the parent watch are set
     from engine.startup import start_profile_engine
 
     try:

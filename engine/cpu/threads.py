@@ -1,4 +1,4 @@
-"""Keep torch's CPU work on as few long-lived threads as possible.
+"""Keep torch's CPU work on as few long-lived threads as possible, and let them sleep when they wait.
 
 torch's CPU build parallelises with GNU OpenMP, which gives every thread that runs a parallel
 region its own pool of worker threads, kept until that thread exits. Once the live pools hold more
@@ -9,12 +9,17 @@ decode step pays a futex wake-up: measured here (2 cores), a decode step of the 
 So heavy one-off work (loading, converting, calibrating a model; a benchmark's plain `generate`)
 runs on a short-lived thread, whose pool goes away with it, and the engine's generation thread is
 left as the only long-lived owner of a pool.
+
+`openmp_env` decides, once, how the engine child's pool runs (see its docstring): libgomp reads
+its variables when it loads, and the child loads torch on its first import, so the worker puts them in
+the child's environment (engine/process.py).
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -36,3 +41,40 @@ def in_short_lived_thread(function: Callable[..., T], *args: Any, **kwargs: Any)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]  # type: ignore[no-any-return]
+
+
+OPENMP_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def openmp_env(cores: int, env: Mapping[str, str]) -> dict[str, str]:
+    """The OpenMP variables the engine child starts with, from the cores it may use and `env`.
+
+    Threads: one per core the process may run on (its CPU affinity), which is what torch picks by
+    itself, so the child computes exactly as torch does in any other process here (on CPU a matmul's
+    result can depend on the thread count). Decided once, before torch loads, never changed later.
+
+    Wait policy: PASSIVE. By default libgomp's idle threads spin for a while (GOMP_SPINCOUNT,
+    300,000 turns) at the end of every parallel region before they sleep. While the engine has the
+    cores to itself that saves a wake-up per region, but beside one busy process (another engine, a
+    build, a test run) a spinning thread takes the time slice its team mate needs to finish the
+    region, at each of the hundreds of regions of a decode step: the demo model's engine ran 19x
+    slower beside one busy process on 2 cores (docs/engine-bench.md, scenario (e)). PASSIVE threads
+    sleep at once, so the engine keeps the share of the cores it still gets. Its price on a quiet
+    machine is not settled: in a few runs it cost about half of a 4-job batch's throughput there
+    (docs/engine-bench.md); OMP_WAIT_POLICY=ACTIVE or a GOMP_SPINCOUNT brings the spin back.
+
+    What the operator set is kept as given; a GOMP_SPINCOUNT alone keeps libgomp's own policy,
+    which that count then tunes.
+    """
+    chosen = {"OMP_NUM_THREADS": str(max(1, cores))}
+    if not env.get("GOMP_SPINCOUNT"):
+        chosen["OMP_WAIT_POLICY"] = "PASSIVE"
+    return chosen | {name: env[name] for name in OPENMP_VARIABLES if env.get(name)}
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask; all of them where that is unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from engine.cpu.threads import openmp_env, usable_cores
 from engine.engine import Engine
 from engine.loader import load_model
 from engine.process import EngineProcess, EngineSpec, EngineStartError
@@ -158,6 +159,15 @@ def test_every_thread_of_the_child_runs_at_the_nice_value(remote: EngineProcess)
     assert len(threads) >= 2  # the main thread and the generation thread at least
     assert {os.getpriority(os.PRIO_PROCESS, thread) for thread in threads} == {7}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # this process keeps its own
+
+
+def test_the_child_starts_with_the_openmp_threads_and_wait_policy_chosen(remote: EngineProcess) -> None:
+    environ = Path(f"/proc/{remote.pid}/environ").read_bytes().decode().split("\0")
+    child = dict(item.split("=", 1) for item in environ if "=" in item)  # what libgomp read as it loaded
+    chosen = openmp_env(usable_cores(), os.environ)
+    assert {name: child.get(name) for name in chosen} == chosen
+    if not os.environ.get("OMP_WAIT_POLICY") and not os.environ.get("GOMP_SPINCOUNT"):
+        assert child["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
 def test_a_dead_child_ends_its_requests_with_an_error(tiny_model_dir: Path, test_dir: Path) -> None:
