@@ -4,7 +4,6 @@ and its own answer, on SQLite and Postgres."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -12,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from app.db import make_engine, write_lock_for
+from app.db import write_lock_for
 from app.jobs import store as job_store
 from app.jobs.store import JobOutcome, JobUpdate
 from app.models import Job, JobStatus
@@ -34,13 +33,6 @@ class CountingLock:
 
     def __exit__(self, *exc: object) -> None:
         self.lock.__exit__(*exc)  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[orm.sessionmaker[orm.Session]]:
-    engine = make_engine(database_url)
-    yield orm.sessionmaker(engine, expire_on_commit=False)
-    engine.dispose()
 
 
 @pytest.fixture

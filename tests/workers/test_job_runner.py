@@ -15,7 +15,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from app.db import make_engine, write_lock_for
+from app.db import write_lock_for
 from app.jobs import store as job_store
 from app.jobs.cancel import signal_cancel
 from app.models import Job, JobStatus
@@ -37,13 +37,6 @@ def engine_host(profiles_file: Path, tiny_model_dir: Path, test_dir: Path) -> It
     host = EngineHost(load_profiles(profiles_file), test_dir / "models", pinned_profile="latency_first")
     yield host
     host.shutdown()
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[orm.sessionmaker[orm.Session]]:
-    engine = make_engine(database_url)
-    yield orm.sessionmaker(engine, expire_on_commit=False)
-    engine.dispose()
 
 
 @pytest.fixture
