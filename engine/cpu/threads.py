@@ -60,8 +60,9 @@ def openmp_env(cores: int, env: Mapping[str, str]) -> dict[str, str]:
     region, at each of the hundreds of regions of a decode step: the demo model's engine ran 19x
     slower beside one busy process on 2 cores (docs/engine-bench.md, scenario (e)). PASSIVE threads
     sleep at once, so the engine keeps the share of the cores it still gets. Its price on a quiet
-    machine is not settled: in a few runs it cost about half of a 4-job batch's throughput there
-    (docs/engine-bench.md); OMP_WAIT_POLICY=ACTIVE or a GOMP_SPINCOUNT brings the spin back.
+    machine: about a third of a 4-job batch's throughput (docs/engine-bench.md, measured against the
+    spin on a quiet machine); a worker box always has neighbours (the API, the worker, Redis), so the
+    default is PASSIVE, and OMP_WAIT_POLICY=ACTIVE or a GOMP_SPINCOUNT brings the spin back.
 
     What the operator set is kept as given; a GOMP_SPINCOUNT alone keeps libgomp's own policy,
     which that count then tunes.
