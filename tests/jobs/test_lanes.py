@@ -119,3 +119,29 @@ def test_a_workers_celery_conf_travels_as_json_for_flower_and_still_builds_a_lan
     order = cycle_by_name(config["broker_transport_options"]["queue_order_strategy"])()
     assert isinstance(order, LaneOrder)
     assert (order.batch_turn_every, order.batch_slots) == (7, 3)
+
+
+def test_a_workers_brpop_names_each_queue_once_and_a_published_job_lands_in_those_lists(
+    redis_base_url: str,
+) -> None:
+    """kombu's Redis channel takes one priority step from the config (16 BRPOP keys per message, not 64),
+    and a message published through it goes to the queue's own list, which that BRPOP names."""
+    import redis as redis_lib
+    from celery import Celery
+
+    from app.queue import celery_config, profile_queue_keys
+    from app.settings import load_settings
+
+    url = f"{redis_base_url}/13"
+    celery_app = Celery("lanes-test")
+    celery_app.conf.update(celery_config(load_settings({"REDIS_URL": url}), ["p"]))
+    client = redis_lib.Redis.from_url(url)
+    client.flushdb()
+    try:
+        with celery_app.connection_for_write() as connection:
+            assert connection.default_channel.priority_steps == [0]
+            celery_app.send_task("noop", queue=lane_queue("p", "low", 1), connection=connection)
+        waiting = {key.decode() for key in client.keys("p*")}
+        assert waiting == {lane_queue("p", "low", 1)} and waiting <= set(profile_queue_keys("p"))
+    finally:
+        client.flushdb()
