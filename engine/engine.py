@@ -20,6 +20,7 @@ from typing import Any
 
 from engine.cpu.attention import attention_choice, restore_attention, use_cpu_paged_attention
 from engine.cpu.priority import lower_pool_after_first_step, nice_from_env
+from engine.cpu.threads import CoreShare
 from engine.harmony import special_token_names
 from engine.prompt import prefill_ids, render_prompt
 from engine.request_handle import CANCELLED, DeltaCallback, RequestHandle
@@ -194,6 +195,7 @@ class Engine(BatchEngine):
         self.max_batch = max_batch
         self.max_context = int(getattr(model.config.get_text_config(), "max_position_embeddings", 4096))
         self.eos_ids = set(_eos_ids(model, tokenizer))
+        self.core_share: CoreShare | None = None  # CPU: the pool follows the cores left free
         super().__init__()
         if sizing is None:
             attention = str(model.config._attn_implementation)
@@ -220,6 +222,10 @@ class Engine(BatchEngine):
         install_request_sampler(self.manager)
         self.cpu_attention = use_cpu_paged_attention(model, cpu_attention)  # after the manager chose
         if model.device.type == "cpu":
+            import torch
+
+            self.core_share = CoreShare(torch.get_num_threads())
+            self.core_share.install(self.manager)
             lower_pool_after_first_step(self.manager, cpu_nice)
         self._loop = _ImmediateLoop()
         self.manager.start()
@@ -292,6 +298,8 @@ class Engine(BatchEngine):
         """Stop the batch loop; unfinished requests end with an error."""
         if self.manager.is_running():
             self.manager.stop(block=True, timeout=timeout)
+        if self.core_share is not None:
+            self.core_share.stop()
         restore_attention(self.model)
 
 

@@ -79,6 +79,9 @@ def cpu_paged_attention(
         return _plain_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     sinks = kwargs.get("s_aux")  # gpt-oss: [heads]
     window = kwargs.get("sliding_window") or 0
+    decoded = _decode_from_cache(module.layer_idx, query, key, value, scaling, sinks, cache, kwargs)
+    if decoded is not None:
+        return decoded, None
     # Writes the new keys/values, reads back each request's sequence packed: [1, kv_heads, k_tokens, D]
     # (for a sliding-window layer, at most the window's last tokens).
     key, value = cache.update(key_states=key, value_states=value, layer_idx=module.layer_idx, kwargs=kwargs)
@@ -197,6 +200,46 @@ def _decode_together(
     v = value[0][:, gather].transpose(0, 1)
     attended = _attend(q, k, v, mask, scaling, _sink_rows(sinks, kv_heads, 1))
     out[0][:, positions] = attended.reshape(requests, heads, head_dim).transpose(0, 1)
+
+
+def _decode_from_cache(
+    layer_idx: int,
+    query: Any,
+    key: Any,
+    value: Any,
+    scaling: float | None,
+    sinks: Any,
+    cache: Any,
+    kwargs: dict[str, Any],
+) -> Any:
+    """Every request decoding one token on a full-attention layer of transformers' paged cache: write the
+    new keys/values, then gather each request's keys from the cache straight into [requests, kv_heads,
+    longest, D]. cache.update would read the whole batch's keys back packed, which the padded gather then
+    copies again: one copy of every key and value per layer instead of two. None where this does not apply
+    (a prompt in the step, a sliding-window layer, a block-table cache, another cache): the caller takes
+    the general path."""
+    allocator: Any = getattr(cache, "layer_to_allocator", {}).get(layer_idx)
+    if type(allocator).__name__ != "FullAttentionCacheAllocator" or kwargs.get("block_table") is not None:
+        return None
+    starts_q = kwargs["cu_seq_lens_q"].tolist()
+    requests = len(starts_q) - 1
+    if query.shape[2] != requests or starts_q[-1] != requests:  # a prompt, or a chunk of one, is in the step
+        return None
+    read_index = kwargs["read_index"][allocator.index]
+    starts_k = kwargs["cu_seq_lens_k"][allocator.layer_type].tolist()
+    spans: Spans = tuple(zip(starts_q, starts_q[1:], starts_k, starts_k[1:], strict=False))
+    k_cache, v_cache = allocator._kv_token_views[layer_idx]  # [cache tokens, kv_heads, D]
+    write_index = kwargs["write_index"][allocator.index]
+    k_cache.index_copy_(0, write_index, key[0].transpose(0, 1))
+    v_cache.index_copy_(0, write_index, value[0].transpose(0, 1))
+    _, gather, mask = _decode_layout(spans, query.device, cache)
+    slots = read_index[gather]  # [requests, longest]: where each request's keys lie in the cache
+    heads, kv_heads, head_dim = query.shape[1], k_cache.shape[1], query.shape[-1]
+    k = k_cache[slots].transpose(1, 2)  # [requests, kv_heads, longest, D]
+    v = v_cache[slots].transpose(1, 2)
+    q = query[0].transpose(0, 1).reshape(requests, kv_heads, heads // kv_heads, head_dim)
+    attended = _attend(q, k, v, mask if requests > 1 else None, scaling, _sink_rows(sinks, kv_heads, 1))
+    return attended.reshape(1, requests, heads, head_dim)  # [1, q_tokens, heads, D], as the caller returns
 
 
 def _decode_layout(spans: Spans, device: Any, cache: Any) -> tuple[Any, Any, Any]:

@@ -12,9 +12,9 @@ worker's other threads behind it.
 Measured with bench/pipeline.py (demo model, 64 jobs, 16 clients, 2 cores), two interleaved runs
 each way: throughput ratio 0.94 and 0.98 against 0.90 and 0.82, p50 overhead 121 and 137 ms against
 190 and 199 ms (a later run with it: 0.86, 129 ms; runs vary by about 5%). GPTOSS_CPU_NICE sets the
-value (default 10; 0 leaves priorities alone). In the engine child the pool's idle workers no
-longer spin (OMP_WAIT_POLICY=PASSIVE, engine/cpu/threads.py openmp_env); the nice value still lets
-a woken service thread in ahead of a busy one.
+value (default 10; 0 leaves priorities alone). In the engine child the whole process runs at that
+value (engine/process.py), so a woken service thread gets in ahead of its spinning pool; a busy
+neighbour is left to engine/cpu/threads.py CoreShare, which takes threads out of the pool.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def lower_pool_after_first_step(manager: Any, nice: int) -> None:
 
     def first_step_then_lower() -> None:
         step()
-        del manager._generation_step  # back to the class's method: later steps pay nothing
+        manager._generation_step = step  # back to the step as it was (the class's, or another wrapper)
         changed = lower_native_threads(nice)
         log.info("engine: %d native thread(s) now run at nice %d", len(changed), nice)
 

@@ -10,17 +10,22 @@ So heavy one-off work (loading, converting, calibrating a model; a benchmark's p
 runs on a short-lived thread, whose pool goes away with it, and the engine's generation thread is
 left as the only long-lived owner of a pool.
 
-`openmp_env` decides, once, how the engine child's pool runs (see its docstring): libgomp reads
-its variables when it loads, and the child loads torch on its first import, so the worker puts them in
-the child's environment (engine/process.py).
+`openmp_env` decides, once, how many threads the engine child's pool starts with (see its docstring):
+libgomp reads its variables when it loads, and the child loads torch on its first import, so the worker
+puts them in the child's environment (engine/process.py). `CoreShare` then keeps the pool to the cores
+the rest of the machine leaves the engine, while it generates.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -50,27 +55,134 @@ def openmp_env(cores: int, env: Mapping[str, str]) -> dict[str, str]:
     """The OpenMP variables the engine child starts with, from the cores it may use and `env`.
 
     Threads: one per core the process may run on (its CPU affinity), which is what torch picks by
-    itself, so the child computes exactly as torch does in any other process here (on CPU a matmul's
-    result can depend on the thread count). Decided once, before torch loads, never changed later.
+    itself, so the child computes exactly as torch does in any other process here. CoreShare lowers
+    the count while other processes keep cores busy.
 
-    Wait policy: PASSIVE. By default libgomp's idle threads spin for a while (GOMP_SPINCOUNT,
-    300,000 turns) at the end of every parallel region before they sleep. While the engine has the
-    cores to itself that saves a wake-up per region, but beside one busy process (another engine, a
-    build, a test run) a spinning thread takes the time slice its team mate needs to finish the
-    region, at each of the hundreds of regions of a decode step: the demo model's engine ran 19x
-    slower beside one busy process on 2 cores (docs/engine-bench.md, scenario (e)). PASSIVE threads
-    sleep at once, so the engine keeps the share of the cores it still gets. Its price on a quiet
-    machine: about a third of a 4-job batch's throughput (docs/engine-bench.md, measured against the
-    spin on a quiet machine); a worker box always has neighbours (the API, the worker, Redis), so the
-    default is PASSIVE, and OMP_WAIT_POLICY=ACTIVE or a GOMP_SPINCOUNT brings the spin back.
+    Wait policy: libgomp's own. Its idle threads spin for a while (GOMP_SPINCOUNT, 300,000 turns) at
+    the end of every parallel region before they sleep, which saves a wake-up at each of the hundreds
+    of regions of a decode step: on a quiet machine (2 cores) the demo model's engine ran 4 jobs at
+    64 tok/s spinning against 23-29 with OMP_WAIT_POLICY=PASSIVE (docs/engine-bench.md, scenario (e)).
+    The spin's danger is a busy neighbour: a spinning thread takes the time slice its team mate needs
+    to finish the region, and the engine ran 30-60x slower beside one busy process. CoreShare avoids
+    that by giving the pool one thread per core left free, so no team mate waits for a core.
 
-    What the operator set is kept as given; a GOMP_SPINCOUNT alone keeps libgomp's own policy,
-    which that count then tunes.
+    What the operator set is kept as given (OMP_WAIT_POLICY=PASSIVE: threads sleep at once).
     """
     chosen = {"OMP_NUM_THREADS": str(max(1, cores))}
-    if not env.get("GOMP_SPINCOUNT"):
-        chosen["OMP_WAIT_POLICY"] = "PASSIVE"
     return chosen | {name: env[name] for name in OPENMP_VARIABLES if env.get(name)}
+
+
+HYSTERESIS_CORES = 0.1
+
+
+class CoreShare:
+    """While the engine runs, its pool takes the cores the rest of the machine leaves it.
+
+    A watcher thread looks every `interval` seconds at the machine's busy CPU time (/proc/stat) against
+    this process's own: what other processes used, in cores, is taken from the usable cores, rounded
+    (at least 1 thread; a change needs 0.1 core beyond the half-way mark). The generation thread
+    applies that count before its next step (OpenMP reads a thread count per thread: the one that
+    starts the parallel regions must set it). Beside one busy process on 2 cores the engine
+    then computes on 1 thread instead of a team of 2 whose spinning member steals its mate's core;
+    once the neighbour stops, it goes back to 2. Where /proc/stat cannot be read it does nothing.
+    """
+
+    def __init__(
+        self,
+        cores: int,
+        interval: float = 0.1,
+        read_times: Callable[[], tuple[float, float] | None] | None = None,
+        set_threads: Callable[[int], None] | None = None,
+    ) -> None:
+        self.cores = max(1, cores)
+        self.interval = interval
+        self.threads = self.cores  # what the pool has
+        self.wanted = self.cores  # what the watcher last decided
+        self.others = 0.0  # cores other processes kept busy, at the last look
+        self._read_times = read_times or machine_and_own_cpu_seconds
+        self._set_threads = set_threads or _torch_set_num_threads
+        self._last: tuple[float, float, float] | None = None  # wall, machine busy, own
+        self._stopped = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def threads_for(self, others_cores: float, current: int) -> int:
+        """The pool size when other processes keep `others_cores` cores busy: the cores left, rounded, once
+        they differ from `current` by more than half a core and a margin (no flapping around a half)."""
+        free = self.cores - others_cores
+        if abs(free - current) < 0.5 + HYSTERESIS_CORES:
+            return current
+        return max(1, min(self.cores, round(free)))
+
+    def observe(self) -> bool:
+        """One look: `wanted` from the CPU time used since the last; False where there is none to read."""
+        times = self._read_times()
+        if times is None:
+            return False
+        now = time.monotonic()
+        last, self._last = self._last, (now, *times)
+        if last is not None and now > last[0]:
+            self.others = max(0.0, ((times[0] - last[1]) - (times[1] - last[2])) / (now - last[0]))
+            self.wanted = self.threads_for(self.others, self.wanted)
+        return True
+
+    def before_step(self) -> None:
+        wanted = self.wanted
+        if wanted != self.threads:
+            log.info(
+                "engine: %d thread(s), was %d: other processes keep %.1f core(s) busy",
+                wanted,
+                self.threads,
+                self.others,
+            )
+            self.threads = wanted
+            self._set_threads(wanted)
+
+    def install(self, manager: Any) -> None:
+        """Watch from now on, and apply the count ahead of each of the batch manager's generation steps."""
+        step = manager._generation_step
+
+        def step_within_share() -> None:
+            self.before_step()
+            step()
+
+        manager._generation_step = step_within_share
+        self._watcher = threading.Thread(target=self._watch, name="core-share", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        """Stop watching (`wanted` no longer changes once this returns) and give torch its count back:
+        torch keeps the last count set, by any thread, for the threads that start using it later."""
+        self._stopped.set()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=5)
+        if self.threads != self.cores:
+            self.threads = self.cores
+            self._set_threads(self.cores)
+
+    def _watch(self) -> None:
+        while self.observe() and not self._stopped.wait(self.interval):
+            pass
+
+
+def machine_and_own_cpu_seconds() -> tuple[float, float] | None:
+    """CPU seconds the whole machine has been busy (not idle, waiting on I/O or stolen) and this process
+    has used; None where /proc/stat is missing."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 8:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    own = os.times()
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def _torch_set_num_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def usable_cores() -> int:

@@ -72,8 +72,27 @@ def tiny_llama() -> tuple[object, object]:
     return model, tokenizer
 
 
-def test_batched_requests_with_per_request_attention_match_plain_generate(tiny_llama: tuple) -> None:
+def count_direct_decodes(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts the attention calls that took the decode path straight from the cache, and the others."""
+    import engine.cpu.attention as attention
+
+    counts = {"direct": 0, "general": 0}
+    direct = attention._decode_from_cache
+
+    def counting(*args: object, **kwargs: object) -> object:
+        out = direct(*args, **kwargs)
+        counts["general" if out is None else "direct"] += 1
+        return out
+
+    monkeypatch.setattr(attention, "_decode_from_cache", counting)
+    return counts
+
+
+def test_batched_requests_with_per_request_attention_match_plain_generate(
+    tiny_llama: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model, tokenizer = tiny_llama
+    paths = count_direct_decodes(monkeypatch)
     prompts = [f"prompt {i}: " + "words " * (3 * i + 1) for i in range(5)]
     requests = [
         GenerationRequest(messages=({"role": "user", "content": p},), max_tokens=12, ignore_eos=True)
@@ -94,6 +113,8 @@ def test_batched_requests_with_per_request_attention_match_plain_generate(tiny_l
         engine.shutdown()
     assert model.config._attn_implementation == "sdpa"  # shutdown switched it back
     assert [r.content for r in results] == expected
+    # Steps with only decodes read their keys straight from the cache; steps with a prompt chunk do not.
+    assert paths["direct"] > 0 and paths["general"] > 0, paths
 
 
 class PackedCache:
@@ -148,11 +169,14 @@ def test_per_request_attention_equals_masked_attention_over_the_packed_batch(len
 
 
 @pytest.mark.parametrize("layout", ["stock", "transposed"])
-def test_batched_gptoss_requests_with_per_request_attention_match_plain_generate(layout: str) -> None:
+def test_batched_gptoss_requests_with_per_request_attention_match_plain_generate(
+    layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Sinks and a sliding window (16 tokens) on the real gpt-oss code path; prompts of 220-250 tokens.
     The transposed linear layout hands attention q/k/v whose last dimension is not contiguous."""
     from engine.tiny import build_tiny_gptoss
 
+    paths = count_direct_decodes(monkeypatch)
     model, tokenizer = build_tiny_gptoss()
     choose_cpu_linear(model, layout)
     chats = [({"role": "user", "content": "x" * 8 * i},) for i in range(4)]
@@ -177,6 +201,7 @@ def test_batched_gptoss_requests_with_per_request_attention_match_plain_generate
     assert all(r.completion_tokens == 10 for r in results)
     assert generated == expected
     assert len({tuple(ids) for ids in expected}) > 1  # the requests' outputs differ: a real comparison
+    assert paths["direct"] > 0 and paths["general"] > 0, paths  # full layers direct, sliding ones not
 
 
 def record_token_ids(handle: object) -> list[int]:
@@ -251,6 +276,9 @@ def test_the_engines_openmp_threads_run_at_a_higher_nice_value_after_its_first_s
     model, tokenizer = build_tiny_gptoss()
     engine = in_short_lived_thread(Engine, model, tokenizer, TAGS, is_harmony=True, max_batch=2)
     try:
+        assert engine.core_share is not None
+        engine.core_share.stop()  # whatever else runs on this machine now, the pool gets all its threads
+        engine.core_share.wanted = engine.core_share.cores
         request = GenerationRequest(messages=({"role": "user", "content": "hi"},), max_tokens=3)
         assert engine.submit(request).result(timeout=60).completion_tokens == 3
         niced = [tid for tid in native_thread_ids() if os.getpriority(os.PRIO_PROCESS, tid) == 7]
