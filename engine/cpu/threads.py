@@ -93,8 +93,10 @@ class CoreShare:
         interval: float = 0.1,
         read_times: Callable[[], tuple[float, float] | None] | None = None,
         set_threads: Callable[[int], None] | None = None,
+        cpus: int | None = None,
     ) -> None:
-        self.cores = max(1, cores)
+        self.cores = max(1, cores)  # the most threads the pool gets (torch's count at start)
+        self.cpus = max(self.cores, cpus or 0)  # the CPUs watched: this process's affinity mask
         self.interval = interval
         self.threads = self.cores  # what the pool has
         self.wanted = self.cores  # what the watcher last decided
@@ -106,9 +108,10 @@ class CoreShare:
         self._watcher: threading.Thread | None = None
 
     def threads_for(self, others_cores: float, current: int) -> int:
-        """The pool size when other processes keep `others_cores` cores busy: the cores left, rounded, once
-        they differ from `current` by more than half a core and a margin (no flapping around a half)."""
-        free = self.cores - others_cores
+        """The pool size when other processes keep `others_cores` of the watched CPUs busy: the CPUs left
+        (at most `cores`), rounded, once they differ from `current` by more than half a core and a margin
+        (no flapping around a half)."""
+        free = min(float(self.cores), self.cpus - others_cores)
         if abs(free - current) < 0.5 + HYSTERESIS_CORES:
             return current
         return max(1, min(self.cores, round(free)))
@@ -165,18 +168,43 @@ class CoreShare:
 
 
 def machine_and_own_cpu_seconds() -> tuple[float, float] | None:
-    """CPU seconds the whole machine has been busy (not idle, waiting on I/O or stolen) and this process
-    has used; None where /proc/stat is missing."""
+    """CPU seconds this process's CPUs (its affinity mask) have been busy, not idle, waiting on I/O or
+    stolen, and this process has used; None where /proc/stat is missing. Only those CPUs count: in a
+    container pinned to some of a host's cores, the other tenants' cores are not the engine's business."""
     try:
         with open("/proc/stat") as stat:
-            fields = stat.readline().split()
+            text = stat.read()
     except OSError:
         return None
-    if not fields or fields[0] != "cpu" or len(fields) < 8:
+    busy = busy_seconds(text, _affinity())
+    if busy is None:
         return None
-    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
     own = os.times()
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK"), own.user + own.system
+    return busy, own.user + own.system
+
+
+def busy_seconds(proc_stat: str, cpus: set[int] | None) -> float | None:
+    """Busy CPU seconds in a /proc/stat text: of the CPUs in `cpus` (per-CPU lines), or of the whole
+    machine where `cpus` is None; None where the text has none of them."""
+    ticks, found = 0, False
+    for line in proc_stat.splitlines():
+        fields = line.split()
+        if len(fields) < 8 or not fields[0].startswith("cpu"):
+            continue
+        index = fields[0][3:]
+        if (cpus is None) != (index == "") or (cpus is not None and int(index) not in cpus):
+            continue
+        user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+        ticks += user + nice + system + irq + softirq
+        found = True
+    return ticks / os.sysconf("SC_CLK_TCK") if found else None
+
+
+def _affinity() -> set[int] | None:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return None
 
 
 def _torch_set_num_threads(threads: int) -> None:

@@ -11,6 +11,7 @@ import torch
 
 from engine.cpu.threads import (
     CoreShare,
+    busy_seconds,
     in_short_lived_thread,
     machine_and_own_cpu_seconds,
     openmp_env,
@@ -105,6 +106,28 @@ def test_never_fewer_than_one_thread_nor_more_than_the_cores() -> None:
 )
 def test_around_half_a_core_the_count_does_not_flap(others: float, current: int, expected: int) -> None:
     assert CoreShare(2).threads_for(others, current) == expected
+
+
+def test_with_more_cpus_than_threads_only_what_the_others_leave_short_counts() -> None:
+    share = CoreShare(4, cpus=8)  # OMP_NUM_THREADS=4 on an 8-CPU affinity mask
+    assert share.threads_for(3.0, 4) == 4  # 5 CPUs left: room for all 4 threads
+    assert share.threads_for(6.0, 4) == 2
+
+
+PROC_STAT = """cpu  700 0 300 9000 10 0 0 5 0 0
+cpu0 100 0 50 2000 5 0 0 5 0 0
+cpu1 200 0 50 2000 5 0 0 0 0 0
+cpu2 400 0 200 5000 0 0 0 0 0 0
+intr 12345
+"""
+
+
+def test_busy_time_counts_only_the_cpus_this_process_may_use() -> None:
+    hz = os.sysconf("SC_CLK_TCK")
+    assert busy_seconds(PROC_STAT, {0, 1}) == pytest.approx(400 / hz)  # user + system of cpu0 and cpu1
+    assert busy_seconds(PROC_STAT, None) == pytest.approx(1000 / hz)  # the machine's line
+    assert busy_seconds(PROC_STAT, {7}) is None
+    assert busy_seconds("intr 1\n", None) is None
 
 
 def test_where_nothing_can_be_read_the_watcher_stops_and_the_pool_is_left_alone() -> None:
