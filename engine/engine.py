@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.cpu.attention import attention_choice, restore_attention, use_cpu_paged_attention
 from engine.cpu.priority import lower_pool_after_first_step, nice_from_env
-from engine.cpu.threads import CoreShare, usable_cores
+from engine.cpu.threads import CoreShare
 from engine.harmony import special_token_names
 from engine.prompt import prefill_ids, render_prompt
 from engine.request_handle import CANCELLED, DeltaCallback, RequestHandle
@@ -224,7 +224,7 @@ class Engine(BatchEngine):
         if model.device.type == "cpu":
             import torch
 
-            self.core_share = CoreShare(torch.get_num_threads(), cpus=usable_cores())
+            self.core_share = CoreShare(torch.get_num_threads())
             self.core_share.install(self.manager)
             lower_pool_after_first_step(self.manager, cpu_nice)
         self._loop = _ImmediateLoop()

@@ -79,13 +79,13 @@ def cpu_paged_attention(
         return _plain_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     sinks = kwargs.get("s_aux")  # gpt-oss: [heads]
     window = kwargs.get("sliding_window") or 0
-    decoded = _decode_from_cache(module.layer_idx, query, key, value, scaling, sinks, cache, kwargs)
+    starts_q = kwargs["cu_seq_lens_q"].tolist()
+    decoded = _decode_from_cache(module.layer_idx, query, key, value, starts_q, scaling, sinks, cache, kwargs)
     if decoded is not None:
         return decoded, None
     # Writes the new keys/values, reads back each request's sequence packed: [1, kv_heads, k_tokens, D]
     # (for a sliding-window layer, at most the window's last tokens).
     key, value = cache.update(key_states=key, value_states=value, layer_idx=module.layer_idx, kwargs=kwargs)
-    starts_q = kwargs["cu_seq_lens_q"].tolist()
     starts_k = kwargs["cu_seq_lens_k"].tolist()
     spans: Spans = tuple(zip(starts_q, starts_q[1:], starts_k, starts_k[1:], strict=False))
     if len(spans) == 1 and query.shape[2] == 1:  # one request decoding: nothing to scatter
@@ -194,12 +194,22 @@ def _decode_together(
 ) -> None:
     """All one-token requests in one attention call, keys gathered into [requests, kv_heads, longest, D]."""
     positions, gather, mask = _decode_layout(spans, query.device, cache)
-    requests, heads, kv_heads, head_dim = len(spans), query.shape[1], key.shape[1], query.shape[-1]
-    q = query[0][:, positions].transpose(0, 1).reshape(requests, kv_heads, heads // kv_heads, head_dim)
     k = key[0][:, gather].transpose(0, 1)  # [requests, kv_heads, longest, D]
     v = value[0][:, gather].transpose(0, 1)
-    attended = _attend(q, k, v, mask, scaling, _sink_rows(sinks, kv_heads, 1))
-    out[0][:, positions] = attended.reshape(requests, heads, head_dim).transpose(0, 1)
+    out[0][:, positions] = _decode_rows(
+        query[0][:, positions].transpose(0, 1), k, v, mask, scaling, sinks
+    ).transpose(0, 1)
+
+
+def _decode_rows(q: Any, k: Any, v: Any, mask: Any, scaling: float | None, sinks: Any) -> Any:
+    """One new token per request, q [requests, heads, D], against k/v [requests, kv_heads, longest, D] with
+    the key mask [requests, 1, 1, longest] (None: no padding): the answer rows, [requests, heads, D]."""
+    requests, heads, head_dim = q.shape
+    kv_heads = k.shape[1]
+    folded = q.reshape(requests, kv_heads, heads // kv_heads, head_dim)  # each kv head's query heads as rows
+    return _attend(folded, k, v, mask, scaling, _sink_rows(sinks, kv_heads, 1)).reshape(
+        requests, heads, head_dim
+    )
 
 
 def _decode_from_cache(
@@ -207,6 +217,7 @@ def _decode_from_cache(
     query: Any,
     key: Any,
     value: Any,
+    starts_q: list[int],
     scaling: float | None,
     sinks: Any,
     cache: Any,
@@ -221,7 +232,6 @@ def _decode_from_cache(
     allocator: Any = getattr(cache, "layer_to_allocator", {}).get(layer_idx)
     if type(allocator).__name__ != "FullAttentionCacheAllocator" or kwargs.get("block_table") is not None:
         return None
-    starts_q = kwargs["cu_seq_lens_q"].tolist()
     requests = len(starts_q) - 1
     if query.shape[2] != requests or starts_q[-1] != requests:  # a prompt, or a chunk of one, is in the step
         return None
@@ -234,12 +244,10 @@ def _decode_from_cache(
     v_cache.index_copy_(0, write_index, value[0].transpose(0, 1))
     _, gather, mask = _decode_layout(spans, query.device, cache)
     slots = read_index[gather]  # [requests, longest]: where each request's keys lie in the cache
-    heads, kv_heads, head_dim = query.shape[1], k_cache.shape[1], query.shape[-1]
     k = k_cache[slots].transpose(1, 2)  # [requests, kv_heads, longest, D]
     v = v_cache[slots].transpose(1, 2)
-    q = query[0].transpose(0, 1).reshape(requests, kv_heads, heads // kv_heads, head_dim)
-    attended = _attend(q, k, v, mask if requests > 1 else None, scaling, _sink_rows(sinks, kv_heads, 1))
-    return attended.reshape(1, requests, heads, head_dim)  # [1, q_tokens, heads, D], as the caller returns
+    rows = _decode_rows(query[0].transpose(0, 1), k, v, mask if requests > 1 else None, scaling, sinks)
+    return rows.unsqueeze(0)  # [1, q_tokens, heads, D], as the caller returns
 
 
 def _decode_layout(spans: Spans, device: Any, cache: Any) -> tuple[Any, Any, Any]:

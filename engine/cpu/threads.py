@@ -18,6 +18,7 @@ the rest of the machine leaves the engine, while it generates.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -78,13 +79,14 @@ HYSTERESIS_CORES = 0.1
 class CoreShare:
     """While the engine runs, its pool takes the cores the rest of the machine leaves it.
 
-    A watcher thread looks every `interval` seconds at the machine's busy CPU time (/proc/stat) against
-    this process's own: what other processes used, in cores, is taken from the usable cores, rounded
-    (at least 1 thread; a change needs 0.1 core beyond the half-way mark). The generation thread
-    applies that count before its next step (OpenMP reads a thread count per thread: the one that
-    starts the parallel regions must set it). Beside one busy process on 2 cores the engine
-    then computes on 1 thread instead of a team of 2 whose spinning member steals its mate's core;
-    once the neighbour stops, it goes back to 2. Where /proc/stat cannot be read it does nothing.
+    A watcher thread looks every `interval` seconds at the busy CPU time of the CPUs this process may
+    use (/proc/stat, per CPU of its affinity mask, read once) against this process's own: what other
+    processes used, in cores, is taken from the usable cores, rounded (at least 1 thread; a change
+    needs 0.1 core beyond the half-way mark). The generation thread applies that count before its
+    next step (OpenMP reads a thread count per thread: the one that starts the parallel regions must
+    set it). Beside one busy process on 2 cores the engine then computes on 1 thread instead of a
+    team of 2 whose spinning member steals its mate's core; once the neighbour stops, it goes back
+    to 2. Where /proc/stat cannot be read it does nothing.
     """
 
     def __init__(
@@ -95,13 +97,14 @@ class CoreShare:
         set_threads: Callable[[int], None] | None = None,
         cpus: int | None = None,
     ) -> None:
+        watched = usable_cpu_ids()
         self.cores = max(1, cores)  # the most threads the pool gets (torch's count at start)
-        self.cpus = max(self.cores, cpus or 0)  # the CPUs watched: this process's affinity mask
+        self.cpus = max(self.cores, cpus or len(watched or ()))  # the CPUs watched
         self.interval = interval
         self.threads = self.cores  # what the pool has
         self.wanted = self.cores  # what the watcher last decided
         self.others = 0.0  # cores other processes kept busy, at the last look
-        self._read_times = read_times or machine_and_own_cpu_seconds
+        self._read_times = read_times or functools.partial(machine_and_own_cpu_seconds, watched)
         self._set_threads = set_threads or _torch_set_num_threads
         self._last: tuple[float, float, float] | None = None  # wall, machine busy, own
         self._stopped = threading.Event()
@@ -167,16 +170,16 @@ class CoreShare:
             pass
 
 
-def machine_and_own_cpu_seconds() -> tuple[float, float] | None:
-    """CPU seconds this process's CPUs (its affinity mask) have been busy, not idle, waiting on I/O or
-    stolen, and this process has used; None where /proc/stat is missing. Only those CPUs count: in a
-    container pinned to some of a host's cores, the other tenants' cores are not the engine's business."""
+def machine_and_own_cpu_seconds(cpus: set[int] | None) -> tuple[float, float] | None:
+    """CPU seconds the CPUs in `cpus` (the whole machine where None) have been busy, not idle, waiting
+    on I/O or stolen, and this process has used; None where /proc/stat is missing. Only the process's own
+    CPUs count: in a container pinned to some of a host's cores, the other tenants' are not its business."""
     try:
         with open("/proc/stat") as stat:
             text = stat.read()
     except OSError:
         return None
-    busy = busy_seconds(text, _affinity())
+    busy = busy_seconds(text, cpus)
     if busy is None:
         return None
     own = os.times()
@@ -191,20 +194,14 @@ def busy_seconds(proc_stat: str, cpus: set[int] | None) -> float | None:
         fields = line.split()
         if len(fields) < 8 or not fields[0].startswith("cpu"):
             continue
-        index = fields[0][3:]
-        if (cpus is None) != (index == "") or (cpus is not None and int(index) not in cpus):
+        index = fields[0][3:]  # "" on the whole machine's line
+        wanted = index == "" if cpus is None else index.isdigit() and int(index) in cpus
+        if not wanted:
             continue
         user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
         ticks += user + nice + system + irq + softirq
         found = True
     return ticks / os.sysconf("SC_CLK_TCK") if found else None
-
-
-def _affinity() -> set[int] | None:
-    try:
-        return set(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return None
 
 
 def _torch_set_num_threads(threads: int) -> None:
@@ -213,9 +210,15 @@ def _torch_set_num_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def usable_cpu_ids() -> set[int] | None:
+    """The CPUs this process may run on (its affinity mask); None where that is unknown (not Linux)."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its affinity mask; all of them where that is unknown)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+    ids = usable_cpu_ids()
+    return len(ids) if ids else os.cpu_count() or 1

@@ -16,6 +16,7 @@ from engine.cpu.threads import (
     machine_and_own_cpu_seconds,
     openmp_env,
     usable_cores,
+    usable_cpu_ids,
 )
 from engine.engine import CacheSizing, Engine
 from engine.types import GenerationRequest, ModelTags
@@ -139,12 +140,12 @@ def test_where_nothing_can_be_read_the_watcher_stops_and_the_pool_is_left_alone(
 
 
 def test_this_machines_cpu_seconds_grow_and_this_process_is_part_of_them() -> None:
-    before = machine_and_own_cpu_seconds()
+    before = machine_and_own_cpu_seconds(usable_cpu_ids())
     assert before is not None
     end = time.process_time() + 0.2
     while time.process_time() < end:  # burn 0.2 s of CPU
         pass
-    after = machine_and_own_cpu_seconds()
+    after = machine_and_own_cpu_seconds(usable_cpu_ids())
     assert after is not None
     own = after[1] - before[1]
     assert own >= 0.15 and after[0] - before[0] >= own - 0.05  # the machine was busy at least while we were
