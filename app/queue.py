@@ -121,10 +121,15 @@ def batch_lines_in_hand() -> int:
     """The batch lines this worker holds (taken, running or about to): Celery's own count of requests."""
     from celery.worker import state
 
+    # The pool's threads add and drop requests while the consumer counts: iterating the WeakSet itself
+    # can raise "Set changed size during iteration". Copying its set of references is one C call,
+    # which no other thread interrupts.
+    held = (ref() for ref in set(state.reserved_requests.data))
     return sum(
         1
-        for request in list(state.reserved_requests)
-        if is_batch_queue(str((request.delivery_info or {}).get("routing_key", "")))
+        for request in held
+        if request is not None
+        and is_batch_queue(str((request.delivery_info or {}).get("routing_key", "")))
     )
 
 

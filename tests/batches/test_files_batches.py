@@ -339,6 +339,31 @@ def test_cancel_keeps_finished_results_and_stops_the_rest(app: Flask, client: Fl
     assert client.post(f"/v1/batches/{batch['id']}/cancel").get_json()["status"] == "cancelled"
 
 
+def test_the_unfinished_probe_after_each_line_is_one_index_seek(app: Flask, client: FlaskClient) -> None:
+    """The worker asks after every line whether its batch has lines left; on batch_id's index alone that
+    walked every finished line first (quadratic over a batch), on (batch_id, status) it seeks."""
+    from app.batches.store import has_unfinished_jobs
+
+    batch = create_batch(client, [request_line(f"r{i}") for i in range(3)])
+    ingest(app, batch["id"])
+    jobs = jobs_of(app, batch["id"])
+    with app.app_context(), db_session() as session:
+        assert has_unfinished_jobs(session, batch["id"])
+        run(app, jobs[0].id, JobStatus.SUCCEEDED, "one")
+        claim(app, jobs[1].id)
+        run(app, jobs[2].id, JobStatus.FAILED, "boom")
+        assert has_unfinished_jobs(session, batch["id"])  # the running one
+        finish(app, jobs[1].id, JobStatus.CANCELLED, "partial")
+        assert not has_unfinished_jobs(session, batch["id"])
+        indexes = {ix["name"]: ix["column_names"] for ix in sa.inspect(session.connection()).get_indexes("jobs")}
+        assert indexes.get("ix_jobs_batch_id_status") == ["batch_id", "status"]
+        assert "ix_jobs_batch_id" not in indexes  # the composite index serves batch_id alone too
+        if session.bind is not None and session.bind.dialect.name == "sqlite":
+            probe = "SELECT id FROM jobs WHERE batch_id = 'b' AND status IN ('queued', 'running') LIMIT 1"
+            plan = " ".join(str(row) for row in session.execute(sa.text(f"EXPLAIN QUERY PLAN {probe}")))
+            assert "ix_jobs_batch_id_status (batch_id=? AND status=?)" in plan
+
+
 def test_cancel_while_validating_creates_no_jobs(app: Flask, client: FlaskClient) -> None:
     batch = create_batch(client, [request_line("a")])
     assert client.post(f"/v1/batches/{batch['id']}/cancel").get_json()["status"] == "cancelling"

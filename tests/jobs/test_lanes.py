@@ -145,3 +145,43 @@ def test_a_workers_brpop_names_each_queue_once_and_a_published_job_lands_in_thos
         assert waiting == {lane_queue("p", "low", 1)} and waiting <= set(profile_queue_keys("p"))
     finally:
         client.flushdb()
+
+
+def test_counting_the_batch_lines_in_hand_survives_other_threads_taking_and_ending_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The consumer counts while the pool's threads add and drop requests; iterating the WeakSet then
+    raised `Set changed size during iteration`, which killed the worker (a paced batch bench did)."""
+    import threading
+    import weakref
+    from types import SimpleNamespace
+
+    from celery.worker import state
+
+    from app.queue import batch_lines_in_hand
+
+    class Request(SimpleNamespace):
+        __hash__ = object.__hash__  # hashable, as Celery's requests are
+
+    def line() -> Request:
+        return Request(delivery_info={"routing_key": "p.batch"})
+
+    held = [line() for _ in range(200)]
+    reserved: weakref.WeakSet[Request] = weakref.WeakSet(held)
+    monkeypatch.setattr(state, "reserved_requests", reserved)
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            extra = line()
+            reserved.add(extra)
+            reserved.discard(extra)
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    try:
+        counts = {batch_lines_in_hand() for _ in range(3000)}
+    finally:
+        stop.set()
+        churner.join()
+    assert counts <= {200, 201}
