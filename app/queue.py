@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -53,6 +54,7 @@ BRPOP_TIMEOUT_S = 0.05
 
 
 FAIR_BUCKETS = 4  # queues per lane; two keys share one with probability 1/FAIR_BUCKETS
+MAX_LINES_PER_MESSAGE = 32  # a batch's lines in one run_job message, at most (lines_per_message)
 
 
 class QueuedJob(NamedTuple):
@@ -117,8 +119,39 @@ def batch_slots_for(max_batch: int, reserved: int) -> int | None:
     return max_batch - reserved if 0 < reserved < max_batch else None
 
 
+def lines_per_message(batch_slots: int | None, max_batch: int) -> int:
+    """How many of a batch's lines travel in one run_job message to a worker with `batch_slots` for them
+    (batch_slots_for; None: all `max_batch`): a quarter of them, at most MAX_LINES_PER_MESSAGE, at least 1.
+
+    A worker takes one message per BRPOP, and each costs it the same Celery bookkeeping (the take, the
+    unacked copy, the ack, a pool thread) whatever it carries: one line a message capped a batch at about
+    120 lines/s on the paced engine. A quarter keeps at least four messages in hand, so a new one is
+    taken while the others' lines still run, and a worker of under 8 slots keeps one line a message."""
+    slots = batch_slots if batch_slots is not None else max_batch
+    return max(1, min(MAX_LINES_PER_MESSAGE, slots // 4))
+
+
+# run_job messages that carry several lines: their task id -> how many of those lines have ended (the
+# worker's runner reports them, workers/tasks.py): their slots are free before the message is done
+_lines_ended: dict[str, int] = {}
+_lines_ended_lock = threading.Lock()
+
+
+def line_ended(task_id: str) -> None:
+    """One line of the message `task_id` ended (on any of the threads running its lines)."""
+    with _lines_ended_lock:
+        _lines_ended[task_id] = _lines_ended.get(task_id, 0) + 1
+
+
+def message_done(task_id: str) -> None:
+    """Every line of the message ended: it leaves Celery's requests, and its count goes."""
+    with _lines_ended_lock:
+        _lines_ended.pop(task_id, None)
+
+
 def batch_lines_in_hand() -> int:
-    """The batch lines this worker holds (taken, running or about to): Celery's own count of requests."""
+    """The batch lines this worker holds (taken, running or about to): the lines of Celery's requests
+    from a batch lane, less those that already ended."""
     from celery.worker import state
 
     # The pool's threads add and drop requests while the consumer counts: iterating the WeakSet itself
@@ -126,10 +159,9 @@ def batch_lines_in_hand() -> int:
     # which no other thread interrupts.
     held = (ref() for ref in set(state.reserved_requests.data))
     return sum(
-        1
+        len(request.args or ()) - _lines_ended.get(request.id, 0)
         for request in held
-        if request is not None
-        and is_batch_queue(str((request.delivery_info or {}).get("routing_key", "")))
+        if request is not None and is_batch_queue(str((request.delivery_info or {}).get("routing_key", "")))
     )
 
 
@@ -150,8 +182,9 @@ class LaneOrder:
     """kombu's queue order for a worker (transport option `queue_order_strategy`): the lanes by rank,
     except that after `batch_turn_every - 1` messages from the other lanes in a row, the batch lane
     is asked first for one (0: never, batches wait for idle time). Asking costs nothing when the batch
-    lane is empty: one BRPOP names every lane and Redis pops from the first non-empty one. While the
-    worker holds `batch_slots` batch lines, the batch lane is not asked at all (None: no limit). The
+    lane is empty: one BRPOP names every lane and Redis pops from the first non-empty one. While one
+    more batch message (up to `message_lines` lines) could take the worker past `batch_slots` batch
+    lines, the batch lane is not asked at all (None: no limit). The
     queues of one lane (its fair buckets) take turns: the one a message came from goes last."""
 
     def __init__(
@@ -159,10 +192,12 @@ class LaneOrder:
         batch_turn_every: int = 10,
         batch_slots: int | None = None,
         in_hand: Callable[[], int] = batch_lines_in_hand,
+        message_lines: int = 1,
     ) -> None:
         self.items: list[str] = []
         self.batch_turn_every = batch_turn_every
         self.batch_slots, self.in_hand = batch_slots, in_hand
+        self.message_lines = message_lines  # the most lines a batch message brings (lines_per_message)
         self.since_batch = 0  # messages taken from the other lanes since the last batch line
 
     def update(self, items: Iterable[str]) -> None:
@@ -170,7 +205,7 @@ class LaneOrder:
 
     def consume(self, n: int) -> list[str]:
         items = self.items[:n]
-        if self.batch_slots is not None and self.in_hand() >= self.batch_slots:
+        if self.batch_slots is not None and self.in_hand() + self.message_lines > self.batch_slots:
             return [queue for queue in items if not is_batch_queue(queue)]
         if self.batch_turn_every and self.since_batch >= self.batch_turn_every - 1:
             return sorted(items, key=lambda queue: not is_batch_queue(queue))
@@ -197,11 +232,16 @@ class LaneOrderOf:
     batch_turn_every: int
     batch_slots: int | None
 
+    message_lines: int = 1
+
     def __call__(self) -> LaneOrder:
-        return LaneOrder(self.batch_turn_every, self.batch_slots)
+        return LaneOrder(self.batch_turn_every, self.batch_slots, message_lines=self.message_lines)
 
     def __json__(self) -> str:
-        return f"LaneOrder(batch_turn_every={self.batch_turn_every}, batch_slots={self.batch_slots})"
+        return (
+            f"LaneOrder(batch_turn_every={self.batch_turn_every}, batch_slots={self.batch_slots}, "
+            f"message_lines={self.message_lines})"
+        )
 
 
 def celery_config(
@@ -217,7 +257,9 @@ def celery_config(
             "socket_connect_timeout": 2,
             **unacked_restore_options(visibility_timeout),
             # a callable, not a name: kombu builds one per channel (kombu.utils.scheduling.cycle_by_name)
-            "queue_order_strategy": LaneOrderOf(settings.batches.turn_every, batch_slots),
+            "queue_order_strategy": LaneOrderOf(
+                settings.batches.turn_every, batch_slots, lines_per_message(batch_slots, 1)
+            ),
             "polling_interval": BRPOP_TIMEOUT_S,  # kombu's BRPOP timeout (Redis >= 6 takes fractions)
             "priority_steps": list(KOMBU_PRIORITY_STEPS),
         },
@@ -327,16 +369,21 @@ def send_run_job(celery_app: Celery, job_id: str, profile: str, task_id: str, qu
 
 
 def send_run_jobs(celery_app: Celery, jobs: Iterable[QueuedJob]) -> None:
-    """Put run_job(job_id) on each job's queue, many messages per Redis round trip."""
+    """Put run_job on the jobs' queues, many messages per Redis round trip: one message per task id,
+    carrying every job of that id (a batch's lines share one, lines_per_message of them; any other
+    job has its own)."""
+    messages: dict[str, tuple[str, list[str]]] = {}  # task id -> (queue, job ids), in the jobs' order
+    for job_id, _, task_id, queue in jobs:
+        messages.setdefault(task_id, (queue, []))[1].append(job_id)
     declared: set[str] = set()
     with celery_app.producer_or_acquire() as producer, producer.batch(max_size=PUBLISH_BATCH):
-        for job_id, _, task_id, queue in jobs:
+        for task_id, (queue, job_ids) in messages.items():
             # declaring each queue once per call, and giving argsrepr, halve Celery's per-message cost
             declare: list[str] | None = None if queue not in declared else []
             declared.add(queue)
             celery_app.send_task(
-                RUN_JOB_TASK, args=[job_id], queue=queue, task_id=task_id, producer=producer,
-                declare=declare, argsrepr=repr([job_id]), kwargsrepr="{}",
+                RUN_JOB_TASK, args=job_ids, queue=queue, task_id=task_id, producer=producer,
+                declare=declare, argsrepr=repr(job_ids), kwargsrepr="{}",
             )  # fmt: skip
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import InitVar, dataclass, field
 from datetime import UTC, datetime
@@ -73,6 +74,7 @@ class WorkerContext:
         None  # a batch's job ended: check the batch if it was the last
     )
     shared_writes: InitVar[GroupedWrites | None] = None  # the process's group commit of job transitions
+    line_threads: Executor | None = None  # where run_side_by_side runs a message's lines (None: new threads)
     writes: GroupedWrites = field(init=False)  # shared_writes, or this context's own
 
     def __post_init__(self, shared_writes: GroupedWrites | None) -> None:
@@ -133,8 +135,31 @@ def run_job(job_id: str, worker: WorkerContext) -> JobStatus | None:
         worker.store_answer(stored)
     if finished and stored is not None and stored.batch_id and worker.batch_job_ended is not None:
         worker.batch_job_ended(stored.batch_id)
-    log.info("job %s %s", job_id, outcome.status)
+    log.debug("job %s %s", job_id, outcome.status)  # the job log's JSON line says it (app/jobs/log.py)
     return outcome.status
+
+
+def run_side_by_side(job_ids: Sequence[str], worker: WorkerContext, ended: Callable[[], None]) -> None:
+    """Run the jobs of one message (a batch's lines) at once, each on its own thread as if it had come in
+    a message of its own: their claims and finishes share transactions (worker.writes), the engine batches
+    them. `ended` is called as each one ends. When any raised, the first error is raised once all ended,
+    as a message of one job raises it: the jobs it did not run stay queued for the reconciler."""
+
+    def one(job_id: str) -> None:
+        try:
+            run_job(job_id, worker)
+        finally:
+            ended()
+
+    if worker.line_threads is not None:
+        futures = [worker.line_threads.submit(one, job_id) for job_id in job_ids]
+        errors = [future.exception() for future in futures]  # waits for each
+    else:
+        with ThreadPoolExecutor(len(job_ids), thread_name_prefix="line") as threads:
+            errors = [future.exception() for future in [threads.submit(one, job_id) for job_id in job_ids]]
+    first = next((error for error in errors if error is not None), None)
+    if first is not None:
+        raise first
 
 
 def _requeue_after_engine_stopped(job_id: str, worker: WorkerContext, enqueue: Enqueue) -> JobStatus | None:

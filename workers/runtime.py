@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from sqlalchemy import orm
 from app.batches import store as batch_store
 from app.cache.store import announce_model_revision
 from app.ops.served_models import announce_served_model
+from app.profiles import Profile
 from app.queue import send_watch
 from app.services import services
 from engine.revision import model_revision
@@ -51,6 +53,7 @@ class WorkerState:
     publisher: BatchedEventPublisher
     store_answer: AnswerCacheWriter | None
     writes: GroupedWrites  # the jobs' claims, first tokens and finishes, many per transaction
+    line_threads: ThreadPoolExecutor  # the lines of messages that carry several (job_runner.run_side_by_side)
 
 
 @dataclass
@@ -94,8 +97,15 @@ def _shared_state(app: Flask) -> WorkerState:
                 BatchedEventPublisher(found.events),
                 answer_cache_writer(found.settings.cache, profiles, client),
                 GroupedWrites(found.sessions, found.write_lock),
+                # as wide as the batch: a worker never holds more lines than its slots (LaneOrder)
+                ThreadPoolExecutor(_line_threads(profiles, found.settings.profile), "line"),
             )
         return life.state
+
+
+def _line_threads(profiles: Mapping[str, Profile], pinned: str | None) -> int:
+    served = profiles.get(pinned or "")
+    return served.max_batch if served is not None else max(profile.max_batch for profile in profiles.values())
 
 
 def worker_context(hostname: str) -> WorkerContext:
@@ -117,6 +127,7 @@ def worker_context(hostname: str) -> WorkerContext:
         enqueue=services(app).queue.enqueue,
         batch_job_ended=partial(watch_batch_if_done, found.sessions, found.celery),
         shared_writes=state.writes,
+        line_threads=state.line_threads,
     )
 
 

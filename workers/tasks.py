@@ -4,6 +4,8 @@ ingest_batch and watch_batch on `batches` (the reconciler's pass is in workers/r
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from functools import partial
 
 from celery import shared_task
 from flask import Flask, current_app
@@ -14,19 +16,39 @@ from app.batches.lease import ingest_lease
 from app.batches.lifecycle import LifecycleContext, check_batch
 from app.batches.lines import LineContext
 from app.ops.served_models import served_model_ids
-from app.queue import INGEST_BATCH_TASK, RUN_JOB_TASK, WATCH_BATCH_TASK, send_watch
+from app.profiles import Profile
+from app.queue import (
+    INGEST_BATCH_TASK,
+    RUN_JOB_TASK,
+    WATCH_BATCH_TASK,
+    batch_slots_for,
+    line_ended,
+    lines_per_message,
+    message_done,
+    send_watch,
+)
 from app.services import services
 from app.settings import MAX_LINE_BYTES
 from workers.job_runner import run_job as run_job_now
+from workers.job_runner import run_side_by_side
 from workers.runtime import worker_context
 
 log = logging.getLogger(__name__)
 
 
 @shared_task(bind=True, name=RUN_JOB_TASK, ignore_result=True)
-def run_job(self, job_id: str) -> None:  # type: ignore[no-untyped-def]
-    """Run one job on this worker's engine; a second delivery of the same job is a no-op."""
-    run_job_now(job_id, worker_context(self.request.hostname))
+def run_job(self, *job_ids: str) -> None:  # type: ignore[no-untyped-def]
+    """Run a message's jobs on this worker's engine: one job, or several lines of a batch side by side
+    (app/queue.py lines_per_message); a second delivery of the same job is a no-op."""
+    worker = worker_context(self.request.hostname)
+    if len(job_ids) == 1:
+        run_job_now(job_ids[0], worker)
+        return
+    task_id = self.request.id
+    try:  # each line's slot is free for the next batch message as it ends (app/queue.py batch_lines_in_hand)
+        run_side_by_side(job_ids, worker, partial(line_ended, task_id))
+    finally:
+        message_done(task_id)
 
 
 def ingest_context(app: Flask) -> IngestContext:
@@ -42,7 +64,16 @@ def ingest_context(app: Flask) -> IngestContext:
         insert_chunk=settings.insert_chunk,
         enqueue_jobs=found.queue.enqueue_many,
         sampling_defaults=found.sampling_defaults,
+        lines_per_message=partial(profile_lines_per_message, found.profiles, settings.reserved_slots),
     )
+
+
+def profile_lines_per_message(profiles: Mapping[str, Profile], reserved_slots: int, profile: str) -> int:
+    """A profile's batch lines per run_job message, from the batch slots its workers keep (app/queue.py)."""
+    served = profiles.get(profile)
+    if served is None:
+        return 1
+    return lines_per_message(batch_slots_for(served.max_batch, reserved_slots), served.max_batch)
 
 
 def lifecycle_context(app: Flask) -> LifecycleContext:

@@ -38,6 +38,7 @@ class IngestContext:
     insert_chunk: int
     enqueue_jobs: Callable[[Sequence[QueuedJob]], None]  # JobQueue.enqueue_many
     sampling_defaults: Callable[[str], SamplingDefaults]  # Services.sampling_defaults
+    lines_per_message: Callable[[str], int]  # a profile's lines in one run_job message (app/queue.py)
 
 
 def ingest_batch(ctx: IngestContext, batch_id: str) -> str | None:
@@ -147,6 +148,7 @@ def create_jobs(ctx: IngestContext, batch_id: str, input_file_id: str, total: in
                     _job_row(batch_id, request, cancelled, ctx.lines.router, ctx.sampling_defaults, owner)
                     for request in chunk
                 ]
+                share_task_ids(rows, ctx.lines_per_message)
                 try:
                     session.execute(sa.insert(Job), rows)
                     session.commit()
@@ -159,6 +161,19 @@ def create_jobs(ctx: IngestContext, batch_id: str, input_file_id: str, total: in
                 ctx.enqueue_jobs(
                     [QueuedJob(r["id"], r["profile"], r["task_id"], queue(r["profile"])) for r in rows]
                 )
+
+
+def share_task_ids(rows: list[dict[str, Any]], lines_per_message: Callable[[str], int]) -> None:
+    """Lines of one profile travel `lines_per_message(profile)` to a run_job message: the rows of one
+    message share its task id (the reconciler finds them in the broker by it; send_run_jobs groups by it)."""
+    open_message: dict[str, tuple[str, int]] = {}  # profile -> (task id, lines given it so far)
+    for row in rows:
+        profile = row["profile"]
+        task_id, lines = open_message.get(profile, (row["task_id"], 0))
+        if lines >= lines_per_message(profile):
+            task_id, lines = row["task_id"], 0
+        row["task_id"] = task_id
+        open_message[profile] = (task_id, lines + 1)
 
 
 def _valid_requests(results: Iterator[BatchRequest | LineError]) -> Iterator[BatchRequest]:

@@ -86,7 +86,8 @@ def cancel_job(
     if job_store.cancel_queued_job(session, job_id):
         count_cancelled_while_queued(job.profile)
         log_job_transition("cancelled", job_id, {"profile": job.profile}, from_status="queued")
-        _revoke_quietly(revoke, job.task_id)
+        if job.batch_id is None:  # a batch's lines share their message's task id: revoking drops them all
+            _revoke_quietly(revoke, job.task_id)
         if events is not None:  # no worker will ever end this job's stream
             session.refresh(job)
             _publish_quietly(events, job_id, "cancelled", job_json(job))

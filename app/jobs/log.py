@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -39,6 +40,36 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(line, separators=(",", ":"), default=str)
 
 
+class LineWriter(logging.Handler):
+    """Writes each record as one line with one write(2) on a file descriptor, holding no lock.
+
+    logging's StreamHandler holds its lock while it formats, writes and flushes. A worker running a
+    batch's lines on 256 threads logs two lines per job, and the threads queued on that lock: a dump
+    of a paced batch run found 140-180 of them waiting there, and the run did 245 lines/s. Here each
+    thread formats on its own and writes its line in one call. A write of under PIPE_BUF (4,096)
+    bytes to a pipe is atomic, and Linux moves a file's offset atomically for each write, so lines
+    never interleave; a longer line to a pipe may be split by another thread's."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """As Handler.handle, without taking the handler's lock (emit needs none)."""
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = memoryview((self.format(record) + "\n").encode())
+            while line:
+                line = line[os.write(self.fd, line) :]
+        except Exception:
+            self.handleError(record)
+
+
 def configure_job_log() -> None:
     """Send job transitions to stderr as JSON lines, once per process, not through the root logger.
 
@@ -48,7 +79,11 @@ def configure_job_log() -> None:
     """
     if any(isinstance(handler.formatter, JsonLineFormatter) for handler in log.handlers):
         return
-    handler = logging.StreamHandler(sys.__stderr__ or sys.stderr)
+    stderr = sys.__stderr__ or sys.stderr
+    try:
+        handler: logging.Handler = LineWriter(stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # a stderr without a file descriptor (a test's capture)
+        handler = logging.StreamHandler(stderr)
     handler.setFormatter(JsonLineFormatter())
     log.addHandler(handler)
     log.setLevel(logging.INFO)

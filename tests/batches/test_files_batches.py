@@ -355,7 +355,8 @@ def test_the_unfinished_probe_after_each_line_is_one_index_seek(app: Flask, clie
         assert has_unfinished_jobs(session, batch["id"])  # the running one
         finish(app, jobs[1].id, JobStatus.CANCELLED, "partial")
         assert not has_unfinished_jobs(session, batch["id"])
-        indexes = {ix["name"]: ix["column_names"] for ix in sa.inspect(session.connection()).get_indexes("jobs")}
+        found = sa.inspect(session.connection()).get_indexes("jobs")
+        indexes = {index["name"]: index["column_names"] for index in found}
         assert indexes.get("ix_jobs_batch_id_status") == ["batch_id", "status"]
         assert "ix_jobs_batch_id" not in indexes  # the composite index serves batch_id alone too
         if session.bind is not None and session.bind.dialect.name == "sqlite":

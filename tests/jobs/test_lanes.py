@@ -164,7 +164,7 @@ def test_counting_the_batch_lines_in_hand_survives_other_threads_taking_and_endi
         __hash__ = object.__hash__  # hashable, as Celery's requests are
 
     def line() -> Request:
-        return Request(delivery_info={"routing_key": "p.batch"})
+        return Request(delivery_info={"routing_key": "p.batch"}, args=["job"], id="task")
 
     held = [line() for _ in range(200)]
     reserved: weakref.WeakSet[Request] = weakref.WeakSet(held)
@@ -185,3 +185,58 @@ def test_counting_the_batch_lines_in_hand_survives_other_threads_taking_and_endi
         stop.set()
         churner.join()
     assert counts <= {200, 201}
+
+
+def test_a_message_of_several_lines_holds_their_slots_until_each_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch's lines travel several to a message; each holds its slot until it ends, not until the
+    whole message does (a long line would keep the short ones' slots idle)."""
+    import weakref
+    from types import SimpleNamespace
+
+    from celery.worker import state
+
+    from app.queue import batch_lines_in_hand, line_ended, message_done
+
+    class Request(SimpleNamespace):
+        __hash__ = object.__hash__
+
+    held = [
+        Request(delivery_info={"routing_key": "p.batch~2"}, args=["a", "b", "c"], id="t1"),
+        Request(delivery_info={"routing_key": "p.batch"}, args=["d"], id="t2"),
+        Request(delivery_info={"routing_key": "p"}, args=["e"], id="t3"),  # interactive: not a line
+    ]
+    monkeypatch.setattr(state, "reserved_requests", weakref.WeakSet(held))
+    assert batch_lines_in_hand() == 4
+    line_ended("t1")
+    line_ended("t1")
+    assert batch_lines_in_hand() == 2
+    message_done("t1")
+    held.pop(0)  # Celery drops the request once its task returns
+    assert batch_lines_in_hand() == 1
+
+
+def test_the_batch_lane_is_not_asked_when_one_more_message_could_pass_the_slots() -> None:
+    held = {"lines": 0}
+    order = LaneOrder(batch_turn_every=2, batch_slots=12, in_hand=lambda: held["lines"], message_lines=4)
+    order.update(LANES)
+    waiting = {"p": 0, "p.batch": 100}
+    for _ in range(3):
+        assert take(order, waiting, 1) == ["p.batch"]
+        held["lines"] += 4  # each message brought 4 lines
+    assert take(order, waiting, 1) == []  # 12 held: a fourth message could bring 16
+    held["lines"] = 9  # three of them ended
+    assert take(order, waiting, 1) == []  # 9 + 4 > 12
+    held["lines"] = 8
+    assert take(order, waiting, 1) == ["p.batch"]
+
+
+def test_lines_per_message_is_a_quarter_of_the_batch_slots_within_bounds() -> None:
+    from app.queue import MAX_LINES_PER_MESSAGE, lines_per_message
+
+    assert lines_per_message(batch_slots_for(8, 1), 8) == 1  # a small worker: one line a message, as before
+    assert lines_per_message(batch_slots_for(32, 1), 32) == 7
+    assert lines_per_message(batch_slots_for(256, 1), 256) == MAX_LINES_PER_MESSAGE
+    assert lines_per_message(None, 16) == 4  # no reserve: all 16 slots take lines
+    assert lines_per_message(batch_slots_for(1, 1), 1) == 1
