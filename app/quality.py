@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 REPETITION_NGRAM = 3
@@ -54,9 +54,17 @@ class QualitySignals:
     reasoning_share: float
     repetition: float
 
+    def as_dict(self) -> dict[str, Any]:
+        """The signals by name. Not dataclasses.asdict, which copies each value recursively: a third of
+        the time a 50,000-line batch took to write its output file went there."""
+        return {name: getattr(self, name) for name in SIGNAL_NAMES}
+
     def as_columns(self) -> dict[str, Any]:
         """The Job columns that store these signals (quality_<name>)."""
-        return {f"quality_{name}": value for name, value in asdict(self).items()}
+        return {f"quality_{name}": value for name, value in self.as_dict().items()}
+
+
+SIGNAL_NAMES = tuple(QualitySignals.__dataclass_fields__)
 
 
 def repetition_score(text: str, n: int = REPETITION_NGRAM) -> float:
@@ -87,7 +95,7 @@ def quality_signals(result: GenerationLike) -> QualitySignals:
 
 def signals_of_row(row: Any) -> QualitySignals | None:
     """The signals of a job row (quality_* attributes) or a job JSON's `quality` dict; None if unscored."""
-    names = QualitySignals.__dataclass_fields__
+    names = SIGNAL_NAMES
     if isinstance(row, Mapping):
         values = {name: row.get(f"quality_{name}", row.get(name)) for name in names}
     else:
@@ -100,7 +108,7 @@ def signals_of_row(row: Any) -> QualitySignals | None:
 def quality_json(row: Any) -> dict[str, Any] | None:
     """The `quality` object of the job JSON."""
     signals = signals_of_row(row)
-    return asdict(signals) if signals is not None else None
+    return signals.as_dict() if signals is not None else None
 
 
 def _rate(flags: list[bool]) -> float | None:
