@@ -119,16 +119,19 @@ def batch_slots_for(max_batch: int, reserved: int) -> int | None:
     return max_batch - reserved if 0 < reserved < max_batch else None
 
 
-def lines_per_message(batch_slots: int | None, max_batch: int) -> int:
+def lines_per_message(batch_slots: int | None) -> int:
     """How many of a batch's lines travel in one run_job message to a worker with `batch_slots` for them
-    (batch_slots_for; None: all `max_batch`): a quarter of them, at most MAX_LINES_PER_MESSAGE, at least 1.
+    (batch_slots_for): a quarter of them, at most MAX_LINES_PER_MESSAGE, at least 1. A worker that
+    does not count its batch lines (None: one slot, or no reserve) gets one line a message, as its
+    prefetch of messages is then all that bounds the lines it holds.
 
     A worker takes one message per BRPOP, and each costs it the same Celery bookkeeping (the take, the
     unacked copy, the ack, a pool thread) whatever it carries: one line a message capped a batch at about
     120 lines/s on the paced engine. A quarter keeps at least four messages in hand, so a new one is
-    taken while the others' lines still run, and a worker of under 8 slots keeps one line a message."""
-    slots = batch_slots if batch_slots is not None else max_batch
-    return max(1, min(MAX_LINES_PER_MESSAGE, slots // 4))
+    taken while the others' lines still run, and a worker of under 8 batch slots keeps one line a message."""
+    if batch_slots is None:
+        return 1
+    return max(1, min(MAX_LINES_PER_MESSAGE, batch_slots // 4))
 
 
 # run_job messages that carry several lines: their task id -> how many of those lines have ended (the
@@ -258,7 +261,7 @@ def celery_config(
             **unacked_restore_options(visibility_timeout),
             # a callable, not a name: kombu builds one per channel (kombu.utils.scheduling.cycle_by_name)
             "queue_order_strategy": LaneOrderOf(
-                settings.batches.turn_every, batch_slots, lines_per_message(batch_slots, 1)
+                settings.batches.turn_every, batch_slots, lines_per_message(batch_slots)
             ),
             "polling_interval": BRPOP_TIMEOUT_S,  # kombu's BRPOP timeout (Redis >= 6 takes fractions)
             "priority_steps": list(KOMBU_PRIORITY_STEPS),

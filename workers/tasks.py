@@ -73,7 +73,7 @@ def profile_lines_per_message(profiles: Mapping[str, Profile], reserved_slots: i
     served = profiles.get(profile)
     if served is None:
         return 1
-    return lines_per_message(batch_slots_for(served.max_batch, reserved_slots), served.max_batch)
+    return lines_per_message(batch_slots_for(served.max_batch, reserved_slots))
 
 
 def lifecycle_context(app: Flask) -> LifecycleContext:

@@ -235,8 +235,8 @@ def test_the_batch_lane_is_not_asked_when_one_more_message_could_pass_the_slots(
 def test_lines_per_message_is_a_quarter_of_the_batch_slots_within_bounds() -> None:
     from app.queue import MAX_LINES_PER_MESSAGE, lines_per_message
 
-    assert lines_per_message(batch_slots_for(8, 1), 8) == 1  # a small worker: one line a message, as before
-    assert lines_per_message(batch_slots_for(32, 1), 32) == 7
-    assert lines_per_message(batch_slots_for(256, 1), 256) == MAX_LINES_PER_MESSAGE
-    assert lines_per_message(None, 16) == 4  # no reserve: all 16 slots take lines
-    assert lines_per_message(batch_slots_for(1, 1), 1) == 1
+    assert lines_per_message(batch_slots_for(8, 1)) == 1  # a small worker: one line a message, as before
+    assert lines_per_message(batch_slots_for(32, 1)) == 7
+    assert lines_per_message(batch_slots_for(256, 1)) == MAX_LINES_PER_MESSAGE
+    assert lines_per_message(batch_slots_for(16, 0)) == 1  # no reserve: its lines are not counted
+    assert lines_per_message(batch_slots_for(1, 1)) == 1

@@ -26,7 +26,13 @@ from tests.support.apps import insert_queued_job
 from workers.cancel_watcher import CancelWatcher
 from workers.engine_host import EngineHost
 from workers.grouped_writes import GroupedWrites
-from workers.job_runner import MAX_ATTEMPTS, WorkerContext, recover_jobs_of_lost_worker, run_job
+from workers.job_runner import (
+    MAX_ATTEMPTS,
+    WorkerContext,
+    recover_jobs_of_lost_worker,
+    run_job,
+    run_side_by_side,
+)
 
 CANCEL_REDIS_DB = 10
 HELLO = [{"role": "user", "content": "hello"}]
@@ -243,3 +249,36 @@ def test_a_job_that_ends_with_its_first_token_is_written_twice_and_keeps_first_t
     assert job.started_at is not None and job.finished_at is not None
     assert job.started_at <= job.first_token_at <= job.finished_at
     assert [kind for kind, _ in recorded.events] == ["started", "delta", "done"]
+
+
+def test_a_messages_lines_run_side_by_side_and_a_failing_claim_fails_the_message_after_the_rest(
+    worker: WorkerContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_side_by_side: every line runs on its own thread at once (the engine batches them), `ended`
+    is told of each, and an error (a claim the database refused) is raised once the others ran, as a
+    message of one job raises it: that line stays queued for the reconciler."""
+    ids = [queued_job(worker.sessions, max_tokens=32) for _ in range(3)]
+    broken = queued_job(worker.sessions)
+    real_claim = job_store.claim_update
+
+    def claim(job_id: str, hostname: str) -> job_store.JobUpdate:
+        if job_id == broken:
+            raise sa.exc.OperationalError("UPDATE jobs", {}, Exception("database is locked"))
+        return real_claim(job_id, hostname)
+
+    monkeypatch.setattr(job_store, "claim_update", claim)
+    ended: list[str] = []
+    lock = threading.Lock()
+
+    def one_ended() -> None:
+        with lock:
+            ended.append(threading.current_thread().name)
+
+    with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+        run_side_by_side([ids[0], broken, *ids[1:]], worker, one_ended)
+    assert len(ended) == 4  # told of each line, the failed one too
+    assert [stored(worker.sessions, job_id).status for job_id in ids] == ["succeeded"] * 3
+    assert stored(worker.sessions, broken).status == "queued"
+    starts = sorted(stored(worker.sessions, job_id).started_at for job_id in ids)
+    ends = sorted(stored(worker.sessions, job_id).finished_at for job_id in ids)
+    assert starts[-1] < ends[0]  # all three ran together, not one after another
