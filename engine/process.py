@@ -30,6 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any
 
@@ -191,8 +192,11 @@ class EngineProcess(RequestTable):
     # -- internals --------------------------------------------------------------------------
 
     def _send(self, message: tuple[Any, ...]) -> None:
+        """Pickled on the caller's thread; only the write holds the lock (Connection.send does both
+        under it, and a batch's lines submit from many threads at once)."""
+        data = ForkingPickler.dumps(message)
         with self._send_lock:
-            self._commands.send(message)
+            self._commands.send_bytes(data)
 
     def _wait_ready(self, timeout_s: float | None) -> EngineInfo:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s

@@ -55,6 +55,9 @@ class EngineHost:
             raise WrongProfileError(
                 f"this worker serves profile {self.pinned_profile!r}, not {profile_name!r}; check the queues"
             )
+        engine = self._engines.get(profile_name)  # every job asks: a running engine is returned unlocked
+        if engine is not None and engine.is_running():
+            return engine
         with self._lock:  # the first task threads wait here while the model loads
             engine = self._engines.get(profile_name)
             if engine is not None and not engine.is_running():

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import InitVar, dataclass, field
+from dataclasses import InitVar, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
@@ -143,11 +143,16 @@ def run_side_by_side(job_ids: Sequence[str], worker: WorkerContext, ended: Calla
     """Run the jobs of one message (a batch's lines) at once, each on its own thread as if it had come in
     a message of its own: their claims and finishes share transactions (worker.writes), the engine batches
     them. `ended` is called as each one ends. When any raised, the first error is raised once all ended,
-    as a message of one job raises it: the jobs it did not run stay queued for the reconciler."""
+    as a message of one job raises it: the jobs it did not run stay queued for the reconciler.
+
+    Whether a line's batch has ended is asked once per message, after its last line, not after each:
+    the last message of a batch to end still asks when no line is left."""
+    batches: set[str] = set()  # of the lines that ended here (set.add: safe from any thread)
+    lines = replace(worker, shared_writes=worker.writes, batch_job_ended=batches.add)
 
     def one(job_id: str) -> None:
         try:
-            run_job(job_id, worker)
+            run_job(job_id, lines)
         finally:
             ended()
 
@@ -157,6 +162,9 @@ def run_side_by_side(job_ids: Sequence[str], worker: WorkerContext, ended: Calla
     else:
         with ThreadPoolExecutor(len(job_ids), thread_name_prefix="line") as threads:
             errors = [future.exception() for future in [threads.submit(one, job_id) for job_id in job_ids]]
+    if worker.batch_job_ended is not None:
+        for batch_id in batches:
+            worker.batch_job_ended(batch_id)
     first = next((error for error in errors if error is not None), None)
     if first is not None:
         raise first

@@ -267,6 +267,11 @@ def test_a_messages_lines_run_side_by_side_and_a_failing_claim_fails_the_message
         return real_claim(job_id, hostname)
 
     monkeypatch.setattr(job_store, "claim_update", claim)
+    with worker.sessions() as session:  # lines of one batch: it is asked about once, after the message
+        session.execute(sa.update(Job).where(Job.id.in_([*ids, broken])).values(batch_id="batch_1"))
+        session.commit()
+    asked: list[str] = []
+    worker.batch_job_ended = asked.append
     ended: list[str] = []
     lock = threading.Lock()
 
@@ -282,3 +287,4 @@ def test_a_messages_lines_run_side_by_side_and_a_failing_claim_fails_the_message
     starts = sorted(stored(worker.sessions, job_id).started_at for job_id in ids)
     ends = sorted(stored(worker.sessions, job_id).finished_at for job_id in ids)
     assert starts[-1] < ends[0]  # all three ran together, not one after another
+    assert asked == ["batch_1"]
