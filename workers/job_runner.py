@@ -74,7 +74,9 @@ class WorkerContext:
         None  # a batch's job ended: check the batch if it was the last
     )
     shared_writes: InitVar[GroupedWrites | None] = None  # the process's group commit of job transitions
-    line_threads: Executor | None = None  # where run_side_by_side runs a message's lines (None: new threads)
+    # where run_side_by_side runs a message's lines: the process's pool (workers/runtime.py); threads start
+    # on first use, so a context that never runs several lines never starts one
+    line_threads: Executor = field(default_factory=lambda: ThreadPoolExecutor(thread_name_prefix="line"))
     writes: GroupedWrites = field(init=False)  # shared_writes, or this context's own
 
     def __post_init__(self, shared_writes: GroupedWrites | None) -> None:
@@ -156,12 +158,8 @@ def run_side_by_side(job_ids: Sequence[str], worker: WorkerContext, ended: Calla
         finally:
             ended()
 
-    if worker.line_threads is not None:
-        futures = [worker.line_threads.submit(one, job_id) for job_id in job_ids]
-        errors = [future.exception() for future in futures]  # waits for each
-    else:
-        with ThreadPoolExecutor(len(job_ids), thread_name_prefix="line") as threads:
-            errors = [future.exception() for future in [threads.submit(one, job_id) for job_id in job_ids]]
+    futures = [worker.line_threads.submit(one, job_id) for job_id in job_ids]
+    errors = [future.exception() for future in futures]  # waits for each
     if worker.batch_job_ended is not None:
         for batch_id in batches:
             worker.batch_job_ended(batch_id)
