@@ -288,3 +288,16 @@ def test_a_messages_lines_run_side_by_side_and_a_failing_claim_fails_the_message
     ends = sorted(stored(worker.sessions, job_id).finished_at for job_id in ids)
     assert starts[-1] < ends[0]  # all three ran together, not one after another
     assert asked == ["batch_1"]
+
+
+def test_a_loaded_engine_is_handed_out_while_the_hosts_lock_is_held(engine_host: EngineHost) -> None:
+    """Every job asks for its engine: once it runs, engine_for neither waits for the host's lock (held
+    while a model loads) nor queues the job threads on it."""
+    engine = engine_host.engine_for("latency_first")  # loaded (or loads now)
+    got: list[Any] = []
+    with engine_host._lock:
+        asker = threading.Thread(target=lambda: got.append(engine_host.engine_for("latency_first")))
+        asker.start()
+        asker.join(timeout=10)
+        assert not asker.is_alive()
+    assert got == [engine]
