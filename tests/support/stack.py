@@ -52,16 +52,28 @@ class Stack:
             time.sleep(0.5)
 
 
-def free_port_pair() -> int:
-    """A free port whose next port is free too (the two profiles' worker metrics)."""
+_HANDED_OUT: set[int] = set()  # ports given to a stack in this test run, bound or not yet
+
+
+def fresh_port(width: int = 1) -> int:
+    """A free port (and the `width - 1` after it) that no other stack of this run was given.
+
+    A stack's processes bind their ports seconds after it starts: until then the kernel would hand the
+    same free port to the next stack (one stack's Flower on another's worker metrics port).
+    """
     while True:
         port = free_port()
+        wanted = range(port, port + width)
+        if any(each in _HANDED_OUT for each in wanted):
+            continue
         try:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", port + 1))
-            return port
+            for each in wanted[1:]:
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", each))
         except OSError:
             continue
+        _HANDED_OUT.update(wanted)
+        return port
 
 
 @contextmanager
@@ -72,7 +84,7 @@ def stack(folder: Path, profiles_file: Path, redis_url: str, **env: str) -> Iter
     (data_dir / "models").symlink_to(REPO_ROOT / ".data" / "models", target_is_directory=True)  # the demo's
     (REPO_ROOT / ".data" / "models").mkdir(parents=True, exist_ok=True)
     migrate(f"sqlite:///{data_dir / 'gptoss.db'}")
-    port, metrics_base, flower_port = free_port(), free_port_pair(), free_port()
+    port, metrics_base, flower_port = fresh_port(), fresh_port(width=2), fresh_port()  # two profiles
     token = uuid.uuid4().hex
     environ = {
         **os.environ,
