@@ -30,6 +30,7 @@ from tests.support.apps import TEST_MAX_TOKENS, app_config, insert_queued_job
 from tests.support.live_server import serve
 from tests.support.paths import REPO_ROOT
 from tests.support.pipeline import FINISHED, start_worker, stop_worker, wait_for_workers
+from tests.support.ports import fresh_port
 from tests.support.prometheus_server import label_values, prometheus, query
 from tests.support.prometheus_text import FIVE_TAGS, samples, series, value
 from tests.support.services import migrate
@@ -113,7 +114,7 @@ def observed(
         "PYTHONPATH": str(REPO_ROOT),
     }
     app = create_app(app_config(test_dir, profiles_file, database_url, redis_url))
-    observed = Observed(app, app.test_client(), env, {}, {p: free_port() for p in PROFILES}, folder)
+    observed = Observed(app, app.test_client(), env, {}, {p: fresh_port() for p in PROFILES}, folder)
     try:
         for profile in PROFILES:
             observed.start(profile)

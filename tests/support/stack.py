@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,10 +16,10 @@ from pathlib import Path
 
 import httpx
 
-from app.ops.private_redis import free_port
 from tests.support.leftovers import processes_with
 from tests.support.paths import REPO_ROOT
 from tests.support.pipeline import every_profile_ready
+from tests.support.ports import fresh_port
 from tests.support.services import migrate
 
 STACK_VARIABLE = "GPTOSS_TEST_STACK"  # each stack's processes carry its token: what is left is findable
@@ -50,30 +49,6 @@ class Stack:
                 pass
             assert self.process.poll() is None and time.monotonic() < deadline, self.log.read_text()[-4000:]
             time.sleep(0.5)
-
-
-_HANDED_OUT: set[int] = set()  # ports given to a stack in this test run, bound or not yet
-
-
-def fresh_port(width: int = 1) -> int:
-    """A free port (and the `width - 1` after it) that no other stack of this run was given.
-
-    A stack's processes bind their ports seconds after it starts: until then the kernel would hand the
-    same free port to the next stack (one stack's Flower on another's worker metrics port).
-    """
-    while True:
-        port = free_port()
-        wanted = range(port, port + width)
-        if any(each in _HANDED_OUT for each in wanted):
-            continue
-        try:
-            for each in wanted[1:]:
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", each))
-        except OSError:
-            continue
-        _HANDED_OUT.update(wanted)
-        return port
 
 
 @contextmanager
