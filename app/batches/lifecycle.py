@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 from app.batches import store as batch_store
+from app.batches.lease import finalize_lease
 from app.batches.models import FINAL_BATCH_STATUSES, Batch, BatchStatus
 from app.batches.results import discard_result_files, write_result_files
 from app.batches.storage import FileStorage
@@ -57,7 +58,8 @@ def cancel_batch(
 
 
 def check_batch(ctx: LifecycleContext, batch_id: str, now: datetime | None = None) -> bool:
-    """Expire, keep stopping, or finalize the batch as due; True once it needs no more checks."""
+    """Expire, keep stopping, or finalize the batch as due; True once it needs no more checks. One check
+    at a time finalizes a batch (its finalize lease, app/batches/lease.py)."""
     now = now or utcnow()
     with ctx.sessions() as session:
         batch = session.get(Batch, batch_id)
@@ -75,7 +77,9 @@ def check_batch(ctx: LifecycleContext, batch_id: str, now: datetime | None = Non
         counts = batch_store.live_request_counts(session, [batch])[batch_id]
         if counts.ended < batch.request_total:
             return False
-        return finalize(ctx, session, batch, now)
+        with finalize_lease(ctx.redis_client, batch_id) as leased:
+            # not leased: another check is writing the result files; a later check sees the batch final
+            return leased and finalize(ctx, session, batch, now)
 
 
 def finalize(ctx: LifecycleContext, session: orm.Session, batch: Batch, now: datetime) -> bool:

@@ -314,6 +314,39 @@ def test_live_counts_then_output_and_error_files_in_input_order(app: Flask, clie
     assert check(app, batch["id"]) == done  # a second check changes nothing
 
 
+def test_one_check_at_a_time_finalizes_a_batch(app: Flask, client: FlaskClient) -> None:
+    """Checks of an ended batch arrive together (the watch its last message asks for, the timed watch, the
+    reconciler); each wrote the result files, four at once at the end of a 20,000-line batch. A check
+    that finds another finalizing leaves the batch to it; once that one is gone, the next check finalizes."""
+    from app.batches.lease import FINALIZE_KEY_PREFIX, lease_key
+
+    batch = create_batch(client, [request_line(f"r{i}") for i in range(2)])
+    ingest(app, batch["id"])
+    for job in jobs_of(app, batch["id"]):
+        run(app, job.id, JobStatus.SUCCEEDED, "done")
+    key, files = lease_key(batch["id"], FINALIZE_KEY_PREFIX), stored_ids(app)
+    assert services(app).redis.set(key, "1", ex=60)  # another check is writing the files
+    with app.app_context():
+        assert check_batch(lifecycle_context(app), batch["id"]) is False
+    shown = client.get(f"/v1/batches/{batch['id']}").get_json()
+    assert shown["status"] == "in_progress" and shown["output_file_id"] is None
+    assert stored_ids(app) == files  # no result file was written
+    services(app).redis.delete(key)  # it died (its lease expired) or it ended
+    assert check(app, batch["id"])["status"] == "completed"
+    assert services(app).redis.exists(key) == 0  # released
+
+
+def test_a_batch_is_finalized_while_redis_is_down(app: Flask, client: FlaskClient) -> None:
+    """No lease can be taken then: the check finalizes without one (a second finalizer's update loses)."""
+    batch = create_batch(client, [request_line("r0")])
+    ingest(app, batch["id"])
+    run(app, jobs_of(app, batch["id"])[0].id, JobStatus.SUCCEEDED, "done")
+    context = replace(lifecycle_context(app), redis_client=redis.Redis(port=1, socket_connect_timeout=0.2))
+    with app.app_context():
+        assert check_batch(context, batch["id"]) is True
+    assert client.get(f"/v1/batches/{batch['id']}").get_json()["status"] == "completed"
+
+
 def test_cancel_keeps_finished_results_and_stops_the_rest(app: Flask, client: FlaskClient) -> None:
     batch = create_batch(client, [request_line(f"r{i}") for i in range(5)])
     ingest(app, batch["id"])
