@@ -74,7 +74,7 @@ def _lease(
         while not done.wait(REFRESH_S):
             try:
                 client.expire(key, LEASE_S)
-            except redis.RedisError as exc:  # the lease lapses; the reconciler may send a second ingest
+            except redis.RedisError as exc:  # it lapses: a second ingest or finalize may start
                 log.warning("batch %s: %s lease not refreshed: %s", batch_id, work, exc)
 
     thread = threading.Thread(target=refresh, name=f"lease-{batch_id}", daemon=True)
