@@ -157,6 +157,16 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
+def submit_all(base_url: str, total: int, clients: int, results: Results, headers: dict[str, str]) -> None:
+    """`total` submits from `clients` concurrent client threads; returns when all are answered."""
+    threads = [threading.Thread(target=client_loop, args=(base_url, total, results, headers))
+               for _ in range(clients)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def warm_up(base_url: str, clients: int, headers: dict[str, str]) -> None:
     """Rounds of `clients` concurrent submits, not counted, until one round is answered within a second:
     every gunicorn worker has then served submits and loaded its tokenizers (each loads them in the
@@ -164,12 +174,7 @@ def warm_up(base_url: str, clients: int, headers: dict[str, str]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         started, results = time.perf_counter(), Results()
-        threads = [threading.Thread(target=client_loop, args=(base_url, clients, results, headers))
-                   for _ in range(clients)]  # fmt: skip
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        submit_all(base_url, clients, clients, results, headers)
         if time.perf_counter() - started < 1.0 and len(results.job_ids) == clients:
             return
     print("load: no round of warm-up submits was answered within a second in 60 s; measuring anyway")
@@ -187,15 +192,10 @@ def run(
     warm_up(base_url, args.clients, headers)
     before = queue.llen(PROFILE) if queue is not None else 0
     results = Results()
-    threads = [threading.Thread(target=client_loop, args=(base_url, args.jobs, results, headers))
-               for _ in range(args.clients)]  # fmt: skip
     servers = [server] if server is not None else []
     server_cpu, client_cpu = cpu_seconds(servers), time.process_time()
     started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    submit_all(base_url, args.jobs, args.clients, results, headers)
     wall = time.perf_counter() - started
     server_cpu, client_cpu = cpu_seconds(servers) - server_cpu, time.process_time() - client_cpu
     accepted = len(results.job_ids)
