@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.cpu.threads import OPENMP_VARIABLES, openmp_env, usable_cores
-from engine.engine import RequestTable
 from engine.preflight import ProfileSpec
 from engine.request_handle import DeltaCallback, RequestHandle
+from engine.request_table import RequestTable
 from engine.types import GenerationRequest, ModelTags
 
 log = logging.getLogger(__name__)
