@@ -4,7 +4,7 @@ Pure functions over what a profile asks for (ProfileSpec), what was found of its
 engine/loader.py) and what the machine has (Machine): they unit-test with fake GPUs. Each refusal is
 one PreflightError naming the setting, e.g. `profiles.toml [profiles.quality_first] model =
 "/models/gpt-oss-120b": no such directory, .gguf file or cached model id ...`. Only detect_machine()
-imports torch.
+imports torch, and only on a machine with a GPU device node.
 
 The memory estimate: the checkpoint's weights as the loader holds them on GPU (bf16; MXFP4 experts
 packed or dequantized to bf16) plus the KV cache of `max_batch` requests of `max_tokens` +
@@ -284,8 +284,21 @@ def hf_hub_cache() -> Path:
     return Path(os.environ.get("HF_HOME") or Path(xdg) / "huggingface").expanduser() / "hub"
 
 
+# Device nodes a CUDA (or ROCm) GPU shows in a Linux box, container or WSL2; with none of them torch
+# finds no GPU either, and importing it only to be told so costs seconds at every worker start.
+GPU_DEVICE_NODES = ("nvidia[0-9]*", "kfd", "dxg")
+
+
+def gpu_device_nodes(dev: Path = Path("/dev")) -> list[Path]:
+    """The GPU device nodes under /dev (none on a CPU-only machine)."""
+    return [node for pattern in GPU_DEVICE_NODES for node in dev.glob(pattern)]
+
+
 def detect_machine() -> Machine:
-    """This process's visible CUDA GPUs (free memory), launch and MXFP4 kernels; imports torch."""
+    """This process's visible CUDA GPUs (free memory), launch and MXFP4 kernels; imports torch where a
+    GPU device node exists."""
+    if not gpu_device_nodes():
+        return Machine()
     import torch
 
     if not torch.cuda.is_available():
