@@ -8,6 +8,7 @@ is left to the worker, whose engine refuses such a prompt too.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -76,24 +77,51 @@ def load_token_counter(source: str, cache_dir: Path) -> TokenCounter:
         warn_once(source, "is not on this machine (yet): prompt lengths are checked by the worker")
         return TokenCounter(None, None)
     try:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(directory, local_files_only=True)
-        context = getattr(config.get_text_config(), "max_position_embeddings", None)
-        is_harmony = config.model_type == "gpt_oss"
+        context, is_harmony = read_context(directory)
     except Exception as exc:
         warn_once(source, f"has no readable config ({exc}): prompt lengths are checked by the worker")
         return TokenCounter(None, None)
     try:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        tokenizer = read_tokenizer(directory)
         if not is_harmony and not tokenizer.chat_template:  # gpt-oss renders harmony without one
             raise ValueError("the tokenizer has no chat template")
     except Exception as exc:
         warn_once(source, f"has no usable tokenizer ({exc}): prompt tokens are estimated as characters / 4")
         tokenizer = None
     return TokenCounter(tokenizer, int(context) if context else None, is_harmony)
+
+
+def read_context(directory: Path) -> tuple[int | None, bool]:
+    """The model's context length and whether it speaks harmony, from its config.json as transformers
+    reads them (a multimodal config's text_config). Read as JSON: transformers' AutoConfig imports the
+    model's code and torch, seconds of CPU in every API process."""
+    config = json.loads((directory / "config.json").read_text())
+    if not isinstance(config, dict):
+        raise ValueError("config.json is not a JSON object")
+    text = config.get("text_config")
+    context = (text if isinstance(text, dict) else config).get("max_position_embeddings")
+    if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context <= 0):
+        raise ValueError(f"max_position_embeddings is {context!r}, not a positive integer")
+    return context, config.get("model_type") == "gpt_oss"
+
+
+# The tokenizer classes AutoTokenizer resolves to transformers' generic fast tokenizer (one class in
+# transformers 5): loaded as that class directly, without AutoTokenizer's imports of the model's config
+# code and torch. Any other class goes through AutoTokenizer, as the engine loads it.
+GENERIC_TOKENIZER_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
+
+
+def read_tokenizer(directory: Path) -> Any:
+    """The model's tokenizer, the class the engine's AutoTokenizer gives."""
+    settings = directory / "tokenizer_config.json"
+    named = json.loads(settings.read_text()).get("tokenizer_class") if settings.is_file() else None
+    if named in GENERIC_TOKENIZER_CLASSES and (directory / "tokenizer.json").is_file():
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(directory, local_files_only=True)
 
 
 def token_counter(app: Flask, profile: str) -> TokenCounter:
