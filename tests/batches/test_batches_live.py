@@ -38,7 +38,7 @@ from tests.support.pipeline import start_worker, stop_worker, wait_for_workers
 from tests.support.services import migrate
 
 FINAL = {"completed", "failed", "cancelled", "expired"}
-BIG_BATCH = 2_000  # lines: interactive jobs must not wait behind them
+BIG_BATCH = 1_000  # lines: interactive jobs must not wait behind them (~30 s of them on the tiny model)
 
 
 @dataclass
