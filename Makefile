@@ -1,5 +1,6 @@
 # make run   - set up everything on a fresh machine and serve the API with both profiles
-# make test  - the test suite (real Redis, SQLite + Postgres, worker processes, tiny gpt-oss model)
+# make test  - the test suite (real Redis, SQLite + Postgres, worker processes, tiny gpt-oss model);
+#              it ends with its 15 slowest tests, to keep CI well under 20 minutes
 # make check - ruff lint, ruff format check, mypy, import contracts (pyproject [tool.importlinter])
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -34,7 +35,7 @@ run: migrate
 	  $(BIN)/python -m app.ops.private_redis $(BIN)/python -m app.ops.supervisor Procfile
 
 test: $(STAMP) chromium
-	$(BIN)/pytest -q -rs $(PYTEST_ARGS); status=$$?; \
+	$(BIN)/pytest -q -rs --durations=15 $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
 
 # The console's browser tests drive Debian's chromium (tests/support/browser.py; Playwright's own browser
