@@ -1,8 +1,8 @@
 """Refuse a job whose prompt plus max_tokens exceeds its model's context: 400 before it is queued.
 
-The API never loads a model. Once per process it reads the tokenizer and config of the model the
-profile's worker loads (workers/model_loader.local_model_dir) and renders the prompt as the engine
-does. Without a tokenizer prompt tokens are estimated as characters / 4; without a config the check
+The API never loads a model, nor imports torch. Once per process it reads the tokenizer and config.json
+of the model the profile's worker loads (engine/loader.py local_model_dir) and renders the prompt as
+the engine does. Without a tokenizer prompt tokens are estimated as characters / 4; without a config the check
 is left to the worker, whose engine refuses such a prompt too.
 """
 
