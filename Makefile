@@ -1,6 +1,6 @@
 # make run   - set up everything on a fresh machine and serve the API with both profiles
 # make test  - the test suite (real Redis, SQLite + Postgres, worker processes, tiny gpt-oss model);
-#              it ends with its 15 slowest tests, to keep CI well under 20 minutes
+#              it ends with its 15 slowest tests, so a CI log shows where its minutes go
 # make check - ruff lint, ruff format check, mypy, import contracts (pyproject [tool.importlinter])
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -226,6 +227,9 @@ def _load_gguf(path: Path, *, model_id: str, gpu_mode: str, cache_dir: Path | No
     return _load_dir(converted, model_id=model_id, gpu_mode=gpu_mode)
 
 
+_GGUF_PATCH_LOCK = threading.Lock()
+
+
 @contextmanager
 def gguf_parsed_once() -> Iterator[None]:
     """While converting, gguf's file reader and tensor-name map are built once, not once per use.
@@ -233,23 +237,25 @@ def gguf_parsed_once() -> Iterator[None]:
     transformers parses the GGUF three times (tokenizer, config, weights) and builds gguf's name map
     again for every submodule of the model (modeling_gguf_pytorch_utils.get_gguf_hf_weights_map), ~27 s
     of a 46 s demo conversion. Both read what they build and import them from the gguf module at each
-    call, so gguf's own functions, memoized for the conversion, give the same result; restored after."""
+    call, so gguf's own functions, memoized for the conversion, give the same result; restored after.
+    One conversion at a time per process: two interleaved would restore each other's memoized copies."""
     import gguf
 
-    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
-    readers: dict[tuple[str, str], Any] = {}
+    with _GGUF_PATCH_LOCK:
+        reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+        readers: dict[tuple[str, str], Any] = {}
 
-    def read_once(path: Any, mode: Any = "r") -> Any:
-        key = (str(Path(path).resolve()), mode)
-        if key not in readers:
-            readers[key] = reader(path, mode)
-        return readers[key]
+        def read_once(path: Any, mode: Any = "r") -> Any:
+            key = (str(Path(path).resolve()), mode)
+            if key not in readers:
+                readers[key] = reader(path, mode)
+            return readers[key]
 
-    gguf.GGUFReader, gguf.get_tensor_name_map = read_once, functools.cache(name_map)  # type: ignore[assignment,misc]
-    try:
-        yield
-    finally:
-        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map  # type: ignore[misc]
+        gguf.GGUFReader, gguf.get_tensor_name_map = read_once, functools.cache(name_map)  # type: ignore[assignment,misc]
+        try:
+            yield
+        finally:
+            gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map  # type: ignore[misc]
 
 
 def _convert_gguf(path: Path, target: Path) -> None:

@@ -88,7 +88,7 @@ def load_token_counter(source: str, cache_dir: Path) -> TokenCounter:
     except Exception as exc:
         warn_once(source, f"has no usable tokenizer ({exc}): prompt tokens are estimated as characters / 4")
         tokenizer = None
-    return TokenCounter(tokenizer, int(context) if context else None, is_harmony)
+    return TokenCounter(tokenizer, context, is_harmony)
 
 
 def read_context(directory: Path) -> tuple[int | None, bool]:

@@ -152,3 +152,31 @@ def test_a_conversion_parses_its_gguf_once_and_leaves_gguf_as_it_was(tmp_path: P
         assert gguf.get_tensor_name_map(arch, 2) is gguf.get_tensor_name_map(arch, 2)
     assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader, name_map)
     assert gguf.GGUFReader(path) is not gguf.GGUFReader(path)
+
+
+def test_conversions_in_one_process_take_turns_and_leave_gguf_as_it_was() -> None:
+    import threading
+
+    import gguf
+
+    reader = gguf.GGUFReader
+    inside, release, second_in = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with model_loader.gguf_parsed_once():
+            inside.set()
+            release.wait(10)
+
+    def second() -> None:
+        with model_loader.gguf_parsed_once():
+            second_in.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert inside.wait(10)
+    threads[1].start()
+    assert not second_in.wait(0.3)  # waits for the first conversion's end
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert second_in.is_set() and gguf.GGUFReader is reader

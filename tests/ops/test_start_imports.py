@@ -27,11 +27,12 @@ HARMONY_MODEL = REPO_ROOT / "tests" / "fixtures" / "tiny-gptoss-harmony"
 
 def imported_after(code: str) -> set[str]:
     """The heavy packages a fresh interpreter holds after running `code`."""
-    probe = f"{code}\nimport sys\nprint(sorted({{'torch', 'transformers.models'}} & set(sys.modules)))"
+    heavy = "{'torch', 'transformers.models'} & set(sys.modules)"
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted({heavy})))"
     done = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
     )
-    return set(json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"')))
+    return set(json.loads(done.stdout.splitlines()[-1]))
 
 
 def test_a_workers_engine_proxy_imports_no_torch() -> None:
