@@ -34,8 +34,11 @@ run: migrate
 	GPTOSS_GATE_API_URL=$${GPTOSS_GATE_API_URL:-http://127.0.0.1:$${PORT:-8000}} \
 	  $(BIN)/python -m app.ops.private_redis $(BIN)/python -m app.ops.supervisor Procfile
 
+# Several pytest-xdist workers (one per core, at most 4), whole test files to each: most tests wait on
+# processes they started, so one worker alone keeps about one core busy. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 test: $(STAMP) chromium
-	$(BIN)/pytest -q -rs --durations=15 $(PYTEST_ARGS); status=$$?; \
+	$(BIN)/pytest -q -rs -n $(TEST_WORKERS) --dist loadfile --durations=15 $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$status
 
 # The console's browser tests drive Debian's chromium (tests/support/browser.py; Playwright's own browser

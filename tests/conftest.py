@@ -12,5 +12,6 @@ pytest_plugins = [
     "tests.support.cluster",
     "tests.support.gptoss_vocab",
     "tests.support.browser",
+    "tests.support.ports",  # one ledger of handed-out ports for the run's workers
     "tests.support.leftovers",  # the last check: no process the suite started still runs
 ]

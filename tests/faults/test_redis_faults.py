@@ -15,12 +15,13 @@ from kombu import Connection, Exchange, Queue
 
 from app import create_app
 from app.db import db_session
-from app.ops.private_redis import free_port, redis_answers, start_private_redis, stop_private_redis
+from app.ops.private_redis import redis_answers, start_private_redis, stop_private_redis
 from app.queue import RUN_JOB_TASK, unacked_restore_options
 from app.services import services
 from tests.support.apps import insert_queued_job
 from tests.support.cluster import Cluster
 from tests.support.pipeline import Pipeline
+from tests.support.ports import fresh_port
 
 HELLO = [{"role": "user", "content": "hello"}]
 PASSWORD = 'pass "word" with spaces'
@@ -38,7 +39,7 @@ def test_a_redis_restart_with_jobs_queued_and_running_loses_nothing(
     tmp_path_factory: pytest.TempPathFactory, cluster_factory: Callable[..., Cluster]
 ) -> None:
     """A private Redis with a password and no persistence restarts: its queued messages are gone."""
-    folder, port = tmp_path_factory.mktemp("redis-restart"), free_port()
+    folder, port = tmp_path_factory.mktemp("redis-restart"), fresh_port()
     server, url = start_private_redis(folder / "redis", port, PASSWORD)
     try:
         # the reconciler (celery beat -> batch worker) re-sends queued jobs whose message is lost
@@ -84,7 +85,7 @@ def test_a_redis_restart_with_jobs_queued_and_running_loses_nothing(
 
 
 def test_the_private_redis_listens_on_loopback_only(tmp_path: Path) -> None:
-    server, url = start_private_redis(tmp_path / "redis")
+    server, url = start_private_redis(tmp_path / "redis", fresh_port())
     try:
         config: Any = redis.Redis.from_url(url).config_get("*")
         assert (config["bind"], config["protected-mode"]) == ("127.0.0.1", "yes")

@@ -55,6 +55,8 @@ def upload_body(samples: list) -> dict:
 
 
 def test_stored_runs_are_listed_newest_first_with_report_markdown_and_plot(client: FlaskClient) -> None:
+    empty = client.get("/console/gate")  # this module's database is its own: no run stored yet
+    assert empty.status_code == 200 and "No stored runs yet" in empty.get_data(as_text=True)
     passing = upload_body([sample(i, 0.5, 2.0) for i in range(5)])
     failing = upload_body([sample(i, 15.0, 20.0) for i in range(5)])
     for body in (passing, failing):

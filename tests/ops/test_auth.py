@@ -18,12 +18,12 @@ from flask.testing import FlaskClient
 
 import app.auth
 from app import create_app
-from app.ops.private_redis import free_port
 from app.services import services
 from cli.main import main as gptoss
 from tests.support.apps import api_app, app_config
 from tests.support.live_server import serve
 from tests.support.paths import REPO_ROOT
+from tests.support.ports import fresh_port
 from tests.support.services import IDLE_REDIS_DB
 
 KEYS = "sk-first-key, sk-second-key"
@@ -153,7 +153,7 @@ def this_machines_other_address() -> str | None:
 def test_gunicorn_without_keys_binds_loopback_even_when_asked_for_all_interfaces(
     tmp_path: Path, profiles_file: Path, redis_base_url: str
 ) -> None:
-    port = free_port()
+    port = fresh_port()
     env = {
         **os.environ,
         "GPTOSS_PROFILES": str(profiles_file),

@@ -24,7 +24,6 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app.models import Job
-from app.ops.private_redis import free_port
 from app.services import services
 from tests.support.apps import TEST_MAX_TOKENS, app_config, insert_queued_job
 from tests.support.live_server import serve
@@ -254,7 +253,7 @@ def test_workers_log_one_json_line_per_job_transition(observed: Observed, job_mi
 
 
 def test_flower_lists_both_workers_behind_basic_auth(observed: Observed) -> None:
-    port = free_port()
+    port = fresh_port()
     env = observed.env | {"FLOWER_BASIC_AUTH": "ops:s3cret"}
     command = [
         sys.executable,

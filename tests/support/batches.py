@@ -30,6 +30,7 @@ from app.ops.private_redis import start_private_redis, stop_private_redis
 from app.services import services
 from tests.support.apps import FAKE_TAGS, app_config
 from tests.support.paths import REPO_ROOT
+from tests.support.ports import fresh_port
 from workers.tasks import ingest_context
 
 
@@ -37,7 +38,7 @@ from workers.tasks import ingest_context
 def private_redis(data_dir: Path) -> Iterator[str]:
     """A redis-server of this test run alone: a shared db number is not enough, since a concurrent run's
     batch worker on the same db would take this run's tasks (and find no such batch in its database)."""
-    server, url = start_private_redis(data_dir)
+    server, url = start_private_redis(data_dir, fresh_port())
     try:
         yield url
     finally:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from app.ops.private_redis import free_port
 from tests.support.paths import REPO_ROOT
+from tests.support.ports import fresh_port
 from tests.support.services import migrate
 
 
@@ -31,7 +31,7 @@ def gunicorn_api(
         "GPTOSS_PROFILES": str(profiles_file), "DATABASE_URL": database_url, "REDIS_URL": redis_url,
         "GPTOSS_DATA_DIR": str(folder), "PYTHONPATH": str(REPO_ROOT), **env,
     }  # fmt: skip
-    port = free_port()
+    port = fresh_port()
     command = [
         sys.executable, "-m", "gunicorn", *(["--workers", str(workers)] if workers else []),
         "--threads", str(threads),

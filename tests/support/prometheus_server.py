@@ -3,6 +3,7 @@ run on loopback with a config of our own, and queried over its HTTP API."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -16,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.ops.private_redis import free_port
 from tests.support.paths import REPO_ROOT
+from tests.support.ports import fresh_port
 
 UNPACKED = REPO_ROOT / ".cache" / "prometheus"
 
@@ -29,13 +30,14 @@ def prometheus_binary() -> Path:
     if found:
         return Path(found)
     binary = UNPACKED / "usr" / "bin" / "prometheus"
-    if not binary.exists():
-        UNPACKED.mkdir(parents=True, exist_ok=True)
-        problem = _unpack_debian_package()
-        if problem is not None:
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"Debian's prometheus package is needed under CI: {problem}")
-            pytest.skip(f"no prometheus binary: {problem}")
+    UNPACKED.mkdir(parents=True, exist_ok=True)
+    with open(UNPACKED / ".lock", "w") as lock:  # the run's other workers wait for one unpacking
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        problem = None if binary.exists() else _unpack_debian_package()
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Debian's prometheus package is needed under CI: {problem}")
+        pytest.skip(f"no prometheus binary: {problem}")
     return binary
 
 
@@ -61,7 +63,7 @@ def prometheus(folder: Path, scrape_configs: list[dict[str, Any]]) -> Iterator[s
     config = folder / "prometheus.yml"
     # JSON is YAML: Prometheus reads it as its config file
     config.write_text(json.dumps({"global": {"scrape_interval": "1s"}, "scrape_configs": scrape_configs}))
-    port = free_port()
+    port = fresh_port()
     command = [
         str(binary), f"--config.file={config}", f"--storage.tsdb.path={folder / 'tsdb'}",
         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",

@@ -15,6 +15,7 @@ from alembic.config import Config as AlembicConfig
 
 from app.ops.private_redis import redis_answers, start_private_redis, stop_private_redis
 from tests.support.paths import REPO_ROOT
+from tests.support.ports import fresh_port
 
 WORKER_REDIS_DB = 11  # the db real workers consume
 IDLE_REDIS_DB = 12  # a db no worker consumes: jobs there stay queued
@@ -31,7 +32,7 @@ def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert redis_answers(url), f"GPTOSS_TEST_REDIS_URL={url} does not answer"
         yield url.rstrip("/")
         return
-    server, private_url = start_private_redis(tmp_path_factory.mktemp("redis"))
+    server, private_url = start_private_redis(tmp_path_factory.mktemp("redis"), fresh_port())
     yield private_url.rsplit("/", 1)[0]
     stop_private_redis(server)
 

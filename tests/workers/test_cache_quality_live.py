@@ -13,11 +13,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app.cache.store import ResponseCache
-from app.ops.private_redis import free_port
 from app.services import services
 from app.settings import CacheSettings
 from tests.support.paths import REPO_ROOT
 from tests.support.pipeline import FINISHED, live_workers
+from tests.support.ports import fresh_port
 from tests.support.prometheus_text import FIVE_TAGS, series, value
 from tests.support.services import migrate
 
@@ -63,7 +63,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, redis_base_url: str) -> Itera
     database_url = f"sqlite:///{folder / 'live.db'}"
     migrate(database_url)
     redis_url = f"{redis_base_url}/{LIVE_REDIS_DB}"
-    port = free_port()
+    port = fresh_port()
     with live_workers(
         folder, profiles, database_url, redis_url, folder, ("latency_first",),
         env={"GPTOSS_WORKER_METRICS_PORT": str(port), "GPTOSS_CACHE_MAX_ENTRIES": "100"},
