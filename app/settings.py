@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "PROFILE": None,  # set in a worker process: the profile whose model it loads
     "MULTI_HOST": 0,  # 1: one host of several; refuse single-host defaults (app/multi_host.py)
     "ENGINE_PROCESS": 1,  # 1: a worker runs each engine in a child process (engine/process.py)
-    "WORKER_GIL_SWITCH_MS": 0.5,  # a worker's GIL switch interval (Python's default 5 ms; workers/gil.py)
+    "WORKER_GIL_SWITCH_MS": None,  # a worker's GIL switch interval; unset: by where its engine runs
     # Security and reliability
     "API_KEYS": "",  # comma-separated; set: every route but /healthz needs `Authorization: Bearer <key>`
     "RATE_LIMIT_PER_MIN": 6000,  # job submits per client (API key, else IP) per minute; 0: no limit
@@ -257,7 +257,9 @@ class Settings:
             profile=config.get("PROFILE") or None,
             multi_host=bool(read.integer("MULTI_HOST")),
             engine_process=bool(read.integer("ENGINE_PROCESS")),
-            worker_gil_switch_ms=read.number("WORKER_GIL_SWITCH_MS"),
+            worker_gil_switch_ms=default_gil_switch_ms(
+                read.optional_number("WORKER_GIL_SWITCH_MS"), bool(read.integer("ENGINE_PROCESS"))
+            ),
             reliability=ReliabilitySettings(
                 api_keys=api_keys,
                 rate_limit_per_min=read.integer("RATE_LIMIT_PER_MIN"),
@@ -350,8 +352,19 @@ class _Reader:
         """Comma-separated host names, IPs and CIDRs (a CIDR must be one)."""
         return self._get(key, _hosts, "comma-separated host names, IP addresses or CIDRs (e.g. 10.0.0.0/8)")
 
+    def optional_number(self, key: str) -> float | None:
+        return self._get(key, lambda v: None if v in (None, "") else float(v), "a number")
+
     def optional_integer(self, key: str) -> int | None:
         return self._get(key, lambda v: None if v in (None, "") else _whole_number(v), "a whole number")
+
+
+def default_gil_switch_ms(given: float | None, engine_process: bool) -> float:
+    """A worker's GIL switch interval: as given, else Python's 5 ms where the engine runs in a child
+    process and 0.5 ms where it runs in the worker's own (workers/gil.py says why)."""
+    if given is not None:
+        return given
+    return 5.0 if engine_process else 0.5
 
 
 def _whole_number(value: Any) -> int:

@@ -18,10 +18,19 @@ def restore_switch_interval() -> Iterator[None]:
     sys.setswitchinterval(before)
 
 
-def test_the_setting_defaults_to_half_a_millisecond_and_reads_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert load_settings().worker_gil_switch_ms == 0.5
+def test_the_default_follows_where_the_engine_runs_and_the_env_overrides_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().worker_gil_switch_ms == 5.0  # the engine in a child process (the default)
+    monkeypatch.setenv("GPTOSS_ENGINE_PROCESS", "0")
+    assert load_settings().worker_gil_switch_ms == 0.5  # its generation thread in the worker's own
     monkeypatch.setenv("GPTOSS_WORKER_GIL_SWITCH_MS", "2")
     assert load_settings().worker_gil_switch_ms == 2.0
+    monkeypatch.setenv("GPTOSS_WORKER_GIL_SWITCH_MS", "")
+    assert load_settings().worker_gil_switch_ms == 0.5
+    monkeypatch.setenv("GPTOSS_WORKER_GIL_SWITCH_MS", "fast")
+    with pytest.raises(Exception, match="GPTOSS_WORKER_GIL_SWITCH_MS"):
+        load_settings()
 
 
 def test_it_sets_the_processs_switch_interval(restore_switch_interval: None) -> None:
