@@ -245,6 +245,7 @@ class Settings:
             )
             if problem is not None:
                 raise SettingsError(problem)
+        engine_process = bool(read.integer("ENGINE_PROCESS"))
         return cls(
             data_dir=data_dir,
             profiles_path=read.text("PROFILES"),
@@ -256,9 +257,9 @@ class Settings:
             events_ttl_s=read.integer("EVENTS_TTL_S"),
             profile=config.get("PROFILE") or None,
             multi_host=bool(read.integer("MULTI_HOST")),
-            engine_process=bool(read.integer("ENGINE_PROCESS")),
+            engine_process=engine_process,
             worker_gil_switch_ms=default_gil_switch_ms(
-                read.optional_number("WORKER_GIL_SWITCH_MS"), bool(read.integer("ENGINE_PROCESS"))
+                read.optional_number("WORKER_GIL_SWITCH_MS"), engine_process
             ),
             reliability=ReliabilitySettings(
                 api_keys=api_keys,

@@ -26,9 +26,13 @@ def ledger_path() -> Path:
 def handed_out() -> set[int]:
     """The ports this run (any of its workers) has given out so far."""
     try:
-        return {int(each) for each in ledger_path().read_text().split()}
+        return _ports_in(ledger_path().read_text())
     except FileNotFoundError:
         return set()
+
+
+def _ports_in(ledger: str) -> set[int]:
+    return {int(each) for each in ledger.split()}  # one port a line
 
 
 def fresh_port(width: int = 1) -> int:
@@ -36,7 +40,7 @@ def fresh_port(width: int = 1) -> int:
     with open(ledger_path(), "a+") as ledger:
         fcntl.flock(ledger, fcntl.LOCK_EX)  # released when the file closes
         ledger.seek(0)
-        taken = {int(each) for each in ledger.read().split()}
+        taken = _ports_in(ledger.read())
         while True:
             port = free_port()
             wanted = range(port, port + width)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.settings import load_settings
+from app.settings import SettingsError, load_settings
 from workers.gil import set_gil_switch_interval
 
 
@@ -29,7 +29,7 @@ def test_the_default_follows_where_the_engine_runs_and_the_env_overrides_it(
     monkeypatch.setenv("GPTOSS_WORKER_GIL_SWITCH_MS", "")
     assert load_settings().worker_gil_switch_ms == 0.5
     monkeypatch.setenv("GPTOSS_WORKER_GIL_SWITCH_MS", "fast")
-    with pytest.raises(Exception, match="GPTOSS_WORKER_GIL_SWITCH_MS"):
+    with pytest.raises(SettingsError, match="GPTOSS_WORKER_GIL_SWITCH_MS"):
         load_settings()
 
 
