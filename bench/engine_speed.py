@@ -9,9 +9,10 @@ Scenario (e) starts the engine child as a worker does (engine/process.py) and ti
 with the machine quiet and beside one busy process (bench/neighbour.py), interleaved, as a ratio.
 Plain generate and the engine use the same loaded model, so the same CPU linear layout
 (engine/cpu/linear.py); GPTOSS_CPU_LINEAR=stock measures transformers' own.
-Per scenario, plain generate runs first and then a fresh Engine: building one may switch the
-attention implementation (gpt-oss: "paged|eager", which plain `generate` cannot use); its
-shutdown switches it back. Running the methods of a scenario back to back keeps load drift small.
+A scenario runs in rounds (its repeats), each running every method once, back to back: plain generate
+first, then a fresh Engine (building one may switch the attention implementation, gpt-oss: "paged|eager",
+which plain `generate` cannot use; its shutdown switches it back). A target's ratio is the median of the
+rounds' own ratios, so the machine's drift between minutes does not fall on one method only.
 
     python bench/engine_speed.py [--quick] [--only abcde] [--model demo|DIR|FILE.gguf] [--threads N]
                                  [--sizing P,B,T]
@@ -79,12 +80,13 @@ class Run:
     texts: list[str]  # per job, to check that the methods agree (greedy)
 
 
-# (scenario, metric, numerator method, denominator method, bound, higher is better)
+# (scenario, metric, numerator method, denominator method, bound, higher is better): the engine issue's,
+# with issue 22's higher bounds for (b) (1.25 before) and (d) (0.9 before), and its (e)
 TARGETS = (
     ("a", "tok_s", "engine", "sequential", 3.0, True),
-    ("b", "tok_s", "engine", "static", 1.25, True),
+    ("b", "tok_s", "engine", "static", 1.5, True),
     ("c", "focus_p50_s", "engine", "static", 0.2, False),
-    ("d", "tok_s", "engine", "sequential", 0.9, True),
+    ("d", "tok_s", "engine", "sequential", 0.97, True),
     ("e", "tok_s", "neighbour", "quiet", 0.4, True),
 )
 
@@ -111,7 +113,7 @@ def scenarios(quick: bool) -> list[Scenario]:
         Scenario("a", "8 equal jobs x 64 tokens", (64,) * 8, all3, 1),
         Scenario("b", "32 jobs, capped-exponential lengths", exp_lengths(32, 48, 256, 4), all3, 1),
         Scenario("c", "1 long (256) + 7 short (16)", (256,) + (16,) * 7, all3, 3, focus=tuple(range(1, 8))),
-        Scenario("d", "1 job alone x 64 tokens", (64,), ("sequential", "engine"), 5),
+        Scenario("d", "1 job alone x 64 tokens", (64,), ("sequential", "engine"), 7),
         Scenario("e", "4 jobs x 32 tokens, engine child, quiet / neighbour", (32,) * 4, NEIGHBOUR, 3),
     ]
 
@@ -194,40 +196,42 @@ def summarize(scenario: Scenario, runs: list[Run]) -> dict:
         "useful_tokens": runs[0].useful_tokens,
         "tok_s": round(runs[0].useful_tokens / wall, 2),
         "focus_p50_s": round(statistics.median(p50s), 3),
+        "tok_s_runs": [round(r.useful_tokens / r.wall_s, 2) for r in runs],  # in round order (judge)
+        "focus_p50_s_runs": [round(p50, 3) for p50 in p50s],
         "max_latency_s": round(statistics.median(max(r.latencies) for r in runs), 3),
         "repeats": len(runs),
         "texts": runs[0].texts,
     }
 
 
-def measure(scenario: Scenario, method: str, once) -> dict:
-    runs = [once() for _ in range(scenario.repeats)]
+def measure(scenario: Scenario, method: str, runs: list[Run]) -> dict:
     stats = summarize(scenario, runs) | {"load_avg": round(os.getloadavg()[0], 2)}  # others' CPU use skews
     print(f"  [{scenario.key}] {method:<10} {stats['wall_s']:8.2f} s {stats['tok_s']:8.2f} tok/s", flush=True)
     return stats
 
 
 def measure_scenario(loaded, sc: Scenario, pad_id: int, make_engine) -> dict:
-    """Plain generate first, then a fresh engine: it may switch attention, and shutdown switches it back."""
+    """`repeats` rounds, each running every method once, back to back: plain generate first, then a fresh
+    engine (building one may switch attention, and shutdown switches it back). A target's ratio is the
+    median of the rounds' own ratios (judge), so this VM's drift between minutes (10-30%) falls on both
+    sides of each ratio rather than on one method's block of repeats."""
     attn = loaded.model.config._attn_implementation
     prompts = [render(loaded, i) for i in range(len(sc.lengths))]
     runners = {"sequential": run_sequential, "static": run_static}
-    rows = {}
-    for method in (m for m in sc.methods if m in runners):
-        # On a short-lived thread, like the engine's own generation thread (engine/cpu/threads.py).
-        rows[method] = measure(
-            sc,
-            method,
-            lambda r=runners[method]: in_short_lived_thread(r, loaded, prompts, sc.lengths, pad_id),
-        )
-    engine = make_engine()
-    try:
-        run_engine(engine, [0, 1, 2], (4, 4, 4))  # warm-up
-        indices = list(range(len(sc.lengths)))
-        rows["engine"] = measure(sc, "engine", lambda: run_engine(engine, indices, sc.lengths))
-    finally:
-        engine.shutdown()
-    assert loaded.model.config._attn_implementation == attn, "engine shutdown left attention switched"
+    runs: dict[str, list[Run]] = {method: [] for method in sc.methods}
+    indices = list(range(len(sc.lengths)))
+    for _ in range(sc.repeats):
+        for method in (m for m in sc.methods if m in runners):
+            # On a short-lived thread, like the engine's own generation thread (engine/cpu/threads.py).
+            runs[method].append(in_short_lived_thread(runners[method], loaded, prompts, sc.lengths, pad_id))
+        engine = make_engine()
+        try:
+            run_engine(engine, [0, 1, 2], (4, 4, 4))  # warm-up
+            runs["engine"].append(run_engine(engine, indices, sc.lengths))
+        finally:
+            engine.shutdown()
+        assert loaded.model.config._attn_implementation == attn, "engine shutdown left attention switched"
+    rows = {method: measure(sc, method, method_runs) for method, method_runs in runs.items()}
     reference = rows["sequential"].pop("texts")
     for stats in rows.values():
         same = sum(a == b for a, b in zip(reference, stats.pop("texts", reference), strict=True))
@@ -284,11 +288,20 @@ def judge(results: dict) -> list[dict]:
     for key, metric, num, den, bound, higher in TARGETS:
         if key not in results:
             continue
-        ratio = results[key][num][metric] / results[key][den][metric]
+        ratio = round_ratio(results[key][num], results[key][den], metric)
         ok = ratio >= bound if higher else ratio <= bound
         check, target = f"({key}) {num}/{den} {metric}", f"{'>=' if higher else '<='} {bound}"
         verdicts.append({"check": check, "ratio": round(ratio, 3), "target": target, "pass": ok})
     return verdicts
+
+
+def round_ratio(num: dict, den: dict, metric: str) -> float:
+    """num/den of `metric`: the median of the rounds' own ratios where both ran the same rounds (a round
+    runs every method once, back to back), else the ratio of the medians."""
+    pairs = list(zip(num.get(f"{metric}_runs", ()), den.get(f"{metric}_runs", ()), strict=False))
+    if pairs and len(pairs) == len(num[f"{metric}_runs"]) == len(den[f"{metric}_runs"]):
+        return statistics.median(a / b for a, b in pairs)
+    return num[metric] / den[metric]
 
 
 def parse_args() -> argparse.Namespace:
