@@ -242,11 +242,17 @@ def _decode_from_cache(
     write_index = kwargs["write_index"][allocator.index]
     k_cache.index_copy_(0, write_index, key[0].transpose(0, 1))
     v_cache.index_copy_(0, write_index, value[0].transpose(0, 1))
-    _, gather, mask = _decode_layout(spans, query.device, cache)
-    slots = read_index[gather]  # [requests, longest]: where each request's keys lie in the cache
-    k = k_cache[slots].transpose(1, 2)  # [requests, kv_heads, longest, D]
-    v = v_cache[slots].transpose(1, 2)
-    rows = _decode_rows(query[0].transpose(0, 1), k, v, mask if requests > 1 else None, scaling, sinks)
+    if requests == 1:  # its keys are read_index[k0:k1], unpadded: no layout, no gather of indices
+        slots, mask = read_index[starts_k[0] : starts_k[1]].unsqueeze(0), None
+    else:
+        _, gather, mask = _decode_layout(spans, query.device, cache)
+        slots = read_index[gather]  # [requests, longest]: where each request's keys lie in the cache
+    # index_select, not k_cache[slots]: the same rows, a third of the time (advanced indexing builds a
+    # TensorIterator; 110 keys of the demo model: 5.7 against 15 us in isolation)
+    flat, shape = slots.reshape(-1), (*slots.shape, *k_cache.shape[1:])  # [requests, longest, kv_heads, D]
+    k = k_cache.index_select(0, flat).view(shape).transpose(1, 2)  # [requests, kv_heads, longest, D]
+    v = v_cache.index_select(0, flat).view(shape).transpose(1, 2)
+    rows = _decode_rows(query[0].transpose(0, 1), k, v, mask, scaling, sinks)
     return rows.unsqueeze(0)  # [1, q_tokens, heads, D], as the caller returns
 
 
