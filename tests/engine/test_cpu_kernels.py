@@ -117,6 +117,51 @@ def test_batched_requests_with_per_request_attention_match_plain_generate(
     assert paths["direct"] > 0 and paths["general"] > 0, paths
 
 
+class FullAttentionCacheAllocator:
+    """Stands in for transformers' allocator of full-attention layers (the class name is what is checked):
+    one layer's keys and values, a token per row, at slots the read index names."""
+
+    index, layer_type = 0, 0
+
+    def __init__(self, k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
+        self._kv_token_views = {0: (k_cache, v_cache)}
+
+
+# Keys with the cache per decoding request: one alone (its keys are a slice of the read index), and three
+# (a padded layout); the slots are scattered over the cache, as pages are.
+@pytest.mark.parametrize("key_lengths", [[7], [7, 3, 10]])
+def test_decodes_read_each_requests_keys_from_its_slots_in_the_cache(key_lengths: list) -> None:
+    from engine.cpu.attention import _decode_from_cache
+
+    torch.manual_seed(0)
+    heads, kv_heads, dim, slots_in_cache = 4, 2, 8, 64
+    k_cache, v_cache = torch.randn(slots_in_cache, kv_heads, dim), torch.randn(slots_in_cache, kv_heads, dim)
+    requests = len(key_lengths)
+    read_index = torch.randperm(slots_in_cache)[: sum(key_lengths)]  # each request's slots, packed
+    starts_k = [0, *torch.tensor(key_lengths).cumsum(0).tolist()]
+    write_index = read_index[torch.tensor(starts_k[1:]) - 1]  # each new token is its request's last key
+    query = torch.randn(1, heads, requests, dim)
+    key, value = torch.randn(1, kv_heads, requests, dim), torch.randn(1, kv_heads, requests, dim)
+    cache = type("Cache", (), {"layer_to_allocator": {0: FullAttentionCacheAllocator(k_cache, v_cache)}})()
+    kwargs = {
+        "read_index": [read_index],
+        "write_index": [write_index],
+        "cu_seq_lens_k": [torch.tensor(starts_k)],
+    }
+    got = _decode_from_cache(0, query, key, value, list(range(requests + 1)), 0.5, None, cache, kwargs)
+    assert got is not None  # the direct path took it
+    # Reference: the new keys written at their slots, then each query over its own request's slots.
+    keys, values = k_cache.clone(), v_cache.clone()
+    keys[write_index], values[write_index] = key[0].transpose(0, 1), value[0].transpose(0, 1)
+    for i in range(requests):
+        own = read_index[starts_k[i] : starts_k[i + 1]]
+        k = keys[own].transpose(0, 1).repeat_interleave(heads // kv_heads, dim=0)  # [heads, keys, dim]
+        v = values[own].transpose(0, 1).repeat_interleave(heads // kv_heads, dim=0)
+        q = query[0, :, i : i + 1]  # [heads, 1, dim]
+        expected = ((q @ k.transpose(-1, -2)) * 0.5).softmax(-1) @ v  # [heads, 1, dim]
+        torch.testing.assert_close(got[0, i], expected[:, 0], rtol=1e-5, atol=1e-5)
+
+
 class PackedCache:
     """Stands in for transformers' PagedAttentionCache: hands back each request's whole keys/values."""
 
